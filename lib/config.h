@@ -1,0 +1,111 @@
+/* Configuration: JSON with // and # whole-line comments, strictly validated.
+ *
+ * Every error names the file and line:column (syntax) or the JSON path (values), e.g.
+ *   /etc/wdt2jdy/wdt2jdy.json: flows[0].cursor.window: expected a duration like "30s"
+ * Unknown keys are errors. */
+#pragma once
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+/* A rate "N/s" or "N/min": count events per period_ms. */
+typedef struct wj_rate {
+	unsigned count;
+	uint64_t period_ms;
+} wj_rate_t;
+
+typedef enum { WJ_WDT_QIMEN = 0, WJ_WDT_OPENAPI2 = 1 } wj_wdt_api_t;
+typedef enum { WJ_JDY_V1 = 1, WJ_JDY_V2 = 2 } wj_jdy_api_t;
+
+typedef struct wj_kv {
+	char *key;
+	char *value;
+} wj_kv_t;
+
+typedef struct wj_flow_cfg {
+	char *name;
+	int priority;           /* default 1; lower runs first */
+	int backfill_priority;  /* default priority + 10 */
+	char *method;           /* source.method, default "wdt.stockin.order.query" */
+	wj_kv_t *params;        /* source.params (strings), default order_type=4, status=80 */
+	size_t n_params;
+	int64_t cursor_start;   /* epoch seconds, parsed in the configured timezone */
+	uint64_t window_ms;     /* default 1h, at most 30d */
+	uint64_t lag_ms;        /* default 1m */
+	uint64_t overlap_ms;    /* default 5m */
+	uint64_t interval_ms;   /* default 30s */
+	unsigned page_size;     /* cursor.page_size, default 100, 1..100 */
+	unsigned split_threshold; /* cursor.split_threshold, default 1000 records per window */
+	json_t *mapping;        /* NULL for "default", else the mapping object (owned) */
+	char *remark_template;  /* default "WDT:{stockin_no}" */
+} wj_flow_cfg_t;
+
+typedef struct wj_config {
+	char *path;             /* file it was read from */
+	char *state_dir;        /* default /var/lib/wdt2jdy */
+	uint64_t map_size;      /* store.map_size, default 64MiB: initial LMDB map */
+	uint64_t map_max;       /* store.map_max, default 4GiB: growth limit */
+	char *log_file;         /* NULL → stderr */
+	int log_level;          /* WJ_LOG_* from lib/log.h, default info */
+	char *status_file;      /* default <state_dir>/status.json; "" disables */
+	char *metrics_file;     /* NULL when empty/absent */
+	uint64_t status_interval_ms; /* default 10s */
+	int tz_offset;          /* timezone, seconds east of UTC, default +08:00 */
+	char *timezone;         /* as written, e.g. "+08:00" */
+	uint64_t drain_timeout_ms; /* default 10s */
+
+	struct {
+		wj_wdt_api_t api;
+		char *url, *sid, *app_key, *app_secret, *target_app_key;
+		char *ca_file;
+		wj_rate_t rate_limit;   /* default 60/min */
+		unsigned concurrency;   /* default 2 */
+		uint64_t timeout_ms;    /* default 30s */
+	} wdt;
+
+	struct {
+		wj_jdy_api_t api;
+		char *url, *client_id, *client_secret, *outer_instance_id;
+		char *ca_file;
+		wj_rate_t rate_limit;   /* default 500/min */
+		unsigned concurrency;   /* default 8 */
+		uint64_t timeout_ms;    /* default 30s */
+		uint64_t lookup_ttl_ms; /* default 1d */
+		wj_kv_t *store_map;     /* WDT warehouse_no → Kingdee store number */
+		size_t n_store_map;
+		wj_kv_t *material_map;  /* WDT spec_no → Kingdee material number */
+		size_t n_material_map;
+	} kingdee;
+
+	struct {
+		unsigned capacity;      /* default 10000 */
+		unsigned max_attempts;  /* default 12 */
+		uint64_t backoff_initial_ms; /* default 1s */
+		uint64_t backoff_max_ms;     /* default 10m */
+	} queue;
+
+	wj_flow_cfg_t *flows;
+	size_t n_flows;
+} wj_config_t;
+
+/* Error list collected while loading; each entry is a complete message. */
+typedef struct wj_errors {
+	char **msg;
+	size_t n;
+} wj_errors_t;
+
+void wj_errors_free(wj_errors_t *e);
+
+/* Load and validate. Returns the config or NULL with every problem in *errs
+ * (caller frees both). Secrets from *_file and *_credential are read here. */
+wj_config_t *wj_config_load(const char *path, wj_errors_t *errs);
+/* Parse from a string; `name` is used as the file name in messages. */
+wj_config_t *wj_config_parse(const char *text, const char *name, wj_errors_t *errs);
+void wj_config_free(wj_config_t *cfg);
+
+/* The configured secret values (for log masking). NULL-terminated, valid while cfg lives. */
+const char *const *wj_config_secrets(const wj_config_t *cfg);
+
+/* Parse "N/s" or "N/min". 0 or -EINVAL. */
+int wj_rate_parse(const char *s, wj_rate_t *rate);

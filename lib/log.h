@@ -1,0 +1,40 @@
+/* logfmt logging: one line per event,
+ *   ts=2026-11-29T12:00:00.123+08:00 level=info mod=wdt flow=pd-gain msg="bill saved" ms=12
+ * to the configured file (reopened on SIGHUP) or stderr. Every registered secret is masked
+ * ("***") wherever it appears in a line, keys and values alike. */
+#pragma once
+
+#include <stdarg.h>
+#include <stdbool.h>
+
+enum { WJ_LOG_DEBUG = 0, WJ_LOG_INFO = 1, WJ_LOG_WARN = 2, WJ_LOG_ERROR = 3 };
+
+/* Open the log. path NULL or "" → stderr. tz_offset: seconds east of UTC for ts=.
+ * 0 or -errno (the previous destination stays in use on failure). */
+int wj_log_open(const char *path, int level, int tz_offset);
+/* Reopen the same path (after rotation). 0 or -errno. */
+int wj_log_reopen(void);
+void wj_log_set_level(int level);
+int wj_log_level(void);
+/* Parse "debug|info|warn|error". Returns the level or -1. */
+int wj_log_level_parse(const char *s);
+void wj_log_close(void);
+
+/* Replace the set of masked secrets (copied). Values shorter than 4 bytes are ignored. */
+void wj_log_set_secrets(const char *const *secrets);
+/* Add one runtime secret (tokens, fetched app secrets); copied. */
+void wj_log_add_secret(const char *secret);
+
+/* fields: preformatted logfmt pairs "k=v k2=\"v 2\"" (may be NULL); msg is quoted as needed. */
+void wj_log(int level, const char *mod, const char *fields, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+void wj_logv(int level, const char *mod, const char *fields, const char *fmt, va_list ap);
+
+/* Append ` key=value` to buf (quoting/escaping value as logfmt needs). Returns buf. */
+char *wj_logfmt_kv(char *buf, size_t size, const char *key, const char *value);
+
+#define wj_debug(mod, fields, ...) \
+	do { if (wj_log_level() <= WJ_LOG_DEBUG) wj_log(WJ_LOG_DEBUG, mod, fields, __VA_ARGS__); } while (0)
+#define wj_info(mod, fields, ...) wj_log(WJ_LOG_INFO, mod, fields, __VA_ARGS__)
+#define wj_warn(mod, fields, ...) wj_log(WJ_LOG_WARN, mod, fields, __VA_ARGS__)
+#define wj_error(mod, fields, ...) wj_log(WJ_LOG_ERROR, mod, fields, __VA_ARGS__)

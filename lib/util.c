@@ -1,0 +1,296 @@
+#include "lib/util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+int64_t wj_now(void)
+{
+	return (int64_t)time(NULL);
+}
+
+int64_t wj_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+uint64_t wj_mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Days from civil date, proleptic Gregorian (H. Hinnant's algorithm). */
+static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
+{
+	y -= m <= 2;
+	const int64_t era = (y >= 0 ? y : y - 399) / 400;
+	const unsigned yoe = (unsigned)(y - era * 400);
+	const unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+	const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+	return era * 146097 + (int64_t)doe - 719468;
+}
+
+static void civil_from_days(int64_t z, int *y, unsigned *m, unsigned *d)
+{
+	z += 719468;
+	const int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+	const unsigned doe = (unsigned)(z - era * 146097);
+	const unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+	const unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+	const unsigned mp = (5 * doy + 2) / 153;
+	*d = doy - (153 * mp + 2) / 5 + 1;
+	*m = mp < 10 ? mp + 3 : mp - 9;
+	*y = (int)((int64_t)yoe + era * 400 + (*m <= 2));
+}
+
+void wj_time_format(int64_t epoch, int tz_offset, char buf[WJ_TIME_LEN])
+{
+	int64_t t = epoch + tz_offset;
+	int64_t days = t >= 0 ? t / 86400 : -((-t + 86399) / 86400);
+	int64_t secs = t - days * 86400;
+	int y;
+	unsigned m, d;
+	civil_from_days(days, &y, &m, &d);
+	unsigned v[6] = {(unsigned)(y < 0 ? 0 : y % 10000), m, d, (unsigned)(secs / 3600),
+			 (unsigned)(secs / 60 % 60), (unsigned)(secs % 60)};
+	static const char seps[] = "-- ::";
+	char *p = buf;
+	for (int i = 0; i < 6; i++) {
+		if (i == 0) {
+			*p++ = (char)('0' + v[0] / 1000);
+			*p++ = (char)('0' + v[0] / 100 % 10);
+		} else {
+			*p++ = seps[i - 1];
+		}
+		*p++ = (char)('0' + v[i] / 10 % 10);
+		*p++ = (char)('0' + v[i] % 10);
+	}
+	*p = '\0';
+}
+
+static bool digits(const char *s, int n, int *out)
+{
+	int v = 0;
+	for (int i = 0; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return false;
+		v = v * 10 + (s[i] - '0');
+	}
+	*out = v;
+	return true;
+}
+
+int wj_time_parse(const char *s, int tz_offset, int64_t *epoch)
+{
+	int y, mo, d, h = 0, mi = 0, se = 0;
+	if (!s)
+		return -EINVAL;
+	size_t len = strlen(s);
+	if (len != 10 && len != 19)
+		return -EINVAL;
+	if (!digits(s, 4, &y) || s[4] != '-' || !digits(s + 5, 2, &mo) || s[7] != '-' ||
+	    !digits(s + 8, 2, &d))
+		return -EINVAL;
+	if (len == 19 && (s[10] != ' ' || !digits(s + 11, 2, &h) || s[13] != ':' ||
+			  !digits(s + 14, 2, &mi) || s[16] != ':' || !digits(s + 17, 2, &se)))
+		return -EINVAL;
+	static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+	if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || h > 23 || mi > 59 || se > 59)
+		return -EINVAL;
+	bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+	if (mo == 2 && d == 29 && !leap)
+		return -EINVAL;
+	*epoch = days_from_civil(y, (unsigned)mo, (unsigned)d) * 86400 + h * 3600 + mi * 60 + se -
+		 tz_offset;
+	return 0;
+}
+
+int wj_tz_parse(const char *s, int *offset)
+{
+	int h, m;
+	if (!s)
+		return -EINVAL;
+	if (!strcmp(s, "Z") || !strcmp(s, "UTC") || !strcmp(s, "+00:00")) {
+		*offset = 0;
+		return 0;
+	}
+	if (strlen(s) != 6 || (s[0] != '+' && s[0] != '-') || !digits(s + 1, 2, &h) || s[3] != ':' ||
+	    !digits(s + 4, 2, &m) || h > 14 || m > 59)
+		return -EINVAL;
+	*offset = (s[0] == '-' ? -1 : 1) * (h * 3600 + m * 60);
+	return 0;
+}
+
+int wj_duration_parse(const char *s, uint64_t *ms)
+{
+	if (!s || !*s)
+		return -EINVAL;
+	const char *p = s;
+	uint64_t v = 0;
+	if (*p < '0' || *p > '9')
+		return -EINVAL;
+	while (*p >= '0' && *p <= '9') {
+		if (v > UINT64_MAX / 10 - 10)
+			return -EINVAL;
+		v = v * 10 + (uint64_t)(*p++ - '0');
+	}
+	uint64_t mul;
+	if (!strcmp(p, "ms"))
+		mul = 1;
+	else if (!strcmp(p, "s"))
+		mul = 1000;
+	else if (!strcmp(p, "m"))
+		mul = 60 * 1000;
+	else if (!strcmp(p, "h"))
+		mul = 3600 * 1000;
+	else if (!strcmp(p, "d"))
+		mul = 86400 * 1000;
+	else
+		return -EINVAL;
+	if (v > UINT64_MAX / mul)
+		return -EINVAL;
+	*ms = v * mul;
+	return 0;
+}
+
+int wj_size_parse(const char *s, uint64_t *bytes)
+{
+	if (!s || *s < '0' || *s > '9')
+		return -EINVAL;
+	const char *p = s;
+	uint64_t v = 0;
+	while (*p >= '0' && *p <= '9') {
+		if (v > UINT64_MAX / 10 - 10)
+			return -EINVAL;
+		v = v * 10 + (uint64_t)(*p++ - '0');
+	}
+	uint64_t mul;
+	if (!*p || !strcmp(p, "B"))
+		mul = 1;
+	else if (!strcmp(p, "KiB"))
+		mul = 1ULL << 10;
+	else if (!strcmp(p, "MiB"))
+		mul = 1ULL << 20;
+	else if (!strcmp(p, "GiB"))
+		mul = 1ULL << 30;
+	else if (!strcmp(p, "TiB"))
+		mul = 1ULL << 40;
+	else
+		return -EINVAL;
+	if (v > UINT64_MAX / mul)
+		return -EINVAL;
+	*bytes = v * mul;
+	return 0;
+}
+
+static int buf_reserve(wj_buf_t *b, size_t extra)
+{
+	if (b->len + extra + 1 <= b->cap)
+		return 0;
+	size_t cap = b->cap ? b->cap : 256;
+	while (cap < b->len + extra + 1)
+		cap *= 2;
+	char *d = realloc(b->data, cap);
+	if (!d)
+		return -ENOMEM;
+	b->data = d;
+	b->cap = cap;
+	return 0;
+}
+
+int wj_buf_append(wj_buf_t *b, const void *p, size_t n)
+{
+	if (buf_reserve(b, n) < 0)
+		return -ENOMEM;
+	if (n)
+		memcpy(b->data + b->len, p, n);
+	b->len += n;
+	b->data[b->len] = '\0';
+	return 0;
+}
+
+int wj_buf_printf(wj_buf_t *b, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return -EINVAL;
+	if (buf_reserve(b, (size_t)n) < 0)
+		return -ENOMEM;
+	va_start(ap, fmt);
+	vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+	b->len += (size_t)n;
+	return 0;
+}
+
+void wj_buf_reset(wj_buf_t *b)
+{
+	b->len = 0;
+	if (b->data)
+		b->data[0] = '\0';
+}
+
+void wj_buf_free(wj_buf_t *b)
+{
+	free(b->data);
+	b->data = NULL;
+	b->len = b->cap = 0;
+}
+
+void wj_hex(const unsigned char *in, size_t n, char *out, bool upper)
+{
+	const char *digs = upper ? "0123456789ABCDEF" : "0123456789abcdef";
+	for (size_t i = 0; i < n; i++) {
+		out[2 * i] = digs[in[i] >> 4];
+		out[2 * i + 1] = digs[in[i] & 15];
+	}
+	out[2 * n] = '\0';
+}
+
+int wj_write_file_atomic(const char *path, const void *data, size_t len, unsigned mode)
+{
+	char tmp[4096];
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
+		return -ENAMETOOLONG;
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+	if (fd < 0)
+		return -errno;
+	const char *p = data;
+	size_t left = len;
+	while (left) {
+		ssize_t w = write(fd, p, left);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			int e = -errno;
+			close(fd);
+			unlink(tmp);
+			return e;
+		}
+		p += w;
+		left -= (size_t)w;
+	}
+	if (fsync(fd) < 0 || close(fd) < 0) {
+		int e = -errno;
+		unlink(tmp);
+		return e;
+	}
+	if (rename(tmp, path) < 0) {
+		int e = -errno;
+		unlink(tmp);
+		return e;
+	}
+	return 0;
+}

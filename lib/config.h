@@ -43,12 +43,13 @@ typedef struct wj_flow_cfg {
 
 typedef struct wj_config {
 	char *path;             /* file it was read from */
+	json_t *doc;            /* the parsed document (comments stripped), for reload diffs */
 	char *state_dir;        /* default /var/lib/wdt2jdy */
 	uint64_t map_size;      /* store.map_size, default 64MiB: initial LMDB map */
 	uint64_t map_max;       /* store.map_max, default 4GiB: growth limit */
 	char *log_file;         /* NULL → stderr */
 	int log_level;          /* WJ_LOG_* from lib/log.h, default info */
-	char *status_file;      /* default <state_dir>/status.json; "" disables */
+	char *status_file;      /* default <state_dir>/status.json; "" (kept as "") disables */
 	char *metrics_file;     /* NULL when empty/absent */
 	uint64_t status_interval_ms; /* default 10s */
 	int tz_offset;          /* timezone, seconds east of UTC, default +08:00 */
@@ -87,6 +88,8 @@ typedef struct wj_config {
 
 	wj_flow_cfg_t *flows;
 	size_t n_flows;
+
+	const char *secret_list[3]; /* backing store of wj_config_secrets() */
 } wj_config_t;
 
 /* Error list collected while loading; each entry is a complete message. */
@@ -96,6 +99,8 @@ typedef struct wj_errors {
 } wj_errors_t;
 
 void wj_errors_free(wj_errors_t *e);
+/* Append one formatted message (copied). 0 or -ENOMEM. */
+int wj_errors_addf(wj_errors_t *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Load and validate. Returns the config or NULL with every problem in *errs
  * (caller frees both). Secrets from *_file and *_credential are read here. */

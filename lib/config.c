@@ -1,0 +1,1068 @@
+/* Configuration: comment stripping, a small schema walker over the JSON document, secrets.
+ *
+ * Each object is described by a table of fields (key, kind, offset into the struct being
+ * filled, limits). walk() reports unknown keys and missing required keys, then converts every
+ * present value; cross-field checks run afterwards. Every problem is collected, none stops
+ * the walk, so one load reports them all. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "lib/config.h"
+#include "lib/log.h"
+#include "lib/util.h"
+
+#define CONFIG_MAX (16u << 20) /* largest configuration file accepted */
+#define SECRET_MAX (64u << 10) /* largest secret file accepted */
+#define PATH_LEN 512
+
+#define SEC 1000ULL
+#define MIN (60 * SEC)
+#define HOUR (60 * MIN)
+#define DAY (24 * HOUR)
+
+typedef struct ctx {
+	const char *name;   /* file name used in messages */
+	wj_errors_t *errs;
+	int tz_offset;      /* for cursor.start */
+	int64_t now;
+	bool oom;
+} ctx_t;
+
+/* ---- errors ---------------------------------------------------------------------------- */
+
+void wj_errors_free(wj_errors_t *e)
+{
+	if (!e)
+		return;
+	for (size_t i = 0; i < e->n; i++)
+		free(e->msg[i]);
+	free(e->msg);
+	e->msg = NULL;
+	e->n = 0;
+}
+
+int wj_errors_addf(wj_errors_t *e, const char *fmt, ...)
+{
+	char *m = NULL;
+	va_list ap;
+	va_start(ap, fmt);
+	int r = vasprintf(&m, fmt, ap);
+	va_end(ap);
+	if (r < 0)
+		return -ENOMEM;
+	char **nm = realloc(e->msg, (e->n + 1) * sizeof(*nm));
+	if (!nm) {
+		free(m);
+		return -ENOMEM;
+	}
+	e->msg = nm;
+	e->msg[e->n++] = m;
+	return 0;
+}
+
+/* "FILE: PATH: problem" */
+__attribute__((format(printf, 3, 4)))
+static void err(ctx_t *c, const char *path, const char *fmt, ...)
+{
+	char *problem = NULL;
+	va_list ap;
+	va_start(ap, fmt);
+	int r = vasprintf(&problem, fmt, ap);
+	va_end(ap);
+	if (r < 0 || wj_errors_addf(c->errs, "%s: %s: %s", c->name, path, problem) < 0)
+		c->oom = true;
+	free(problem);
+}
+
+static char *xstrdup(ctx_t *c, const char *s)
+{
+	char *d = strdup(s);
+	if (!d)
+		c->oom = true;
+	return d;
+}
+
+static void set_str(ctx_t *c, char **dst, const char *s)
+{
+	free(*dst);
+	*dst = s ? xstrdup(c, s) : NULL;
+}
+
+/* out (PATH_LEN bytes) = path.key; a path too long is cut short and ends in "..." */
+static const char *join(char *out, const char *path, const char *key)
+{
+	int r = snprintf(out, PATH_LEN, "%s%s%s", path, *path ? "." : "", key);
+	if (r < 0 || r >= PATH_LEN)
+		memcpy(out + PATH_LEN - 4, "...", 4);
+	return out;
+}
+
+static const char *fmt_dur(uint64_t ms, char *buf, size_t size)
+{
+	static const struct {
+		uint64_t ms;
+		const char *unit;
+	} units[] = {{DAY, "d"}, {HOUR, "h"}, {MIN, "m"}, {SEC, "s"}, {1, "ms"}};
+	if (ms == 0) {
+		snprintf(buf, size, "0s");
+		return buf;
+	}
+	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+		if (ms % units[i].ms == 0) {
+			snprintf(buf, size, "%" PRIu64 "%s", ms / units[i].ms, units[i].unit);
+			break;
+		}
+	}
+	return buf;
+}
+
+/* ---- rates ----------------------------------------------------------------------------- */
+
+int wj_rate_parse(const char *s, wj_rate_t *rate)
+{
+	if (!s || *s < '1' || *s > '9')
+		return -EINVAL;
+	unsigned long n = 0;
+	const char *p = s;
+	while (*p >= '0' && *p <= '9') {
+		n = n * 10 + (unsigned long)(*p++ - '0');
+		if (n > 1000000)
+			return -EINVAL;
+	}
+	uint64_t period;
+	if (!strcmp(p, "/s"))
+		period = SEC;
+	else if (!strcmp(p, "/min"))
+		period = MIN;
+	else
+		return -EINVAL;
+	rate->count = (unsigned)n;
+	rate->period_ms = period;
+	return 0;
+}
+
+/* ---- schema ---------------------------------------------------------------------------- */
+
+enum kind {
+	K_STR,    /* char *; "" kept */
+	K_OPTSTR, /* char *; "" → NULL */
+	K_URL,    /* char *; http:// or https:// */
+	K_SECRET, /* char *; from KEY, KEY_file or KEY_credential */
+	K_INT,    /* int in [min, max] */
+	K_UINT,   /* unsigned in [min, max] */
+	K_DUR,    /* uint64_t ms in [min, max] */
+	K_SIZE,   /* uint64_t bytes, at least min */
+	K_RATE,   /* wj_rate_t */
+	K_MAP,    /* object of strings → wj_kv_t * at off, count at off2 */
+	K_PARAMS, /* like K_MAP, integers allowed and stored in decimal */
+	K_OBJ,    /* nested object described by sub, filling the same struct */
+	K_CUSTOM, /* fn converts the value */
+};
+
+enum { F_REQUIRED = 1, F_NONEMPTY = 2 };
+
+typedef void (*custom_fn)(ctx_t *c, const char *path, json_t *v, void *base);
+
+struct field {
+	const char *key;
+	enum kind kind;
+	size_t off, off2;
+	int64_t min, max;
+	unsigned flags;
+	const struct field *sub;
+	custom_fn fn;
+};
+
+#define AT(base, off, type) ((type *)((char *)(base) + (off)))
+
+static bool key_allowed(const struct field *t, const char *key)
+{
+	size_t kl = strlen(key);
+	for (; t->key; t++) {
+		if (!strcmp(t->key, key))
+			return true;
+		size_t l = strlen(t->key);
+		if (t->kind == K_SECRET && kl > l && !strncmp(key, t->key, l) &&
+		    (!strcmp(key + l, "_file") || !strcmp(key + l, "_credential")))
+			return true;
+	}
+	return false;
+}
+
+static void parse_kv(ctx_t *c, const char *path, json_t *v, const struct field *f, void *base)
+{
+	wj_kv_t **arr = AT(base, f->off, wj_kv_t *);
+	size_t *n = AT(base, f->off2, size_t);
+	bool ints = f->kind == K_PARAMS;
+	if (!json_is_object(v)) {
+		err(c, path, "expected an object");
+		return;
+	}
+	size_t cap = json_object_size(v);
+	wj_kv_t *kv = calloc(cap ? cap : 1, sizeof(*kv));
+	if (!kv) {
+		c->oom = true;
+		return;
+	}
+	size_t cnt = 0;
+	const char *key;
+	json_t *val;
+	json_object_foreach(v, key, val) {
+		char p[PATH_LEN], num[32];
+		const char *s = NULL;
+		if (json_is_string(val)) {
+			s = json_string_value(val);
+		} else if (ints && json_is_integer(val)) {
+			snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT, json_integer_value(val));
+			s = num;
+		} else {
+			err(c, join(p, path, key), ints ? "expected a string or an integer" :
+							  "expected a string");
+			continue;
+		}
+		kv[cnt].key = xstrdup(c, key);
+		kv[cnt].value = xstrdup(c, s);
+		cnt++;
+	}
+	for (size_t i = 0; i < *n; i++) {
+		free((*arr)[i].key);
+		free((*arr)[i].value);
+	}
+	free(*arr);
+	*arr = kv;
+	*n = cnt;
+}
+
+/* Read a secret from a file: whole content, trailing newlines stripped. NULL on error. */
+static char *read_secret(ctx_t *c, const char *path, const char *file, bool check_mode,
+			 bool credential)
+{
+	char *buf = NULL;
+	int fd = open(file, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0) {
+		if (credential && errno == ENOENT)
+			err(c, path, "%s: no such credential", file);
+		else
+			err(c, path, "%s: %s", file, strerror(errno));
+		return NULL;
+	}
+	struct stat st;
+	if (fstat(fd, &st) < 0) {
+		err(c, path, "%s: %s", file, strerror(errno));
+		goto fail;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		err(c, path, "%s: not a regular file", file);
+		goto fail;
+	}
+	if (check_mode && (st.st_mode & 077)) {
+		err(c, path, "%s: mode %04o is group or world readable; chmod 600 it", file,
+		    (unsigned)(st.st_mode & 07777));
+		goto fail;
+	}
+	if (st.st_size > (off_t)SECRET_MAX) {
+		err(c, path, "%s: larger than %u bytes", file, SECRET_MAX);
+		goto fail;
+	}
+	buf = malloc((size_t)st.st_size + 1);
+	if (!buf) {
+		c->oom = true;
+		goto fail;
+	}
+	size_t len = 0;
+	while (len < (size_t)st.st_size) {
+		ssize_t r = read(fd, buf + len, (size_t)st.st_size - len);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			err(c, path, "%s: %s", file, strerror(errno));
+			goto fail;
+		}
+		if (r == 0)
+			break;
+		len += (size_t)r;
+	}
+	while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
+		len--;
+	buf[len] = '\0';
+	if (len == 0) {
+		err(c, path, "%s: empty", file);
+		goto fail;
+	}
+	if (strlen(buf) != len) {
+		err(c, path, "%s: contains a NUL byte", file);
+		goto fail;
+	}
+	close(fd);
+	return buf;
+fail:
+	free(buf);
+	close(fd);
+	return NULL;
+}
+
+/* KEY (inline), KEY_file (mode 0600 or stricter) or KEY_credential (in $CREDENTIALS_DIRECTORY):
+ * exactly one. */
+static void parse_secret(ctx_t *c, const char *path, json_t *obj, const struct field *f,
+			 void *base)
+{
+	char kfile[64], kcred[64], p[PATH_LEN];
+	snprintf(kfile, sizeof(kfile), "%s_file", f->key);
+	snprintf(kcred, sizeof(kcred), "%s_credential", f->key);
+	json_t *vi = json_object_get(obj, f->key);
+	json_t *vf = json_object_get(obj, kfile);
+	json_t *vc = json_object_get(obj, kcred);
+	int given = !!vi + !!vf + !!vc;
+	if (given == 0) {
+		if (f->flags & F_REQUIRED)
+			err(c, join(p, path, f->key), "required");
+		return;
+	}
+	if (given > 1) {
+		err(c, join(p, path, f->key), "give only one of %s, %s, %s", f->key, kfile, kcred);
+		return;
+	}
+	char *val = NULL;
+	if (vi) {
+		join(p, path, f->key);
+		if (!json_is_string(vi))
+			err(c, p, "expected a string");
+		else if (!*json_string_value(vi))
+			err(c, p, "must not be empty");
+		else
+			val = xstrdup(c, json_string_value(vi));
+	} else if (vf) {
+		join(p, path, kfile);
+		if (!json_is_string(vf) || !*json_string_value(vf))
+			err(c, p, "expected a file path");
+		else
+			val = read_secret(c, p, json_string_value(vf), true, false);
+	} else {
+		join(p, path, kcred);
+		const char *name = json_is_string(vc) ? json_string_value(vc) : NULL;
+		const char *dir = getenv("CREDENTIALS_DIRECTORY");
+		if (!name || !*name || strchr(name, '/') || !strcmp(name, ".") ||
+		    !strcmp(name, "..")) {
+			err(c, p, "expected a credential name");
+		} else if (!dir || !*dir) {
+			err(c, p, "%s: $CREDENTIALS_DIRECTORY is not set", name);
+		} else {
+			char *file = NULL;
+			if (asprintf(&file, "%s/%s", dir, name) < 0) {
+				c->oom = true;
+			} else {
+				val = read_secret(c, p, file, false, true);
+				free(file);
+			}
+		}
+	}
+	char **dst = AT(base, f->off, char *);
+	free(*dst);
+	*dst = val;
+}
+
+static void walk(ctx_t *c, const char *path, json_t *obj, const struct field *t, void *base);
+
+static void parse_value(ctx_t *c, const char *p, json_t *v, const struct field *f, void *base)
+{
+	char b1[32], b2[32];
+	switch (f->kind) {
+	case K_STR:
+	case K_OPTSTR:
+	case K_URL: {
+		if (!json_is_string(v)) {
+			err(c, p, "expected a string");
+			return;
+		}
+		const char *s = json_string_value(v);
+		if (!*s && (f->flags & F_NONEMPTY)) {
+			err(c, p, "must not be empty");
+			return;
+		}
+		if (f->kind == K_URL && !(strncmp(s, "http://", 7) == 0 && s[7]) &&
+		    !(strncmp(s, "https://", 8) == 0 && s[8])) {
+			err(c, p, "expected an http:// or https:// URL");
+			return;
+		}
+		set_str(c, AT(base, f->off, char *), f->kind == K_OPTSTR && !*s ? NULL : s);
+		return;
+	}
+	case K_INT:
+	case K_UINT: {
+		json_int_t i = json_is_integer(v) ? json_integer_value(v) : 0;
+		if (!json_is_integer(v) || i < f->min || i > f->max) {
+			err(c, p, "expected an integer from %" PRId64 " to %" PRId64, f->min, f->max);
+			return;
+		}
+		if (f->kind == K_INT)
+			*AT(base, f->off, int) = (int)i;
+		else
+			*AT(base, f->off, unsigned) = (unsigned)i;
+		return;
+	}
+	case K_DUR: {
+		uint64_t ms;
+		if (!json_is_string(v) || wj_duration_parse(json_string_value(v), &ms) < 0) {
+			err(c, p, "expected a duration like \"30s\"");
+			return;
+		}
+		if (ms < (uint64_t)f->min || ms > (uint64_t)f->max) {
+			err(c, p, "must be from %s to %s", fmt_dur((uint64_t)f->min, b1, sizeof(b1)),
+			    fmt_dur((uint64_t)f->max, b2, sizeof(b2)));
+			return;
+		}
+		*AT(base, f->off, uint64_t) = ms;
+		return;
+	}
+	case K_SIZE: {
+		uint64_t bytes;
+		if (json_is_integer(v) && json_integer_value(v) >= 0)
+			bytes = (uint64_t)json_integer_value(v);
+		else if (!json_is_string(v) || wj_size_parse(json_string_value(v), &bytes) < 0) {
+			err(c, p, "expected a size like \"64MiB\"");
+			return;
+		}
+		if (bytes < (uint64_t)f->min) {
+			err(c, p, "must be at least %" PRId64 "MiB", f->min >> 20);
+			return;
+		}
+		*AT(base, f->off, uint64_t) = bytes;
+		return;
+	}
+	case K_RATE:
+		if (!json_is_string(v) || wj_rate_parse(json_string_value(v),
+							AT(base, f->off, wj_rate_t)) < 0)
+			err(c, p, "expected a rate like \"60/min\" or \"2/s\"");
+		return;
+	case K_MAP:
+	case K_PARAMS:
+		parse_kv(c, p, v, f, base);
+		return;
+	case K_OBJ:
+		if (!json_is_object(v))
+			err(c, p, "expected an object");
+		else
+			walk(c, p, v, f->sub, base);
+		return;
+	case K_CUSTOM:
+		f->fn(c, p, v, base);
+		return;
+	case K_SECRET:
+		return; /* handled by walk() */
+	}
+}
+
+static void walk(ctx_t *c, const char *path, json_t *obj, const struct field *t, void *base)
+{
+	char p[PATH_LEN];
+	const char *key;
+	json_t *v;
+	json_object_foreach(obj, key, v) {
+		if (!key_allowed(t, key))
+			err(c, join(p, path, key), "unknown key");
+	}
+	for (const struct field *f = t; f->key; f++) {
+		if (f->kind == K_SECRET) {
+			parse_secret(c, path, obj, f, base);
+			continue;
+		}
+		join(p, path, f->key);
+		v = json_object_get(obj, f->key);
+		if (v) {
+			parse_value(c, p, v, f, base);
+		} else if (f->flags & F_REQUIRED) {
+			err(c, p, "required");
+		} else if (f->kind == K_OBJ) {
+			/* an absent section still has required keys */
+			json_t *empty = json_object();
+			if (!empty) {
+				c->oom = true;
+				continue;
+			}
+			walk(c, p, empty, f->sub, base);
+			json_decref(empty);
+		}
+	}
+}
+
+/* ---- custom values --------------------------------------------------------------------- */
+
+static const char *str_or_null(json_t *v)
+{
+	return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+static void parse_timezone(ctx_t *c, const char *path, json_t *v, void *base)
+{
+	wj_config_t *cfg = base;
+	const char *s = str_or_null(v);
+	int off;
+	if (s && wj_tz_parse(s, &off) == 0) {
+		cfg->tz_offset = c->tz_offset = off;
+		set_str(c, &cfg->timezone, s);
+		return;
+	}
+	bool named = false;
+	for (const char *q = s; q && *q; q++)
+		if ((*q >= 'A' && *q <= 'Z') || (*q >= 'a' && *q <= 'z'))
+			named = true;
+	if (named)
+		err(c, path, "IANA time zone names are not supported; use a fixed UTC offset like \"+08:00\"");
+	else
+		err(c, path, "expected a UTC offset like \"+08:00\"");
+}
+
+static void parse_level(ctx_t *c, const char *path, json_t *v, void *base)
+{
+	static const char *const names[] = {"debug", "info", "warn", "error"};
+	static const int levels[] = {WJ_LOG_DEBUG, WJ_LOG_INFO, WJ_LOG_WARN, WJ_LOG_ERROR};
+	const char *s = str_or_null(v);
+	for (size_t i = 0; s && i < 4; i++) {
+		if (!strcmp(s, names[i])) {
+			((wj_config_t *)base)->log_level = levels[i];
+			return;
+		}
+	}
+	err(c, path, "expected \"debug\", \"info\", \"warn\" or \"error\"");
+}
+
+static void parse_wdt_api(ctx_t *c, const char *path, json_t *v, void *base)
+{
+	const char *s = str_or_null(v);
+	if (s && !strcmp(s, "qimen"))
+		((wj_config_t *)base)->wdt.api = WJ_WDT_QIMEN;
+	else if (s && !strcmp(s, "openapi2"))
+		((wj_config_t *)base)->wdt.api = WJ_WDT_OPENAPI2;
+	else
+		err(c, path, "expected \"qimen\" or \"openapi2\"");
+}
+
+static void parse_jdy_api(ctx_t *c, const char *path, json_t *v, void *base)
+{
+	const char *s = str_or_null(v);
+	if (s && !strcmp(s, "v1"))
+		((wj_config_t *)base)->kingdee.api = WJ_JDY_V1;
+	else if (s && !strcmp(s, "v2"))
+		((wj_config_t *)base)->kingdee.api = WJ_JDY_V2;
+	else
+		err(c, path, "expected \"v1\" or \"v2\"");
+}
+
+static void parse_flow_name(ctx_t *c, const char *path, json_t *v, void *base)
+{
+	const char *s = str_or_null(v);
+	size_t n = s ? strlen(s) : 0;
+	bool ok = n >= 1 && n <= 64;
+	for (size_t i = 0; ok && i < n; i++) {
+		char ch = s[i];
+		ok = (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+		     ch == '_' || ch == '.' || ch == '-';
+	}
+	if (!ok) {
+		err(c, path, "expected 1 to 64 characters from A-Z a-z 0-9 _ . -");
+		return;
+	}
+	set_str(c, &((wj_flow_cfg_t *)base)->name, s);
+}
+
+static void parse_start(ctx_t *c, const char *path, json_t *v, void *base)
+{
+	const char *s = str_or_null(v);
+	if (!s || wj_time_parse(s, c->tz_offset, &((wj_flow_cfg_t *)base)->cursor_start) < 0)
+		err(c, path, "expected a time like \"2026-11-01 00:00:00\" or \"2026-11-01\"");
+}
+
+static void parse_mapping(ctx_t *c, const char *path, json_t *v, void *base)
+{
+	wj_flow_cfg_t *f = base;
+	if (json_is_string(v) && !strcmp(json_string_value(v), "default")) {
+		json_decref(f->mapping);
+		f->mapping = NULL;
+	} else if (json_is_object(v)) {
+		json_decref(f->mapping);
+		f->mapping = json_incref(v);
+	} else {
+		err(c, path, "expected \"default\" or an object");
+	}
+}
+
+static void parse_remark(ctx_t *c, const char *path, json_t *v, void *base)
+{
+	const char *s = str_or_null(v);
+	if (!s)
+		err(c, path, "expected a string");
+	else if (!strstr(s, "{stockin_no}"))
+		err(c, path, "must contain {stockin_no}");
+	else
+		set_str(c, &((wj_flow_cfg_t *)base)->remark_template, s);
+}
+
+/* ---- tables ---------------------------------------------------------------------------- */
+
+#define C(k, kind_, member, ...) \
+	{ .key = k, .kind = kind_, .off = offsetof(wj_config_t, member), __VA_ARGS__ }
+#define FL(k, kind_, member, ...) \
+	{ .key = k, .kind = kind_, .off = offsetof(wj_flow_cfg_t, member), __VA_ARGS__ }
+#define FN(k, f) { .key = k, .kind = K_CUSTOM, .fn = f }
+#define SUB(k, t) { .key = k, .kind = K_OBJ, .sub = t }
+#define REQ (F_REQUIRED | F_NONEMPTY)
+
+static const struct field log_fields[] = {
+	C("file", K_OPTSTR, log_file),
+	FN("level", parse_level),
+	{0},
+};
+
+static const struct field status_fields[] = {
+	C("file", K_STR, status_file),
+	C("metrics_file", K_OPTSTR, metrics_file),
+	C("interval", K_DUR, status_interval_ms, .min = SEC, .max = DAY),
+	{0},
+};
+
+static const struct field store_fields[] = {
+	C("map_size", K_SIZE, map_size, .min = 1 << 20),
+	C("map_max", K_SIZE, map_max, .min = 1 << 20),
+	{0},
+};
+
+static const struct field wdt_fields[] = {
+	FN("api", parse_wdt_api),
+	C("url", K_URL, wdt.url, .flags = REQ),
+	C("sid", K_STR, wdt.sid, .flags = REQ),
+	C("app_key", K_STR, wdt.app_key, .flags = REQ),
+	C("app_secret", K_SECRET, wdt.app_secret, .flags = REQ),
+	C("target_app_key", K_STR, wdt.target_app_key, .flags = F_NONEMPTY),
+	C("ca_file", K_OPTSTR, wdt.ca_file),
+	C("rate_limit", K_RATE, wdt.rate_limit),
+	C("concurrency", K_UINT, wdt.concurrency, .min = 1, .max = 16),
+	C("timeout", K_DUR, wdt.timeout_ms, .min = SEC, .max = 10 * MIN),
+	{0},
+};
+
+static const struct field kingdee_fields[] = {
+	FN("api", parse_jdy_api),
+	C("url", K_URL, kingdee.url, .flags = REQ),
+	C("client_id", K_STR, kingdee.client_id, .flags = REQ),
+	C("client_secret", K_SECRET, kingdee.client_secret, .flags = REQ),
+	C("outer_instance_id", K_STR, kingdee.outer_instance_id, .flags = REQ),
+	C("ca_file", K_OPTSTR, kingdee.ca_file),
+	C("rate_limit", K_RATE, kingdee.rate_limit),
+	C("concurrency", K_UINT, kingdee.concurrency, .min = 1, .max = 64),
+	C("timeout", K_DUR, kingdee.timeout_ms, .min = SEC, .max = 10 * MIN),
+	C("lookup_ttl", K_DUR, kingdee.lookup_ttl_ms, .min = 0, .max = 365 * DAY),
+	C("store_map", K_MAP, kingdee.store_map, .off2 = offsetof(wj_config_t, kingdee.n_store_map)),
+	C("material_map", K_MAP, kingdee.material_map,
+	  .off2 = offsetof(wj_config_t, kingdee.n_material_map)),
+	{0},
+};
+
+static const struct field backoff_fields[] = {
+	C("initial", K_DUR, queue.backoff_initial_ms, .min = 1, .max = DAY),
+	C("max", K_DUR, queue.backoff_max_ms, .min = 1, .max = 7 * DAY),
+	{0},
+};
+
+static const struct field queue_fields[] = {
+	C("capacity", K_UINT, queue.capacity, .min = 10, .max = 10000000),
+	C("max_attempts", K_UINT, queue.max_attempts, .min = 1, .max = 100),
+	SUB("backoff", backoff_fields),
+	{0},
+};
+
+static const struct field source_fields[] = {
+	FL("method", K_STR, method, .flags = F_NONEMPTY),
+	FL("params", K_PARAMS, params, .off2 = offsetof(wj_flow_cfg_t, n_params)),
+	{0},
+};
+
+static const struct field cursor_fields[] = {
+	FN("start", parse_start),
+	FL("window", K_DUR, window_ms, .min = SEC, .max = 30 * DAY),
+	FL("lag", K_DUR, lag_ms, .min = 0, .max = 30 * DAY),
+	FL("overlap", K_DUR, overlap_ms, .min = 0, .max = 30 * DAY),
+	FL("interval", K_DUR, interval_ms, .min = SEC, .max = DAY),
+	FL("page_size", K_UINT, page_size, .min = 1, .max = 100),
+	FL("split_threshold", K_UINT, split_threshold, .min = 100, .max = 100000),
+	{0},
+};
+
+static const struct field flow_fields[] = {
+	{.key = "name", .kind = K_CUSTOM, .fn = parse_flow_name, .flags = F_REQUIRED},
+	FL("priority", K_INT, priority, .min = 0, .max = 99),
+	FL("backfill_priority", K_INT, backfill_priority, .min = 0, .max = 99),
+	SUB("source", source_fields),
+	SUB("cursor", cursor_fields),
+	FN("mapping", parse_mapping),
+	FN("remark_template", parse_remark),
+	{0},
+};
+
+static void parse_flows(ctx_t *c, const char *path, json_t *v, void *base);
+
+/* timezone comes before flows: cursor.start is read in it */
+static const struct field top_fields[] = {
+	C("state_dir", K_STR, state_dir, .flags = F_NONEMPTY),
+	SUB("log", log_fields),
+	SUB("status", status_fields),
+	FN("timezone", parse_timezone),
+	C("drain_timeout", K_DUR, drain_timeout_ms, .min = 0, .max = HOUR),
+	SUB("store", store_fields),
+	SUB("wdt", wdt_fields),
+	SUB("kingdee", kingdee_fields),
+	SUB("queue", queue_fields),
+	{.key = "flows", .kind = K_CUSTOM, .fn = parse_flows, .flags = F_REQUIRED},
+	{0},
+};
+
+/* ---- flows ----------------------------------------------------------------------------- */
+
+static bool kv_has(const wj_kv_t *kv, size_t n, const char *key)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(kv[i].key, key))
+			return true;
+	return false;
+}
+
+static void flow_defaults(ctx_t *c, wj_flow_cfg_t *f)
+{
+	f->priority = 1;
+	f->backfill_priority = -1; /* derived from priority after the walk */
+	f->method = xstrdup(c, "wdt.stockin.order.query");
+	f->cursor_start = c->now - 86400;
+	f->window_ms = HOUR;
+	f->lag_ms = MIN;
+	f->overlap_ms = 5 * MIN;
+	f->interval_ms = 30 * SEC;
+	f->page_size = 100;
+	f->split_threshold = 1000;
+	f->remark_template = xstrdup(c, "WDT:{stockin_no}");
+}
+
+/* Add order_type=4 and status=80 unless given. */
+static void flow_default_params(ctx_t *c, wj_flow_cfg_t *f)
+{
+	static const wj_kv_t defaults[] = {{"order_type", "4"}, {"status", "80"}};
+	for (size_t i = 0; i < 2; i++) {
+		if (kv_has(f->params, f->n_params, defaults[i].key))
+			continue;
+		wj_kv_t *kv = realloc(f->params, (f->n_params + 1) * sizeof(*kv));
+		if (!kv) {
+			c->oom = true;
+			return;
+		}
+		f->params = kv;
+		kv[f->n_params].key = xstrdup(c, defaults[i].key);
+		kv[f->n_params].value = xstrdup(c, defaults[i].value);
+		f->n_params++;
+	}
+}
+
+static void flow_free(wj_flow_cfg_t *f)
+{
+	free(f->name);
+	free(f->method);
+	for (size_t i = 0; i < f->n_params; i++) {
+		free(f->params[i].key);
+		free(f->params[i].value);
+	}
+	free(f->params);
+	json_decref(f->mapping);
+	free(f->remark_template);
+}
+
+static void parse_flows(ctx_t *c, const char *path, json_t *v, void *base)
+{
+	wj_config_t *cfg = base;
+	if (!json_is_array(v)) {
+		err(c, path, "expected an array");
+		return;
+	}
+	size_t n = json_array_size(v);
+	if (n == 0) {
+		err(c, path, "at least one flow is required");
+		return;
+	}
+	cfg->flows = calloc(n, sizeof(*cfg->flows));
+	if (!cfg->flows) {
+		c->oom = true;
+		return;
+	}
+	cfg->n_flows = n;
+	for (size_t i = 0; i < n; i++) {
+		wj_flow_cfg_t *f = &cfg->flows[i];
+		json_t *e = json_array_get(v, i);
+		char p[PATH_LEN], q[PATH_LEN];
+		flow_defaults(c, f);
+		int r = snprintf(p, sizeof(p), "%s[%zu]", path, i);
+		if (r < 0 || r >= PATH_LEN)
+			p[0] = '\0'; /* cannot happen: path is "flows" */
+		if (!json_is_object(e)) {
+			err(c, p, "expected an object");
+			continue;
+		}
+		walk(c, p, e, flow_fields, f);
+		if (f->backfill_priority < 0)
+			f->backfill_priority = f->priority + 10 > 99 ? 99 : f->priority + 10;
+		flow_default_params(c, f);
+		for (size_t j = 0; f->name && j < i; j++) {
+			if (cfg->flows[j].name && !strcmp(cfg->flows[j].name, f->name)) {
+				err(c, join(q, p, "name"), "duplicate flow name \"%s\"", f->name);
+				break;
+			}
+		}
+	}
+}
+
+/* ---- load ------------------------------------------------------------------------------ */
+
+/* Blank out // and # comments outside strings, keeping every byte position. */
+static void strip_comments(char *s, size_t len)
+{
+	bool in_str = false, esc = false;
+	for (size_t i = 0; i < len; i++) {
+		char ch = s[i];
+		if (ch == '\n') {
+			in_str = false; /* a raw newline ends any (invalid) string */
+			continue;
+		}
+		if (in_str) {
+			if (esc)
+				esc = false;
+			else if (ch == '\\')
+				esc = true;
+			else if (ch == '"')
+				in_str = false;
+			continue;
+		}
+		if (ch == '"') {
+			in_str = true;
+		} else if (ch == '#' || (ch == '/' && i + 1 < len && s[i + 1] == '/')) {
+			for (; i < len && s[i] != '\n'; i++)
+				s[i] = ' ';
+			i--;
+		}
+	}
+}
+
+static void config_defaults(ctx_t *c, wj_config_t *cfg)
+{
+	cfg->state_dir = xstrdup(c, "/var/lib/wdt2jdy");
+	cfg->map_size = 64ULL << 20;
+	cfg->map_max = 4ULL << 30;
+	cfg->log_level = WJ_LOG_INFO;
+	cfg->status_interval_ms = 10 * SEC;
+	cfg->tz_offset = 8 * 3600;
+	cfg->timezone = xstrdup(c, "+08:00");
+	cfg->drain_timeout_ms = 10 * SEC;
+
+	cfg->wdt.api = WJ_WDT_QIMEN;
+	cfg->wdt.target_app_key = xstrdup(c, "21363512");
+	cfg->wdt.rate_limit = (wj_rate_t){60, MIN};
+	cfg->wdt.concurrency = 2;
+	cfg->wdt.timeout_ms = 30 * SEC;
+
+	cfg->kingdee.api = WJ_JDY_V1;
+	cfg->kingdee.rate_limit = (wj_rate_t){500, MIN};
+	cfg->kingdee.concurrency = 8;
+	cfg->kingdee.timeout_ms = 30 * SEC;
+	cfg->kingdee.lookup_ttl_ms = DAY;
+
+	cfg->queue.capacity = 10000;
+	cfg->queue.max_attempts = 12;
+	cfg->queue.backoff_initial_ms = SEC;
+	cfg->queue.backoff_max_ms = 10 * MIN;
+}
+
+static void cross_checks(ctx_t *c, wj_config_t *cfg, json_t *doc)
+{
+	if (cfg->map_max < cfg->map_size)
+		err(c, "store.map_max", "must be at least store.map_size");
+	if (cfg->queue.backoff_max_ms < cfg->queue.backoff_initial_ms)
+		err(c, "queue.backoff.max", "must be at least queue.backoff.initial");
+	if (cfg->wdt.api == WJ_WDT_OPENAPI2) {
+		if (json_object_get(json_object_get(doc, "wdt"), "target_app_key"))
+			err(c, "wdt.target_app_key", "only for api \"qimen\"");
+		free(cfg->wdt.target_app_key);
+		cfg->wdt.target_app_key = NULL;
+	}
+	if (!cfg->status_file && cfg->state_dir &&
+	    asprintf(&cfg->status_file, "%s/status.json", cfg->state_dir) < 0) {
+		cfg->status_file = NULL;
+		c->oom = true;
+	}
+}
+
+/* jansson appends " near 'TOKEN'"; the token may be part of a secret, so it is dropped
+ * except for duplicate keys, where it is the key. */
+static void syntax_error(ctx_t *c, const json_error_t *je)
+{
+	char text[JSON_ERROR_TEXT_LENGTH];
+	snprintf(text, sizeof(text), "%s", je->text);
+	char *near = strstr(text, " near '");
+	if (near && json_error_code(je) != json_error_duplicate_key)
+		*near = '\0';
+	if (wj_errors_addf(c->errs, "%s:%d:%d: %s", c->name, je->line, je->column, text) < 0)
+		c->oom = true;
+}
+
+static wj_config_t *parse_buf(const char *text, size_t len, const char *name, wj_errors_t *errs)
+{
+	wj_errors_t local = {0};
+	ctx_t c = {
+		.name = name ? name : "config",
+		.errs = errs ? errs : &local,
+		.tz_offset = 8 * 3600,
+		.now = wj_now(),
+	};
+	size_t n0 = c.errs->n;
+	wj_config_t *cfg = NULL;
+	json_t *doc = NULL;
+	char *copy = malloc(len + 1);
+	if (!copy) {
+		c.oom = true;
+		goto fail;
+	}
+	memcpy(copy, text, len);
+	copy[len] = '\0';
+	strip_comments(copy, len);
+	json_error_t je;
+	doc = json_loadb(copy, len, JSON_REJECT_DUPLICATES, &je);
+	free(copy);
+	if (!doc) {
+		syntax_error(&c, &je);
+		goto fail;
+	}
+	if (!json_is_object(doc)) {
+		wj_errors_addf(c.errs, "%s: expected a JSON object at the top level", c.name);
+		goto fail;
+	}
+	cfg = calloc(1, sizeof(*cfg));
+	if (!cfg) {
+		c.oom = true;
+		goto fail;
+	}
+	cfg->doc = doc;
+	doc = NULL;
+	cfg->path = xstrdup(&c, c.name);
+	config_defaults(&c, cfg);
+	walk(&c, "", cfg->doc, top_fields, cfg);
+	cross_checks(&c, cfg, cfg->doc);
+	if (c.oom || c.errs->n > n0)
+		goto fail;
+	size_t k = 0;
+	if (cfg->wdt.app_secret && *cfg->wdt.app_secret)
+		cfg->secret_list[k++] = cfg->wdt.app_secret;
+	if (cfg->kingdee.client_secret && *cfg->kingdee.client_secret)
+		cfg->secret_list[k++] = cfg->kingdee.client_secret;
+	cfg->secret_list[k] = NULL;
+	wj_errors_free(&local);
+	return cfg;
+fail:
+	if (c.oom)
+		wj_errors_addf(c.errs, "%s: out of memory", c.name);
+	json_decref(doc);
+	wj_config_free(cfg);
+	wj_errors_free(&local);
+	return NULL;
+}
+
+wj_config_t *wj_config_parse(const char *text, const char *name, wj_errors_t *errs)
+{
+	return parse_buf(text ? text : "", text ? strlen(text) : 0, name, errs);
+}
+
+wj_config_t *wj_config_load(const char *path, wj_errors_t *errs)
+{
+	wj_errors_t local = {0};
+	wj_errors_t *e = errs ? errs : &local;
+	wj_config_t *cfg = NULL;
+	char *buf = NULL;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		wj_errors_addf(e, "%s: %s", path, strerror(errno));
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode) || st.st_size > (off_t)CONFIG_MAX) {
+		wj_errors_addf(e, "%s: not a regular file of at most %u bytes", path, CONFIG_MAX);
+		goto out;
+	}
+	buf = malloc((size_t)st.st_size + 1);
+	if (!buf) {
+		wj_errors_addf(e, "%s: out of memory", path);
+		goto out;
+	}
+	size_t len = 0;
+	while (len < (size_t)st.st_size) {
+		ssize_t r = read(fd, buf + len, (size_t)st.st_size - len);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			wj_errors_addf(e, "%s: %s", path, strerror(errno));
+			goto out;
+		}
+		if (r == 0)
+			break;
+		len += (size_t)r;
+	}
+	cfg = parse_buf(buf, len, path, e);
+out:
+	if (fd >= 0)
+		close(fd);
+	free(buf);
+	wj_errors_free(&local);
+	return cfg;
+}
+
+void wj_config_free(wj_config_t *cfg)
+{
+	if (!cfg)
+		return;
+	free(cfg->path);
+	json_decref(cfg->doc);
+	free(cfg->state_dir);
+	free(cfg->log_file);
+	free(cfg->status_file);
+	free(cfg->metrics_file);
+	free(cfg->timezone);
+	free(cfg->wdt.url);
+	free(cfg->wdt.sid);
+	free(cfg->wdt.app_key);
+	free(cfg->wdt.app_secret);
+	free(cfg->wdt.target_app_key);
+	free(cfg->wdt.ca_file);
+	free(cfg->kingdee.url);
+	free(cfg->kingdee.client_id);
+	free(cfg->kingdee.client_secret);
+	free(cfg->kingdee.outer_instance_id);
+	free(cfg->kingdee.ca_file);
+	for (size_t i = 0; i < cfg->kingdee.n_store_map; i++) {
+		free(cfg->kingdee.store_map[i].key);
+		free(cfg->kingdee.store_map[i].value);
+	}
+	free(cfg->kingdee.store_map);
+	for (size_t i = 0; i < cfg->kingdee.n_material_map; i++) {
+		free(cfg->kingdee.material_map[i].key);
+		free(cfg->kingdee.material_map[i].value);
+	}
+	free(cfg->kingdee.material_map);
+	for (size_t i = 0; i < cfg->n_flows; i++)
+		flow_free(&cfg->flows[i]);
+	free(cfg->flows);
+	free(cfg);
+}
+
+const char *const *wj_config_secrets(const wj_config_t *cfg)
+{
+	return cfg->secret_list;
+}

@@ -1,0 +1,27 @@
+/* Helpers for WDT JSON, where numbers often arrive as strings ("3.0000", "80"). */
+#pragma once
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* The string value of obj[key], or NULL when absent or not a string. Borrowed from obj. */
+const char *wj_json_str(const json_t *obj, const char *key);
+
+/* A scalar (string, integer, real) as text into buf. Integers, and reals with an integral value,
+ * have no fraction ("3", not "3.0"). 0, -EINVAL (NULL or not a scalar) or -ENOSPC. */
+int wj_json_text(const json_t *v, char *buf, size_t size);
+
+/* A number from a JSON number or a numeric string. Strings are strict: optional sign, digits,
+ * optional fraction and exponent ("3.0000", "-2", "1e3"); no whitespace, no hex, no "NaN"/"inf".
+ * 0, -EINVAL or -ERANGE (overflow). */
+int wj_json_number(const json_t *v, double *out);
+
+/* An integer from a JSON integer, a real with an integral value, or a string of digits with an
+ * optional sign and an optional all-zero fraction ("80", "-3", "4.0000").
+ * 0, -EINVAL or -ERANGE. */
+int wj_json_int(const json_t *v, int64_t *out);
+
+/* SHA-256 of the canonical dump (sorted keys, compact): a content hash independent of key
+ * order. 0, -EINVAL (NULL), -ENOMEM or -EIO (digest failure). */
+int wj_json_hash(const json_t *v, uint8_t out[32]);

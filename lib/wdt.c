@@ -1,0 +1,737 @@
+#include "lib/wdt.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <curl/curl.h>
+#include <openssl/evp.h>
+
+#include "lib/json.h"
+
+/* ---- signatures ---- */
+
+static int cmp_param(const void *a, const void *b, void *ctx)
+{
+	const wj_kv_t *p = ctx;
+	size_t i = *(const size_t *)a, j = *(const size_t *)b;
+	int c = strcmp(p[i].key, p[j].key);
+	if (c)
+		return c;
+	return i < j ? -1 : i > j;
+}
+
+static bool signed_param(const wj_kv_t *kv)
+{
+	return kv->key && kv->value && kv->value[0] && strcmp(kv->key, "sign") != 0;
+}
+
+/* Indices of the parameters taking part in a signature, sorted by key bytewise (strcmp compares
+ * as unsigned char). Caller frees; NULL on ENOMEM. */
+static size_t *sign_order(const wj_kv_t *p, size_t n, size_t *count)
+{
+	size_t *idx = malloc((n ? n : 1) * sizeof(*idx));
+	if (!idx)
+		return NULL;
+	size_t k = 0;
+	for (size_t i = 0; i < n; i++)
+		if (signed_param(&p[i]))
+			idx[k++] = i;
+	qsort_r(idx, k, sizeof(*idx), cmp_param, (void *)p);
+	*count = k;
+	return idx;
+}
+
+static void md5_hex(const char *s, size_t len, bool upper, char out[33])
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned mdlen = 0;
+	if (EVP_Digest(s, len, md, &mdlen, EVP_md5(), NULL) != 1 || mdlen != 16) {
+		out[0] = '\0';
+		return;
+	}
+	wj_hex(md, 16, out, upper);
+}
+
+void wj_wdt_sign_qimen(const wj_kv_t *p, size_t n, const char *secret, char out[33])
+{
+	wj_buf_t b = {0};
+	size_t k = 0;
+	size_t *idx = sign_order(p, n, &k);
+	out[0] = '\0';
+	if (!idx)
+		return;
+	if (!secret)
+		secret = "";
+	int ret = wj_buf_append(&b, secret, strlen(secret));
+	for (size_t i = 0; i < k && !ret; i++) {
+		const wj_kv_t *kv = &p[idx[i]];
+		ret = wj_buf_printf(&b, "%s%s", kv->key, kv->value);
+	}
+	if (!ret)
+		ret = wj_buf_append(&b, secret, strlen(secret));
+	if (!ret)
+		md5_hex(b.data, b.len, true, out);
+	free(idx);
+	wj_buf_free(&b);
+}
+
+/* Length in Unicode code points of a UTF-8 string (continuation bytes not counted). */
+static size_t utf8_len(const char *s)
+{
+	size_t n = 0;
+	for (const unsigned char *c = (const unsigned char *)s; *c; c++)
+		n += (*c & 0xC0) != 0x80;
+	return n;
+}
+
+int wj_wdt_openapi2_pack(const wj_kv_t *p, size_t n, wj_buf_t *out)
+{
+	size_t k = 0;
+	size_t *idx = sign_order(p, n, &k);
+	if (!idx)
+		return -ENOMEM;
+	int ret = 0;
+	for (size_t i = 0; i < k && !ret; i++) {
+		const wj_kv_t *kv = &p[idx[i]];
+		ret = wj_buf_printf(out, "%s%02zu-%s:%04zu-%s", i ? ";" : "", utf8_len(kv->key),
+				    kv->key, utf8_len(kv->value), kv->value);
+	}
+	free(idx);
+	return ret;
+}
+
+void wj_wdt_sign_openapi2(const wj_kv_t *p, size_t n, const char *secret, char out[33])
+{
+	wj_buf_t b = {0};
+	int ret = wj_wdt_openapi2_pack(p, n, &b);
+	out[0] = '\0';
+	if (!ret)
+		ret = wj_buf_append(&b, secret ? secret : "", secret ? strlen(secret) : 0);
+	if (!ret)
+		md5_hex(b.data, b.len, false, out);
+	wj_buf_free(&b);
+}
+
+/* ---- request building ---- */
+
+/* application/x-www-form-urlencoded: RFC 3986 unreserved bytes kept, the rest %XX. */
+static int form_append(wj_buf_t *b, const char *s)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
+		bool keep = (*c >= 'A' && *c <= 'Z') || (*c >= 'a' && *c <= 'z') ||
+			    (*c >= '0' && *c <= '9') || *c == '-' || *c == '.' || *c == '_' ||
+			    *c == '~';
+		char enc[3] = {'%', hex[*c >> 4], hex[*c & 15]};
+		int ret = keep ? wj_buf_append(b, c, 1) : wj_buf_append(b, enc, 3);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+/* Append "key=value", preceded by '&' unless first. */
+static int form_pair(wj_buf_t *b, const wj_kv_t *kv)
+{
+	int ret = b->len ? wj_buf_append(b, "&", 1) : 0;
+	if (!ret)
+		ret = form_append(b, kv->key);
+	if (!ret)
+		ret = wj_buf_append(b, "=", 1);
+	if (!ret)
+		ret = form_append(b, kv->value);
+	return ret;
+}
+
+/* "wdt.stockin.order.query" → "stockin_order_query.php" appended to b. */
+static int script_name(wj_buf_t *b, const char *method)
+{
+	if (!strncmp(method, "wdt.", 4))
+		method += 4;
+	if (!*method)
+		return -EINVAL;
+	for (const char *c = method; *c; c++) {
+		bool ok = (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
+			  (*c >= '0' && *c <= '9') || *c == '_' || *c == '.';
+		if (!ok)
+			return -EINVAL;
+		char ch = *c == '.' ? '_' : *c;
+		int ret = wj_buf_append(b, &ch, 1);
+		if (ret)
+			return ret;
+	}
+	return wj_buf_append(b, ".php", 4);
+}
+
+static bool empty(const char *s)
+{
+	return !s || !*s;
+}
+
+int wj_wdt_build(const wj_wdt_opts_t *o, const char *method, const wj_kv_t *params, size_t n,
+		 int64_t now, wj_buf_t *url, wj_buf_t *body)
+{
+	enum { N_SYS = 9 }; /* system parameters at most, sign included */
+	char ts[32]; /* a WDT time or epoch seconds */
+	char sign[33];
+	wj_kv_t *all = NULL;
+	size_t m = 0;
+	int ret = -EINVAL;
+
+	wj_buf_reset(url);
+	wj_buf_reset(body);
+	if (!o || empty(o->url) || empty(method) || empty(o->sid) || empty(o->app_key) ||
+	    (n && !params))
+		goto fail;
+	ret = -ENOMEM;
+	all = calloc(n + N_SYS, sizeof(*all));
+	if (!all)
+		goto fail;
+#define SYS(k, v) (all[m++] = (wj_kv_t){(char *)(k), (char *)(v)})
+	if (o->api == WJ_WDT_QIMEN) {
+		wj_time_format(now, o->tz_offset, ts);
+		SYS("method", method);
+		SYS("app_key", o->app_key);
+		SYS("target_app_key", o->target_app_key);
+		SYS("sid", o->sid);
+		SYS("timestamp", ts);
+		SYS("format", "json");
+		SYS("v", "2.0");
+		SYS("sign_method", "md5");
+		ret = wj_buf_append(url, o->url, strlen(o->url));
+	} else if (o->api == WJ_WDT_OPENAPI2) {
+		snprintf(ts, sizeof(ts), "%lld", (long long)now);
+		SYS("sid", o->sid);
+		SYS("appkey", o->app_key);
+		SYS("timestamp", ts);
+		size_t ul = strlen(o->url);
+		ret = wj_buf_append(url, o->url, ul);
+		if (!ret && o->url[ul - 1] != '/')
+			ret = wj_buf_append(url, "/", 1);
+		if (!ret)
+			ret = script_name(url, method);
+	} else {
+		ret = -EINVAL;
+	}
+	if (ret)
+		goto fail;
+	size_t n_sys = m;
+	ret = -EINVAL;
+	for (size_t i = 0; i < n; i++) {
+		if (empty(params[i].key))
+			goto fail;
+		if (!strcmp(params[i].key, "sign"))
+			goto fail;
+		for (size_t j = 0; j < n_sys; j++)
+			if (!strcmp(params[i].key, all[j].key))
+				goto fail;
+		if (!empty(params[i].value))
+			all[m++] = params[i];
+	}
+	if (o->api == WJ_WDT_QIMEN)
+		wj_wdt_sign_qimen(all, m, o->app_secret, sign);
+	else
+		wj_wdt_sign_openapi2(all, m, o->app_secret, sign);
+	ret = -ENOMEM;
+	if (!sign[0])
+		goto fail;
+	SYS("sign", sign);
+#undef SYS
+	for (size_t i = 0; i < m; i++) {
+		if (empty(all[i].value))
+			continue;
+		ret = form_pair(body, &all[i]);
+		if (ret)
+			goto fail;
+	}
+	free(all);
+	return 0;
+fail:
+	free(all);
+	wj_buf_reset(url);
+	wj_buf_reset(body);
+	return ret;
+}
+
+/* ---- response parsing ---- */
+
+static void set_error(wj_wdt_result_t *r, wj_wdt_class_t cls, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void set_error(wj_wdt_result_t *r, wj_wdt_class_t cls, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(r->error, sizeof(r->error), fmt, ap);
+	va_end(ap);
+	/* a truncated message must not end inside a UTF-8 sequence */
+	if (n >= (int)sizeof(r->error)) {
+		size_t len = strlen(r->error), k = len;
+		while (k > 0 && ((unsigned char)r->error[k - 1] & 0xC0) == 0x80)
+			k--;
+		if (k > 0 && ((unsigned char)r->error[k - 1] & 0x80)) {
+			unsigned char lead = (unsigned char)r->error[k - 1];
+			size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
+			if (len - (k - 1) < need)
+				r->error[k - 1] = '\0';
+		}
+	}
+	r->cls = cls;
+}
+
+static void set_rate_limited(wj_wdt_result_t *r, int64_t retry_after_ms)
+{
+	r->cls = WJ_WDT_RATE_LIMITED;
+	r->retry_after_ms = retry_after_ms > WJ_WDT_RATE_BACKOFF_MS ? retry_after_ms :
+								      WJ_WDT_RATE_BACKOFF_MS;
+}
+
+/* The class of an HTTP status without a usable API error. */
+static wj_wdt_class_t http_class(long status)
+{
+	if (status >= 500 || status == 408 || status == 0)
+		return WJ_WDT_TRANSIENT;
+	if (status == 401 || status == 403)
+		return WJ_WDT_AUTH;
+	return WJ_WDT_PERMANENT;
+}
+
+static bool http_ok(long status)
+{
+	return status >= 200 && status < 300;
+}
+
+/* A code field that reports an error: non-zero number, or a string other than "" / numeric 0. */
+static bool code_set(const json_t *v)
+{
+	double d;
+	if (!v || json_is_null(v))
+		return false;
+	if (json_is_number(v))
+		return json_number_value(v) != 0;
+	if (json_is_string(v)) {
+		if (!json_string_length(v))
+			return false;
+		return wj_json_number(v, &d) < 0 || d != 0;
+	}
+	return json_is_true(v);
+}
+
+static bool contains_ci(const char *hay, const char *needle)
+{
+	return hay && strcasestr(hay, needle) != NULL;
+}
+
+static bool is_word_char(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+	       c == '_';
+}
+
+/* needle as a whole ASCII word (case-insensitive); non-ASCII neighbours count as boundaries. */
+static bool contains_word_ci(const char *hay, const char *needle)
+{
+	size_t nl = strlen(needle);
+	for (const char *p = hay; p && (p = strcasestr(p, needle)); p++) {
+		bool before = p == hay || !is_word_char(p[-1]);
+		bool after = !is_word_char(p[nl]);
+		if (before && after)
+			return true;
+	}
+	return false;
+}
+
+static wj_wdt_class_t api_error_class(const char *code, const char *sub_code, const char *msg)
+{
+	int64_t num = 0;
+	bool numeric = false;
+	if (code && *code) {
+		json_t *s = json_string(code);
+		numeric = s && wj_json_int(s, &num) == 0;
+		json_decref(s);
+	}
+	if ((numeric && num == WJ_WDT_ERR_RATE) || contains_ci(code, "limit") ||
+	    contains_ci(sub_code, "limit") || contains_ci(msg, "调用频繁"))
+		return WJ_WDT_RATE_LIMITED;
+	if ((numeric && num >= 1004 && num <= 1007) || contains_ci(code, "sign") ||
+	    contains_ci(sub_code, "sign") || contains_ci(code, "app-key") ||
+	    contains_ci(sub_code, "app-key") || contains_ci(msg, "签名") ||
+	    contains_ci(msg, "signature") || contains_ci(msg, "appkey") ||
+	    contains_ci(msg, "app_key") || contains_ci(msg, "app key") ||
+	    contains_word_ci(code, "sid") || contains_word_ci(sub_code, "sid") ||
+	    contains_word_ci(msg, "sid") || contains_ci(msg, "卖家账号"))
+		return WJ_WDT_AUTH;
+	/* service-side failures: the gateway's isp.* codes, internal errors, timeouts */
+	if ((code && !strncasecmp(code, "isp", 3)) ||
+	    (sub_code && !strncasecmp(sub_code, "isp.", 4)) || contains_ci(msg, "内部错误") ||
+	    contains_ci(msg, "系统错误") || contains_ci(msg, "系统繁忙") || contains_ci(msg, "超时") ||
+	    contains_ci(msg, "timeout"))
+		return WJ_WDT_TRANSIENT;
+	return WJ_WDT_PERMANENT;
+}
+
+/* Fills r and returns true when the envelope reports an error. */
+static bool api_error(const json_t *env, bool failure, long status, int64_t retry_after_ms,
+		      wj_wdt_result_t *r)
+{
+	const json_t *ec = json_object_get(env, "errorcode");
+	const json_t *c = json_object_get(env, "code");
+	const char *flag = wj_json_str(env, "flag");
+	failure = failure || (flag && !strcmp(flag, "failure"));
+	const json_t *set = code_set(ec) ? ec : code_set(c) ? c : NULL;
+	if (!set && !failure)
+		return false;
+	if (set && wj_json_text(set, r->code, sizeof(r->code)) < 0)
+		snprintf(r->code, sizeof(r->code), "?");
+	const char *sub_code = wj_json_str(env, "sub_code");
+	static const char *const msg_keys[] = {"sub_message", "sub_msg", "message", "msg"};
+	const char *msg = NULL;
+	for (size_t i = 0; i < sizeof(msg_keys) / sizeof(msg_keys[0]) && empty(msg); i++)
+		msg = wj_json_str(env, msg_keys[i]);
+	if (empty(msg))
+		msg = "(no message)";
+	wj_wdt_class_t cls = api_error_class(r->code, sub_code, msg);
+	if (cls == WJ_WDT_PERMANENT && (status >= 500 || status == 408))
+		cls = WJ_WDT_TRANSIENT;
+	if (!empty(sub_code))
+		set_error(r, cls, "wdt: code %s (%s): %s", r->code[0] ? r->code : "failure",
+			  sub_code, msg);
+	else
+		set_error(r, cls, "wdt: code %s: %s", r->code[0] ? r->code : "failure", msg);
+	if (cls == WJ_WDT_RATE_LIMITED)
+		set_rate_limited(r, retry_after_ms);
+	return true;
+}
+
+int wj_wdt_parse(long http_status, const char *body, size_t len, int64_t retry_after_ms,
+		 wj_wdt_result_t *out)
+{
+	json_t *root = NULL;
+	json_error_t jerr;
+
+	memset(out, 0, sizeof(*out));
+	out->http_status = http_status;
+	out->retry_after_ms = -1;
+	if (http_status == 429) {
+		set_error(out, WJ_WDT_RATE_LIMITED, "wdt: HTTP 429");
+		set_rate_limited(out, retry_after_ms);
+		goto fail;
+	}
+	if (http_status == 0) {
+		set_error(out, WJ_WDT_TRANSIENT, "wdt: no response");
+		goto fail;
+	}
+	root = body ? json_loadb(body, len, 0, &jerr) : NULL;
+	if (!json_is_object(root)) {
+		if (!http_ok(http_status))
+			set_error(out, http_class(http_status), "wdt: HTTP %ld", http_status);
+		else if (!root)
+			set_error(out, WJ_WDT_TRANSIENT, "wdt: response: malformed JSON: %s",
+				  body ? jerr.text : "empty body");
+		else
+			set_error(out, WJ_WDT_TRANSIENT, "wdt: response: not an object");
+		goto fail;
+	}
+	/* Qimen wraps answers in "response", gateway errors in "error_response"; openapi2 answers
+	 * at the top level */
+	const json_t *env = json_object_get(root, "error_response");
+	bool gateway_error = json_is_object(env);
+	if (!gateway_error)
+		env = json_object_get(root, "response");
+	if (!json_is_object(env))
+		env = root;
+	if (api_error(env, gateway_error, http_status, retry_after_ms, out))
+		goto fail;
+	if (!http_ok(http_status)) {
+		set_error(out, http_class(http_status), "wdt: HTTP %ld", http_status);
+		goto fail;
+	}
+
+	const json_t *tc = json_object_get(env, "total_count");
+	if (!tc) {
+		set_error(out, WJ_WDT_TRANSIENT, "wdt: response: total_count: missing");
+		goto fail;
+	}
+	if (wj_json_int(tc, &out->total_count) < 0 || out->total_count < 0) {
+		out->total_count = 0;
+		set_error(out, WJ_WDT_TRANSIENT, "wdt: response: total_count: not a count");
+		goto fail;
+	}
+	json_t *list = json_object_get(env, "stockin_list");
+	if (!list || json_is_null(list)) {
+		if (out->total_count > 0) {
+			set_error(out, WJ_WDT_TRANSIENT,
+				  "wdt: response: stockin_list: missing with total_count %lld",
+				  (long long)out->total_count);
+			goto fail;
+		}
+		out->orders = json_array();
+	} else if (!json_is_array(list)) {
+		set_error(out, WJ_WDT_TRANSIENT, "wdt: response: stockin_list: not an array");
+		goto fail;
+	} else {
+		size_t i;
+		json_t *o;
+		json_array_foreach(list, i, o) {
+			if (!json_is_object(o)) {
+				set_error(out, WJ_WDT_TRANSIENT,
+					  "wdt: response: stockin_list[%zu]: not an object", i);
+				goto fail;
+			}
+		}
+		out->orders = json_incref(list);
+	}
+	if (!out->orders) {
+		set_error(out, WJ_WDT_TRANSIENT, "wdt: out of memory");
+		goto fail;
+	}
+	json_decref(root);
+	out->cls = WJ_WDT_OK;
+	return 0;
+fail:
+	json_decref(root);
+	if (out->cls == WJ_WDT_OK) /* every failure path sets a class; keep it an error */
+		out->cls = WJ_WDT_TRANSIENT;
+	return -EIO;
+}
+
+void wj_wdt_result_clear(wj_wdt_result_t *res)
+{
+	if (!res)
+		return;
+	json_decref(res->orders);
+	res->orders = NULL;
+}
+
+/* ---- order helpers ---- */
+
+int wj_wdt_order_key(const json_t *order, char *id, size_t size)
+{
+	const json_t *v = json_object_get(order, "stockin_id");
+	if (!v || json_is_null(v)) {
+		const json_t *first = json_array_get(json_object_get(order, "details_list"), 0);
+		v = json_object_get(first, "stockin_id");
+	}
+	if (!v || json_is_null(v))
+		return -ENOENT;
+	int ret = wj_json_text(v, id, size);
+	if (ret)
+		return ret;
+	if (!id[0])
+		return -EINVAL;
+	for (const unsigned char *c = (const unsigned char *)id; *c; c++)
+		if (*c <= ' ' || *c == 0x7f) {
+			id[0] = '\0';
+			return -EINVAL;
+		}
+	return 0;
+}
+
+int wj_wdt_order_modified(const json_t *order, int tz_offset, int64_t *epoch)
+{
+	const json_t *v = json_object_get(order, "modified");
+	if (v && !json_is_null(v)) {
+		const char *s = json_string_value(v);
+		return s ? wj_time_parse(s, tz_offset, epoch) : -EINVAL;
+	}
+	bool found = false;
+	int64_t latest = 0;
+	size_t i;
+	const json_t *d;
+	json_array_foreach(json_object_get(order, "details_list"), i, d) {
+		const json_t *m = json_object_get(d, "modified");
+		if (!m || json_is_null(m))
+			continue;
+		int64_t t;
+		if (!json_is_string(m) || wj_time_parse(json_string_value(m), tz_offset, &t) < 0)
+			return -EINVAL;
+		if (!found || t > latest)
+			latest = t;
+		found = true;
+	}
+	if (!found)
+		return -ENOENT;
+	*epoch = latest;
+	return 0;
+}
+
+/* ---- asynchronous client ---- */
+
+struct wj_wdt {
+	wj_http_t *http;
+	wj_wdt_api_t api;
+	char *url, *sid, *app_key, *app_secret, *target_app_key;
+	uint64_t timeout_ms;
+	int tz_offset;
+};
+
+/* One query in flight; independent of the client so the client may be freed meanwhile. */
+typedef struct wdt_call {
+	wj_wdt_cb cb;
+	void *arg;
+	char *secret; /* to keep it out of error texts */
+} wdt_call_t;
+
+static char *dup_or_null(const char *s, bool *fail)
+{
+	if (!s)
+		return NULL;
+	char *d = strdup(s);
+	if (!d)
+		*fail = true;
+	return d;
+}
+
+static void free_strings(wj_wdt_t *w)
+{
+	free(w->url);
+	free(w->sid);
+	free(w->app_key);
+	free(w->app_secret);
+	free(w->target_app_key);
+}
+
+static int copy_opts(wj_wdt_t *w, const wj_wdt_opts_t *o)
+{
+	wj_wdt_t n = {.http = w->http, .api = o->api, .timeout_ms = o->timeout_ms,
+		      .tz_offset = o->tz_offset};
+	bool fail = false;
+	n.url = dup_or_null(o->url, &fail);
+	n.sid = dup_or_null(o->sid, &fail);
+	n.app_key = dup_or_null(o->app_key, &fail);
+	n.app_secret = dup_or_null(o->app_secret, &fail);
+	n.target_app_key = dup_or_null(o->target_app_key, &fail);
+	if (fail) {
+		free_strings(&n);
+		return -ENOMEM;
+	}
+	free_strings(w);
+	*w = n;
+	return 0;
+}
+
+wj_wdt_t *wj_wdt_new(wj_http_t *http, const wj_wdt_opts_t *o)
+{
+	wj_wdt_t *w = calloc(1, sizeof(*w));
+	if (!w)
+		return NULL;
+	w->http = http;
+	if (copy_opts(w, o) < 0) {
+		free(w);
+		return NULL;
+	}
+	return w;
+}
+
+void wj_wdt_set_opts(wj_wdt_t *w, const wj_wdt_opts_t *o)
+{
+	(void)copy_opts(w, o);
+}
+
+void wj_wdt_free(wj_wdt_t *w)
+{
+	if (!w)
+		return;
+	free_strings(w);
+	free(w);
+}
+
+/* Replace every occurrence of secret in s by "***" (in place; the text only shrinks or stays
+ * within size). */
+static void mask_secret(char *s, size_t size, const char *secret)
+{
+	if (empty(secret))
+		return;
+	size_t sl = strlen(secret);
+	char *from = s, *p;
+	while ((p = strstr(from, secret))) {
+		if (sl < 3) {
+			/* too short to mask: drop the whole text */
+			snprintf(s, size, "wdt: error text withheld");
+			return;
+		}
+		memcpy(p, "***", 3);
+		memmove(p + 3, p + sl, strlen(p + sl) + 1);
+		from = p + 3;
+	}
+}
+
+static void on_http(const wj_http_resp_t *resp, void *arg)
+{
+	wdt_call_t *call = arg;
+	wj_wdt_result_t res;
+	if (resp->curl_code != CURLE_OK || resp->status == 0) {
+		memset(&res, 0, sizeof(res));
+		res.cls = WJ_WDT_TRANSIENT;
+		res.http_status = resp->status;
+		res.retry_after_ms = -1;
+		snprintf(res.error, sizeof(res.error), "wdt: network: %s",
+			 !empty(resp->error) ? resp->error : curl_easy_strerror(resp->curl_code));
+	} else {
+		(void)wj_wdt_parse(resp->status, resp->body, resp->body_len, resp->retry_after_ms,
+				   &res);
+	}
+	mask_secret(res.error, sizeof(res.error), call->secret);
+	mask_secret(res.code, sizeof(res.code), call->secret);
+	call->cb(&res, call->arg);
+	wj_wdt_result_clear(&res);
+	free(call->secret);
+	free(call);
+}
+
+int wj_wdt_query(wj_wdt_t *w, const char *method, const wj_kv_t *params, size_t n, wj_wdt_cb cb,
+		 void *arg)
+{
+	static const char *const headers[] = {
+		"Content-Type: application/x-www-form-urlencoded;charset=utf-8",
+		"Accept: application/json",
+		NULL,
+	};
+	wj_buf_t url = {0}, body = {0};
+	wdt_call_t *call = NULL;
+	int ret = -EINVAL;
+	if (!w || !cb)
+		goto fail;
+	wj_wdt_opts_t o = {
+		.api = w->api, .url = w->url, .sid = w->sid, .app_key = w->app_key,
+		.app_secret = w->app_secret, .target_app_key = w->target_app_key,
+		.timeout_ms = w->timeout_ms, .tz_offset = w->tz_offset,
+	};
+	ret = wj_wdt_build(&o, method, params, n, wj_now(), &url, &body);
+	if (ret)
+		goto fail;
+	ret = -ENOMEM;
+	call = calloc(1, sizeof(*call));
+	if (!call)
+		goto fail;
+	call->cb = cb;
+	call->arg = arg;
+	if (w->app_secret && !(call->secret = strdup(w->app_secret)))
+		goto fail;
+	wj_http_req_t req = {
+		.method = "POST",
+		.url = url.data,
+		.headers = headers,
+		.body = body.data,
+		.body_len = body.len,
+		.timeout_ms = w->timeout_ms,
+	};
+	ret = wj_http_request(w->http, &req, on_http, call);
+	if (ret)
+		goto fail;
+	wj_buf_free(&url);
+	wj_buf_free(&body);
+	return 0;
+fail:
+	if (call)
+		free(call->secret);
+	free(call);
+	wj_buf_free(&url);
+	wj_buf_free(&body);
+	return ret;
+}

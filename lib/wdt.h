@@ -1,0 +1,107 @@
+/* WDT (旺店通企业版) client: stock-in order queries over the Qimen router or native openapi2.
+ *
+ * Pure parts (signatures, request building, response parsing and classification) are separate
+ * from the asynchronous call, so they can be tested and reused by wdt2jdyctl. Rate limiting and
+ * retries are the caller's job; a call is one HTTP exchange. */
+#pragma once
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lib/config.h"
+#include "lib/http.h"
+#include "lib/util.h"
+
+/* WDT error code: calls too frequent (系统调用频繁). */
+#define WJ_WDT_ERR_RATE 1012
+/* Minimum pause after a rate-limit answer. */
+#define WJ_WDT_RATE_BACKOFF_MS 30000
+
+typedef struct wj_wdt_opts {
+	wj_wdt_api_t api;
+	const char *url;            /* qimen: router URL; openapi2: base URL ending in /openapi2/ */
+	const char *sid, *app_key, *app_secret;
+	const char *target_app_key; /* qimen only; NULL or "" → not sent */
+	uint64_t timeout_ms;        /* per request; 0 → 30 s */
+	int tz_offset;              /* seconds east of UTC for Qimen timestamps */
+} wj_wdt_opts_t;
+
+typedef enum {
+	WJ_WDT_OK,
+	WJ_WDT_RATE_LIMITED, /* wait retry_after_ms, pause the endpoint */
+	WJ_WDT_AUTH,         /* signature, app key or sid refused */
+	WJ_WDT_TRANSIENT,    /* network, 5xx, malformed answer: retry later */
+	WJ_WDT_PERMANENT,    /* refused for good (bad parameters) */
+} wj_wdt_class_t;
+
+typedef struct wj_wdt_result {
+	wj_wdt_class_t cls;
+	long http_status;       /* 0 when no response was received */
+	int64_t total_count;    /* records in the whole window (all pages) */
+	json_t *orders;         /* array of objects, owned by the result; NULL unless cls == OK */
+	int64_t retry_after_ms; /* -1 none; for RATE_LIMITED at least WJ_WDT_RATE_BACKOFF_MS */
+	char code[32];          /* the non-zero errorcode/code as text, "" when none */
+	char error[512];        /* "wdt: ..." reason, "" on success; never contains the secret */
+} wj_wdt_result_t;
+
+/* ---- signatures (pure) ----
+ * Parameters with the key "sign" or an empty value are skipped; keys sorted bytewise. */
+
+/* Qimen: MD5(secret + k1 v1 k2 v2 ... + secret), uppercase hex. */
+void wj_wdt_sign_qimen(const wj_kv_t *p, size_t n, const char *secret, char out[33]);
+/* openapi2: MD5(pack + secret), lowercase hex (see wj_wdt_openapi2_pack). */
+void wj_wdt_sign_openapi2(const wj_kv_t *p, size_t n, const char *secret, char out[33]);
+/* The openapi2 string before the secret is appended: pairs "LL-key:VVVV-value" joined by ';',
+ * LL/VVVV the lengths in Unicode code points (2 and 4 digits). Appended to out.
+ * 0 or -ENOMEM. Exposed for tests and wdt2jdyctl. */
+int wj_wdt_openapi2_pack(const wj_kv_t *p, size_t n, wj_buf_t *out);
+
+/* ---- request building (pure) ----
+ * Resets url and body, then fills them: the POST URL and the form-urlencoded body, system
+ * parameters and sign included; now is the current epoch in seconds. Business parameters must
+ * not repeat a system parameter. 0, -EINVAL (bad method or options) or -ENOMEM. */
+int wj_wdt_build(const wj_wdt_opts_t *o, const char *method, const wj_kv_t *params, size_t n,
+		 int64_t now, wj_buf_t *url, wj_buf_t *body);
+
+/* ---- response parsing (pure) ----
+ * Parses and classifies one answer: {"response": {...}} or {"error_response": {...}} (Qimen) or
+ * top level (openapi2). An error is a non-zero errorcode/code (number or string) or
+ * flag "failure". Classes: HTTP 429 or code 1012 → RATE_LIMITED; signature, app key or sid
+ * errors (openapi2 1004..1007) → AUTH; HTTP 5xx/408, malformed or inconsistent answers,
+ * isp.* and internal errors → TRANSIENT; other errors → PERMANENT. A missing stockin_list with
+ * total_count 0 is OK with an empty array.
+ * out is always filled, and must be cleared with wj_wdt_result_clear. retry_after_ms: from the
+ * Retry-After header, -1 when absent. Returns 0 when out->cls == WJ_WDT_OK, else -EIO. */
+int wj_wdt_parse(long http_status, const char *body, size_t len, int64_t retry_after_ms,
+		 wj_wdt_result_t *out);
+void wj_wdt_result_clear(wj_wdt_result_t *res);
+
+/* ---- order helpers ---- */
+
+/* stockin_id as text (falls back to details_list[0].stockin_id).
+ * 0, -ENOENT (missing), -EINVAL (empty or not a scalar) or -ENOSPC. */
+int wj_wdt_order_key(const json_t *order, char *id, size_t size);
+/* "modified" read in tz_offset (falls back to the latest details_list[].modified).
+ * 0, -ENOENT (missing) or -EINVAL (not a "YYYY-MM-DD HH:MM:SS" time). */
+int wj_wdt_order_modified(const json_t *order, int tz_offset, int64_t *epoch);
+
+/* ---- asynchronous client ---- */
+
+typedef struct wj_wdt wj_wdt_t;
+
+/* Called exactly once per query, from the loop. The callback may take res->orders (set it to
+ * NULL); everything else in res is released after it returns. */
+typedef void (*wj_wdt_cb)(wj_wdt_result_t *res, void *arg);
+
+/* http is borrowed and must outlive the client; o's strings are copied. NULL on ENOMEM. */
+wj_wdt_t *wj_wdt_new(wj_http_t *http, const wj_wdt_opts_t *o);
+/* Replace the options (reload); queries already sent are unaffected. On allocation failure
+ * the old options stay. */
+void wj_wdt_set_opts(wj_wdt_t *w, const wj_wdt_opts_t *o);
+/* Build, sign and POST one query. 0 (cb will be called) or -EINVAL/-ENOMEM (it will not). */
+int wj_wdt_query(wj_wdt_t *w, const char *method, const wj_kv_t *params, size_t n, wj_wdt_cb cb,
+		 void *arg);
+/* Free the client. Queries in flight still complete through the http client and their callbacks
+ * run; they do not touch the freed client. */
+void wj_wdt_free(wj_wdt_t *w);

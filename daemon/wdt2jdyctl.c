@@ -1,6 +1,710 @@
+/* wdt2jdyctl: the operator's tool. Reads and edits the daemon's state (LMDB is multi-process
+ * safe, so it works while the daemon runs) and computes API signatures for debugging. */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
-int main(void)
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "lib/config.h"
+#include "lib/jdy.h"
+#include "lib/json.h"
+#include "lib/store.h"
+#include "lib/util.h"
+#include "lib/wdt.h"
+#include "wj_build.h"
+
+enum { EXIT_CONFIG = 78, EXIT_CANTCREAT = 73 };
+#define PRIO_REPLAY 0
+#define WJ_DOC_KEY_MAX_CTL 256
+
+static const char *config_path = WJ_DEFAULT_CONFIG;
+
+static void usage(FILE *f)
 {
-	puts("not yet");
+	fprintf(f,
+		"usage: wdt2jdyctl [-c FILE] COMMAND [ARGS]\n"
+		"  status [--json]                 flows, queue, counts, API calls, last error\n"
+		"  dlq list                        dead letters: stockin_no and reason\n"
+		"  dlq show ORDER                  one dead letter in full (ORDER: stockin_no or id)\n"
+		"  dlq retry ORDER... | --all      queue again, above live work\n"
+		"  dlq drop ORDER...               forget (no bill will be made)\n"
+		"  review list                     orders changed after their bill was posted\n"
+		"  review show ORDER | review done ORDER\n"
+		"  cursor show [FLOW]              where each flow's polling stands\n"
+		"  cursor set FLOW \"YYYY-MM-DD HH:MM:SS\"\n"
+		"  check-config                    validate the configuration\n"
+		"  sign qimen|openapi2 --secret S KEY=VALUE...\n"
+		"  sign kingdee --secret S --method M --path P --nonce N --timestamp T [KEY=VALUE...]\n"
+		"  sign kingdee-app --app-key K --app-secret S\n"
+		"default config: %s\n",
+		WJ_DEFAULT_CONFIG);
+}
+
+static wj_config_t *load_config(void)
+{
+	wj_errors_t errs = {0};
+	wj_config_t *cfg = wj_config_load(config_path, &errs);
+	if (!cfg) {
+		for (size_t i = 0; i < errs.n; i++)
+			fprintf(stderr, "%s\n", errs.msg[i]);
+		wj_errors_free(&errs);
+		exit(EXIT_CONFIG);
+	}
+	wj_errors_free(&errs);
+	return cfg;
+}
+
+static wj_store_t *open_store(const wj_config_t *cfg)
+{
+	wj_store_t *s;
+	if (wj_store_open(cfg->state_dir, cfg->map_size, cfg->map_max, &s) < 0) {
+		fprintf(stderr, "wdt2jdyctl: cannot open state in %s: %s\n", cfg->state_dir,
+			wj_store_strerror());
+		exit(EXIT_CANTCREAT);
+	}
+	return s;
+}
+
+static json_t *get_json(wj_txn_t *t, wj_db_t db, const void *k, size_t kl)
+{
+	wj_val_t v;
+	if (wj_txn_get(t, db, k, kl, &v) < 0)
+		return NULL;
+	return json_loadb(v.data, v.len, 0, NULL);
+}
+
+static void put_json(wj_txn_t *t, wj_db_t db, const void *k, size_t kl, json_t *v)
+{
+	char *s = json_dumps(v, JSON_COMPACT);
+	if (!s) {
+		t->err = -ENOMEM;
+		return;
+	}
+	wj_txn_put(t, db, k, kl, s, strlen(s));
+	free(s);
+}
+
+/* ---- sign ----------------------------------------------------------------------------------- */
+
+static int parse_kv(int argc, char **argv, wj_kv_t **out, size_t *n)
+{
+	*out = calloc((size_t)argc + 1, sizeof(wj_kv_t));
+	*n = 0;
+	for (int i = 0; i < argc; i++) {
+		char *eq = strchr(argv[i], '=');
+		if (!eq) {
+			fprintf(stderr, "wdt2jdyctl: expected KEY=VALUE, got \"%s\"\n", argv[i]);
+			return -EINVAL;
+		}
+		*eq = '\0';
+		(*out)[(*n)++] = (wj_kv_t){argv[i], eq + 1};
+	}
+	return 0;
+}
+
+static int cmd_sign(int argc, char **argv)
+{
+	if (argc < 1) {
+		usage(stderr);
+		return 1;
+	}
+	const char *kind = argv[0];
+	const char *secret = NULL, *method = NULL, *path = NULL, *nonce = NULL, *ts = NULL,
+		   *app_key = NULL, *app_secret = NULL;
+	static const struct option opts[] = {
+		{"secret", required_argument, NULL, 's'},    {"method", required_argument, NULL, 'm'},
+		{"path", required_argument, NULL, 'p'},      {"nonce", required_argument, NULL, 'n'},
+		{"timestamp", required_argument, NULL, 't'}, {"app-key", required_argument, NULL, 'k'},
+		{"app-secret", required_argument, NULL, 'a'}, {NULL, 0, NULL, 0},
+	};
+	optind = 0;
+	int c;
+	while ((c = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
+		switch (c) {
+		case 's': secret = optarg; break;
+		case 'm': method = optarg; break;
+		case 'p': path = optarg; break;
+		case 'n': nonce = optarg; break;
+		case 't': ts = optarg; break;
+		case 'k': app_key = optarg; break;
+		case 'a': app_secret = optarg; break;
+		default: usage(stderr); return 1;
+		}
+	}
+	wj_kv_t *kv = NULL;
+	size_t n = 0;
+	int rc = 1;
+	if (parse_kv(argc - optind, argv + optind, &kv, &n) < 0)
+		goto out;
+	if (!strcmp(kind, "qimen") || !strcmp(kind, "openapi2")) {
+		if (!secret) {
+			fprintf(stderr, "wdt2jdyctl: sign %s needs --secret\n", kind);
+			goto out;
+		}
+		char sig[33];
+		if (!strcmp(kind, "qimen"))
+			wj_wdt_sign_qimen(kv, n, secret, sig);
+		else
+			wj_wdt_sign_openapi2(kv, n, secret, sig);
+		printf("%s\n", sig);
+		rc = 0;
+	} else if (!strcmp(kind, "kingdee")) {
+		if (!secret || !method || !path || !nonce || !ts) {
+			fprintf(stderr, "wdt2jdyctl: sign kingdee needs --secret --method --path "
+					"--nonce --timestamp\n");
+			goto out;
+		}
+		char sig[128];
+		wj_buf_t s = {0};
+		if (wj_jdy_sign_string(method, path, kv, n, nonce, ts, &s) < 0 ||
+		    wj_jdy_sign(secret, method, path, kv, n, nonce, ts, sig, sizeof(sig)) < 0) {
+			fprintf(stderr, "wdt2jdyctl: cannot sign\n");
+			wj_buf_free(&s);
+			goto out;
+		}
+		fprintf(stderr, "string to sign:\n%s", s.data);
+		printf("%s\n", sig);
+		wj_buf_free(&s);
+		rc = 0;
+	} else if (!strcmp(kind, "kingdee-app")) {
+		if (!app_key || !app_secret) {
+			fprintf(stderr, "wdt2jdyctl: sign kingdee-app needs --app-key --app-secret\n");
+			goto out;
+		}
+		char sig[128];
+		if (wj_jdy_app_signature(app_key, app_secret, sig, sizeof(sig)) < 0)
+			goto out;
+		printf("%s\n", sig);
+		rc = 0;
+	} else {
+		fprintf(stderr, "wdt2jdyctl: sign: unknown kind \"%s\" (qimen, openapi2, kingdee, "
+				"kingdee-app)\n", kind);
+	}
+out:
+	free(kv);
+	return rc;
+}
+
+/* ---- status --------------------------------------------------------------------------------- */
+
+static const char *str(json_t *o, const char *k)
+{
+	const char *s = json_string_value(json_object_get(o, k));
+	return s ? s : "-";
+}
+
+static long long num(json_t *o, const char *k)
+{
+	return (long long)json_integer_value(json_object_get(o, k));
+}
+
+static int cmd_status(int argc, char **argv)
+{
+	bool as_json = argc > 1 && !strcmp(argv[1], "--json");
+	wj_config_t *cfg = load_config();
+	wj_store_t *s = open_store(cfg);
+	json_t *st = cfg->status_file ? json_load_file(cfg->status_file, 0, NULL) : NULL;
+	wj_txn_t t;
+	size_t ready = 0, delayed = 0, inflight = 0, dead = 0, review = 0, docs = 0;
+	json_t *cursors = json_object();
+	if (wj_txn_begin(s, &t, false) == 0) {
+		wj_txn_count(&t, WJ_DB_QUEUE, &ready);
+		wj_txn_count(&t, WJ_DB_DELAYED, &delayed);
+		wj_txn_count(&t, WJ_DB_INFLIGHT, &inflight);
+		wj_txn_count(&t, WJ_DB_DEAD, &dead);
+		wj_txn_count(&t, WJ_DB_REVIEW, &review);
+		wj_txn_count(&t, WJ_DB_DOCS, &docs);
+		for (size_t i = 0; i < cfg->n_flows; i++) {
+			json_t *c = get_json(&t, WJ_DB_CURSORS, cfg->flows[i].name,
+					     strlen(cfg->flows[i].name));
+			if (c)
+				json_object_set_new(cursors, cfg->flows[i].name, c);
+		}
+		wj_txn_abort(&t);
+	}
+	if (as_json) {
+		json_t *o = json_pack("{s:O?, s:{s:I, s:I, s:I}, s:I, s:I, s:I, s:O}", "daemon", st,
+				      "queue", "ready", (json_int_t)ready, "delayed",
+				      (json_int_t)delayed, "in_flight", (json_int_t)inflight, "dead",
+				      (json_int_t)dead, "review", (json_int_t)review, "orders",
+				      (json_int_t)docs, "cursors", cursors);
+		char *text = json_dumps(o, JSON_INDENT(2));
+		printf("%s\n", text);
+		free(text);
+		json_decref(o);
+		goto out;
+	}
+	bool running = false;
+	if (st) {
+		long long pid = num(st, "pid");
+		running = pid > 0 && kill((pid_t)pid, 0) == 0;
+		printf("daemon      %s (pid %lld, started %s, status at %s)\n",
+		       running ? "running" : "not running", pid, str(st, "started"), str(st, "now"));
+	} else {
+		printf("daemon      no status file (%s)\n", cfg->status_file ? cfg->status_file : "-");
+	}
+	printf("state       %s\n\n", cfg->state_dir);
+	printf("%-16s %-20s %10s %9s %8s  %s\n", "FLOW", "CURSOR", "LAG", "PROGRESS", "PAUSED",
+	       "LAST WINDOW");
+	for (size_t i = 0; i < cfg->n_flows; i++) {
+		const char *name = cfg->flows[i].name;
+		json_t *c = json_object_get(cursors, name), *live = NULL;
+		size_t k;
+		json_t *f;
+		json_array_foreach(json_object_get(st, "flows"), k, f)
+			if (!strcmp(str(f, "name"), name))
+				live = f;
+		char cur[WJ_TIME_LEN] = "(not started)";
+		int64_t cv = c ? json_integer_value(json_object_get(c, "cursor"))
+			       : cfg->flows[i].cursor_start;
+		if (c)
+			wj_time_format(cv, cfg->tz_offset, cur);
+		int64_t lag = wj_now() - cv;
+		int64_t origin = c && json_object_get(c, "origin")
+					 ? json_integer_value(json_object_get(c, "origin"))
+					 : cfg->flows[i].cursor_start;
+		double prog = wj_now() > origin ? (double)(cv - origin) / (double)(wj_now() - origin)
+						: 1.0;
+		char lagbuf[32];
+		if (lag >= 86400)
+			snprintf(lagbuf, sizeof(lagbuf), "%lldd%lldh", (long long)(lag / 86400),
+				 (long long)(lag % 86400 / 3600));
+		else if (lag >= 3600)
+			snprintf(lagbuf, sizeof(lagbuf), "%lldh%lldm", (long long)(lag / 3600),
+				 (long long)(lag % 3600 / 60));
+		else
+			snprintf(lagbuf, sizeof(lagbuf), "%llds", (long long)lag);
+		printf("%-16s %-20s %10s %8.1f%% %8s  %s\n", name, cur, lagbuf,
+		       100 * (prog > 1 ? 1 : prog < 0 ? 0 : prog),
+		       live ? (json_is_true(json_object_get(live, "paused")) ? "yes" : "no") : "-",
+		       live ? str(live, "last_window") : "-");
+	}
+	json_t *dq = json_object_get(st, "queue");
+	printf("\nqueue       ready %zu, delayed %zu, in flight %zu (capacity %u)\n", ready, delayed,
+	       inflight, cfg->queue.capacity);
+	printf("orders      %zu known, %lld posted, %zu dead letters, %zu to review\n", docs,
+	       st ? num(st, "posted") : 0, dead, review);
+	if (dq)
+		printf("this run    %lld saved, %lld retried, %lld reconciled (found %lld)\n",
+		       num(dq, "saved_since_start"), num(dq, "retried_since_start"),
+		       num(dq, "reconciled_found") + num(dq, "reconciled_missing"),
+		       num(dq, "reconciled_found"));
+	json_t *api = json_object_get(st, "api_calls");
+	if (api) {
+		printf("\n%-18s %8s %8s %6s %9s %9s %8s\n", "API CALLS", "ok", "limited", "auth",
+		       "transient", "permanent", "unknown");
+		const char *ep;
+		json_t *o;
+		json_object_foreach(api, ep, o)
+			printf("%-18s %8lld %8lld %6lld %9lld %9lld %8lld\n", ep, num(o, "ok"),
+			       num(o, "rate_limited"), num(o, "auth"), num(o, "transient"),
+			       num(o, "permanent"), num(o, "unknown"));
+	}
+	json_t *kd = json_object_get(st, "kingdee");
+	if (kd)
+		printf("\nkingdee     token %s, expires %s\n",
+		       json_is_true(json_object_get(kd, "logged_in")) ? "held" : "none",
+		       str(kd, "token_expires"));
+	if (st)
+		printf("last error  %s%s%s\n", str(st, "last_error"),
+		       json_is_string(json_object_get(st, "last_error_at")) ? " at " : "",
+		       json_is_string(json_object_get(st, "last_error_at"))
+			       ? str(st, "last_error_at") : "");
+out:
+	json_decref(cursors);
+	json_decref(st);
+	wj_store_close(s);
+	wj_config_free(cfg);
+	return 0;
+}
+
+/* ---- dead letters and review ---------------------------------------------------------------- */
+
+/* Find the key of an entry of db by stockin_no, stockin_id or "flow:stockin_id". */
+static int find_key(wj_txn_t *t, wj_db_t db, const char *want, char *key, size_t *kl)
+{
+	wj_iter_t it;
+	if (wj_iter_open(t, db, &it) < 0)
+		return -EIO;
+	int found = -ENOENT;
+	for (int r = wj_iter_seek(&it, NULL, 0); r == 0; r = wj_iter_next(&it)) {
+		wj_val_t k = wj_iter_key(&it), v = wj_iter_val(&it);
+		const char *flow = k.data;
+		size_t fl = strnlen(flow, k.len);
+		const char *id = flow + fl + 1;
+		size_t il = k.len > fl + 1 ? k.len - fl - 1 : 0;
+		char fid[300];
+		snprintf(fid, sizeof(fid), "%.*s:%.*s", (int)fl, flow, (int)il, id);
+		bool match = !strcmp(fid, want) || (strlen(want) == il && !memcmp(id, want, il));
+		if (!match) {
+			json_t *o = json_loadb(v.data, v.len, 0, NULL);
+			match = o && !strcmp(str(o, "stockin_no"), want);
+			json_decref(o);
+		}
+		if (match && k.len <= WJ_DOC_KEY_MAX_CTL) {
+			memcpy(key, k.data, k.len);
+			*kl = k.len;
+			found = 0;
+			break;
+		}
+	}
+	wj_iter_close(&it);
+	return found;
+}
+
+static void print_list(wj_store_t *s, wj_db_t db, bool dead)
+{
+	wj_txn_t t;
+	if (wj_txn_begin(s, &t, false) < 0)
+		return;
+	wj_iter_t it;
+	size_t n = 0;
+	if (dead)
+		printf("%-12s %-24s %-12s %8s  %s\n", "FLOW", "STOCKIN_NO", "STOCKIN_ID", "ATTEMPTS",
+		       "REASON");
+	else
+		printf("%-12s %-24s %-20s %-20s  %s\n", "FLOW", "STOCKIN_NO", "BILL_NO", "SEEN", "NOTE");
+	if (wj_iter_open(&t, db, &it) == 0) {
+		for (int r = wj_iter_seek(&it, NULL, 0); r == 0; r = wj_iter_next(&it)) {
+			wj_val_t k = wj_iter_key(&it), v = wj_iter_val(&it);
+			json_t *o = json_loadb(v.data, v.len, 0, NULL);
+			size_t fl = strnlen(k.data, k.len);
+			if (dead) {
+				printf("%-12.*s %-24s %-12.*s %8lld  %s\n", (int)fl, (const char *)k.data,
+				       str(o, "stockin_no"), (int)(k.len - fl - 1),
+				       (const char *)k.data + fl + 1, num(o, "attempts"),
+				       str(o, "reason"));
+			} else {
+				char seen[WJ_TIME_LEN];
+				wj_time_format(num(o, "seen"), 8 * 3600, seen);
+				printf("%-12.*s %-24s %-20s %-20s  %s\n", (int)fl, (const char *)k.data,
+				       str(o, "stockin_no"), str(o, "bill_no"), seen,
+				       json_is_string(json_object_get(o, "note")) ? str(o, "note")
+					       : "content changed after posting");
+			}
+			json_decref(o);
+			n++;
+		}
+		wj_iter_close(&it);
+	}
+	wj_txn_abort(&t);
+	printf("%zu %s\n", n, dead ? "dead letters" : "orders to review");
+}
+
+static int show_entry(wj_store_t *s, wj_db_t db, const char *want)
+{
+	wj_txn_t t;
+	char key[WJ_DOC_KEY_MAX_CTL];
+	size_t kl;
+	if (wj_txn_begin(s, &t, false) < 0)
+		return 1;
+	int rc = 1;
+	if (find_key(&t, db, want, key, &kl) < 0) {
+		fprintf(stderr, "wdt2jdyctl: %s: no such entry in %s\n", want, wj_db_name(db));
+	} else {
+		json_t *o = get_json(&t, db, key, kl);
+		char *text = json_dumps(o, JSON_INDENT(2) | JSON_SORT_KEYS);
+		printf("%s\n", text ? text : "{}");
+		free(text);
+		json_decref(o);
+		rc = 0;
+	}
+	wj_txn_abort(&t);
+	return rc;
+}
+
+typedef struct dlq_op {
+	char **wants;
+	int n;
+	bool all, retry;
+	int done, missing;
+} dlq_op_t;
+
+static int requeue(wj_txn_t *t, const char *key, size_t kl)
+{
+	json_t *doc = get_json(t, WJ_DB_DOCS, key, kl);
+	if (!doc)
+		return -ENOENT;
+	json_object_set_new(doc, "state", json_string("queued"));
+	json_object_set_new(doc, "attempts", json_integer(0));
+	json_object_set_new(doc, "prio", json_integer(PRIO_REPLAY));
+	json_object_del(doc, "first_error");
+	json_object_del(doc, "last_error");
+	if (!json_object_get(doc, "order")) {
+		json_t *dl = get_json(t, WJ_DB_DEAD, key, kl);
+		if (dl && json_object_get(dl, "order"))
+			json_object_set(doc, "order", json_object_get(dl, "order"));
+		json_decref(dl);
+	}
+	put_json(t, WJ_DB_DOCS, key, kl, doc);
+	json_decref(doc);
+	uint64_t seq;
+	if (wj_txn_seq_next(t, &seq) < 0)
+		return t->err;
+	uint8_t qk[9];
+	qk[0] = PRIO_REPLAY;
+	wj_key_u64be(qk + 1, seq);
+	wj_txn_put(t, WJ_DB_QUEUE, qk, sizeof(qk), key, kl);
+	return t->err;
+}
+
+static int dlq_fn(wj_txn_t *t, void *arg)
+{
+	dlq_op_t *op = arg;
+	op->done = op->missing = 0;
+	char key[WJ_DOC_KEY_MAX_CTL];
+	size_t kl;
+	if (op->all) {
+		for (;;) {
+			wj_iter_t it;
+			if (wj_iter_open(t, WJ_DB_DEAD, &it) < 0)
+				return t->err;
+			int r = wj_iter_seek(&it, NULL, 0);
+			if (r == 0) {
+				wj_val_t k = wj_iter_key(&it);
+				kl = k.len < sizeof(key) ? k.len : sizeof(key);
+				memcpy(key, k.data, kl);
+			}
+			wj_iter_close(&it);
+			if (r < 0)
+				break;
+			if (op->retry)
+				requeue(t, key, kl);
+			else
+				wj_txn_put(t, WJ_DB_DOCS, key, kl, "{\"state\":\"dropped\"}", 19);
+			wj_txn_del(t, WJ_DB_DEAD, key, kl);
+			op->done++;
+			if (t->err)
+				return t->err;
+		}
+		return t->err;
+	}
+	for (int i = 0; i < op->n; i++) {
+		if (find_key(t, WJ_DB_DEAD, op->wants[i], key, &kl) < 0) {
+			fprintf(stderr, "wdt2jdyctl: %s: not in the dead-letter list\n", op->wants[i]);
+			op->missing++;
+			continue;
+		}
+		if (op->retry) {
+			requeue(t, key, kl);
+		} else {
+			/* Keep a tombstone so the same content is not queued again by the poller. */
+			json_t *doc = get_json(t, WJ_DB_DOCS, key, kl);
+			if (doc) {
+				json_object_set_new(doc, "state", json_string("dropped"));
+				json_object_del(doc, "order");
+				put_json(t, WJ_DB_DOCS, key, kl, doc);
+				json_decref(doc);
+			}
+		}
+		wj_txn_del(t, WJ_DB_DEAD, key, kl);
+		op->done++;
+	}
+	return t->err;
+}
+
+static int cmd_dlq(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stderr);
+		return 1;
+	}
+	wj_config_t *cfg = load_config();
+	wj_store_t *s = open_store(cfg);
+	int rc = 0;
+	const char *sub = argv[1];
+	if (!strcmp(sub, "list")) {
+		print_list(s, WJ_DB_DEAD, true);
+	} else if (!strcmp(sub, "show") && argc == 3) {
+		rc = show_entry(s, WJ_DB_DEAD, argv[2]);
+	} else if ((!strcmp(sub, "retry") || !strcmp(sub, "drop")) && argc >= 3) {
+		dlq_op_t op = {.wants = argv + 2, .n = argc - 2, .retry = !strcmp(sub, "retry"),
+			       .all = !strcmp(argv[2], "--all")};
+		int r = wj_store_write(s, dlq_fn, &op);
+		if (r < 0) {
+			fprintf(stderr, "wdt2jdyctl: cannot update the state: %s\n",
+				wj_store_strerror());
+			rc = 1;
+		} else {
+			printf("%d %s%s\n", op.done, op.retry ? "queued again" : "dropped",
+			       op.retry ? " (the daemon picks them up within a second)" : "");
+			rc = op.missing ? 1 : 0;
+		}
+	} else {
+		usage(stderr);
+		rc = 1;
+	}
+	wj_store_close(s);
+	wj_config_free(cfg);
+	return rc;
+}
+
+static int review_done_fn(wj_txn_t *t, void *arg)
+{
+	const char *want = arg;
+	char key[WJ_DOC_KEY_MAX_CTL];
+	size_t kl;
+	if (find_key(t, WJ_DB_REVIEW, want, key, &kl) < 0)
+		return -ENOENT;
+	wj_txn_del(t, WJ_DB_REVIEW, key, kl);
+	return t->err;
+}
+
+static int cmd_review(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stderr);
+		return 1;
+	}
+	wj_config_t *cfg = load_config();
+	wj_store_t *s = open_store(cfg);
+	int rc = 0;
+	if (!strcmp(argv[1], "list")) {
+		print_list(s, WJ_DB_REVIEW, false);
+	} else if (!strcmp(argv[1], "show") && argc == 3) {
+		rc = show_entry(s, WJ_DB_REVIEW, argv[2]);
+	} else if (!strcmp(argv[1], "done") && argc == 3) {
+		int r = wj_store_write(s, review_done_fn, argv[2]);
+		if (r < 0) {
+			fprintf(stderr, "wdt2jdyctl: %s: %s\n", argv[2],
+				r == -ENOENT ? "not in the review list" : wj_store_strerror());
+			rc = 1;
+		} else {
+			printf("review of %s done\n", argv[2]);
+		}
+	} else {
+		usage(stderr);
+		rc = 1;
+	}
+	wj_store_close(s);
+	wj_config_free(cfg);
+	return rc;
+}
+
+/* ---- cursors --------------------------------------------------------------------------------- */
+
+typedef struct cursor_set {
+	const char *flow;
+	int64_t at, origin;
+} cursor_set_t;
+
+static int cursor_set_fn(wj_txn_t *t, void *arg)
+{
+	cursor_set_t *c = arg;
+	json_t *cur = json_pack("{s:I, s:I, s:I, s:b}", "cursor", (json_int_t)c->at, "origin",
+				(json_int_t)c->origin, "updated", (json_int_t)wj_now(), "set_by_ctl",
+				1);
+	put_json(t, WJ_DB_CURSORS, c->flow, strlen(c->flow), cur);
+	json_decref(cur);
+	return t->err;
+}
+
+static int cmd_cursor(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stderr);
+		return 1;
+	}
+	wj_config_t *cfg = load_config();
+	wj_store_t *s = open_store(cfg);
+	int rc = 0;
+	if (!strcmp(argv[1], "show")) {
+		wj_txn_t t;
+		if (wj_txn_begin(s, &t, false) == 0) {
+			for (size_t i = 0; i < cfg->n_flows; i++) {
+				const char *name = cfg->flows[i].name;
+				if (argc > 2 && strcmp(argv[2], name))
+					continue;
+				json_t *c = get_json(&t, WJ_DB_CURSORS, name, strlen(name));
+				char buf[WJ_TIME_LEN];
+				if (c) {
+					wj_time_format(json_integer_value(json_object_get(c, "cursor")),
+						       cfg->tz_offset, buf);
+					printf("%s %s\n", name, buf);
+				} else {
+					wj_time_format(cfg->flows[i].cursor_start, cfg->tz_offset, buf);
+					printf("%s %s (not started; cursor.start)\n", name, buf);
+				}
+				json_decref(c);
+			}
+			wj_txn_abort(&t);
+		}
+	} else if (!strcmp(argv[1], "set") && argc == 4) {
+		const wj_flow_cfg_t *f = NULL;
+		for (size_t i = 0; i < cfg->n_flows; i++)
+			if (!strcmp(cfg->flows[i].name, argv[2]))
+				f = &cfg->flows[i];
+		cursor_set_t c = {.flow = argv[2]};
+		if (!f) {
+			fprintf(stderr, "wdt2jdyctl: no flow named \"%s\" in %s\n", argv[2], cfg->path);
+			rc = 1;
+		} else if (wj_time_parse(argv[3], cfg->tz_offset, &c.at) < 0) {
+			fprintf(stderr, "wdt2jdyctl: expected a time like \"2026-11-01 00:00:00\", "
+					"got \"%s\"\n", argv[3]);
+			rc = 1;
+		} else {
+			c.origin = c.at < f->cursor_start ? c.at : f->cursor_start;
+			if (wj_store_write(s, cursor_set_fn, &c) < 0) {
+				fprintf(stderr, "wdt2jdyctl: %s\n", wj_store_strerror());
+				rc = 1;
+			} else {
+				printf("%s cursor set to %s (taken up at the flow's next window)\n",
+				       argv[2], argv[3]);
+			}
+		}
+	} else {
+		usage(stderr);
+		rc = 1;
+	}
+	wj_store_close(s);
+	wj_config_free(cfg);
+	return rc;
+}
+
+int main(int argc, char **argv)
+{
+	int c;
+	static const struct option opts[] = {
+		{"config", required_argument, NULL, 'c'},
+		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
+		{NULL, 0, NULL, 0},
+	};
+	while ((c = getopt_long(argc, argv, "+c:hV", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c': config_path = optarg; break;
+		case 'h': usage(stdout); return 0;
+		case 'V': printf("wdt2jdyctl %s\n", WJ_VERSION); return 0;
+		default: usage(stderr); return 1;
+		}
+	}
+	if (optind >= argc) {
+		usage(stderr);
+		return 1;
+	}
+	const char *cmd = argv[optind];
+	int sub_argc = argc - optind;
+	char **sub_argv = argv + optind;
+	if (!strcmp(cmd, "sign"))
+		return cmd_sign(sub_argc - 1, sub_argv + 1);
+	if (!strcmp(cmd, "check-config")) {
+		wj_config_t *cfg = load_config();
+		printf("configuration OK\n");
+		wj_config_free(cfg);
+		return 0;
+	}
+	if (!strcmp(cmd, "status"))
+		return cmd_status(sub_argc, sub_argv);
+	if (!strcmp(cmd, "dlq"))
+		return cmd_dlq(sub_argc, sub_argv);
+	if (!strcmp(cmd, "review"))
+		return cmd_review(sub_argc, sub_argv);
+	if (!strcmp(cmd, "cursor"))
+		return cmd_cursor(sub_argc, sub_argv);
+	fprintf(stderr, "wdt2jdyctl: unknown command \"%s\"\n", cmd);
+	usage(stderr);
 	return 1;
 }

@@ -1,6 +1,367 @@
+/* wdt2jdyd: keeps Kingdee gain bills in step with WDT stock-take surplus stock-ins.
+ *
+ * Runs in the foreground (systemd style). One thread, one libuv loop.
+ *   SIGHUP           reopen the log, reload the configuration (a bad one is refused)
+ *   SIGTERM, SIGINT  stop polling, drain requests in flight, commit, exit 0 */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
-int main(void)
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "lib/config.h"
+#include "lib/engine.h"
+#include "lib/http.h"
+#include "lib/log.h"
+#include "lib/notify.h"
+#include "lib/store.h"
+#include "lib/util.h"
+#include "wj_build.h"
+
+enum { EXIT_CONFIG = 78, EXIT_CANTCREAT = 73 };
+
+static const char *MOD = "daemon";
+
+static struct {
+	uv_loop_t loop;
+	wj_config_t *cfg;
+	wj_store_t *store;
+	wj_engine_t *engine;
+	uv_signal_t sig_hup, sig_term, sig_int;
+	uv_timer_t status_timer, watchdog_timer;
+	int64_t started;
+	uint64_t last_status_line;
+	bool stopping;
+	unsigned reloads, reload_failures;
+	char last_reload_error[512];
+} d;
+
+static void usage(FILE *f)
 {
-	puts("not yet");
-	return 1;
+	fprintf(f, "usage: wdt2jdyd [-c FILE] [--check] [--version]\n"
+		   "  -c, --config FILE  configuration (default %s)\n"
+		   "  -n, --check        validate the configuration, print \"configuration OK\"\n"
+		   "  -V, --version      print the version\n",
+		WJ_DEFAULT_CONFIG);
+}
+
+static void print_errors(const wj_errors_t *errs)
+{
+	for (size_t i = 0; i < errs->n; i++)
+		fprintf(stderr, "%s\n", errs->msg[i]);
+}
+
+/* ---- status ---------------------------------------------------------------------------- */
+
+static void write_status(void)
+{
+	const wj_config_t *cfg = d.cfg;
+	char now[WJ_TIME_LEN], started[WJ_TIME_LEN];
+	wj_time_format(wj_now(), cfg->tz_offset, now);
+	wj_time_format(d.started, cfg->tz_offset, started);
+	json_t *st = wj_engine_status(d.engine);
+	if (!st)
+		st = json_object();
+	json_object_set_new(st, "version", json_string(WJ_VERSION));
+	json_object_set_new(st, "pid", json_integer(getpid()));
+	json_object_set_new(st, "state", json_string(d.stopping ? "stopping" : "running"));
+	json_object_set_new(st, "now", json_string(now));
+	json_object_set_new(st, "started", json_string(started));
+	json_object_set_new(st, "timezone", json_string(cfg->timezone));
+	json_object_set_new(st, "config", json_string(cfg->path));
+	json_object_set_new(st, "reloads", json_integer(d.reloads));
+	json_object_set_new(st, "reload_failures", json_integer(d.reload_failures));
+	json_object_set_new(st, "last_reload_error",
+			    d.last_reload_error[0] ? json_string(d.last_reload_error) : json_null());
+	if (cfg->status_file && cfg->status_file[0]) {
+		char *text = json_dumps(st, JSON_INDENT(2) | JSON_SORT_KEYS);
+		if (text) {
+			size_t len = strlen(text);
+			text[len] = '\n'; /* json_dumps leaves room for the NUL we overwrite */
+			int r = wj_write_file_atomic(cfg->status_file, text, len + 1, 0644);
+			text[len] = '\0';
+			if (r < 0)
+				wj_warn(MOD, NULL, "cannot write status file %s: %s", cfg->status_file,
+					strerror(-r));
+			free(text);
+		}
+	}
+	json_decref(st);
+
+	char summary[512];
+	wj_engine_summary(d.engine, summary, sizeof(summary));
+	wj_notify_status("%s", summary);
+	uint64_t mono = wj_mono_ms();
+	if (!d.last_status_line || mono - d.last_status_line >= 60000) {
+		d.last_status_line = mono;
+		wj_info(MOD, summary, "status");
+	}
+}
+
+static void on_status_timer(uv_timer_t *t)
+{
+	(void)t;
+	write_status();
+}
+
+static void on_watchdog(uv_timer_t *t)
+{
+	(void)t;
+	wj_notify_watchdog();
+}
+
+/* ---- reload ---------------------------------------------------------------------------- */
+
+static bool secret_path(const char *path)
+{
+	return strstr(path, "secret") != NULL;
+}
+
+/* Log every leaf that differs between two documents, as `path old → new`. */
+static void diff_json(const char *path, json_t *a, json_t *b, unsigned *changes)
+{
+	char sub[512];
+	if (json_is_object(a) && json_is_object(b)) {
+		const char *k;
+		json_t *v;
+		json_object_foreach(a, k, v) {
+			snprintf(sub, sizeof(sub), "%s%s%s", path, *path ? "." : "", k);
+			diff_json(sub, v, json_object_get(b, k), changes);
+		}
+		json_object_foreach(b, k, v) {
+			if (json_object_get(a, k))
+				continue;
+			snprintf(sub, sizeof(sub), "%s%s%s", path, *path ? "." : "", k);
+			diff_json(sub, NULL, v, changes);
+		}
+		return;
+	}
+	if (json_is_array(a) && json_is_array(b) && json_array_size(a) == json_array_size(b)) {
+		for (size_t i = 0; i < json_array_size(a); i++) {
+			snprintf(sub, sizeof(sub), "%s[%zu]", path, i);
+			diff_json(sub, json_array_get(a, i), json_array_get(b, i), changes);
+		}
+		return;
+	}
+	if (a && b && json_equal(a, b))
+		return;
+	(*changes)++;
+	char fields[1024] = "";
+	wj_logfmt_kv(fields, sizeof(fields), "key", path);
+	if (!secret_path(path)) {
+		char *ov = a ? json_dumps(a, JSON_ENCODE_ANY | JSON_COMPACT) : NULL;
+		char *nv = b ? json_dumps(b, JSON_ENCODE_ANY | JSON_COMPACT) : NULL;
+		wj_logfmt_kv(fields, sizeof(fields), "old", ov ? ov : "(unset)");
+		wj_logfmt_kv(fields, sizeof(fields), "new", nv ? nv : "(unset)");
+		free(ov);
+		free(nv);
+	}
+	wj_info(MOD, fields, "configuration changed");
+}
+
+static void reload(void)
+{
+	wj_notify_reloading();
+	int r = wj_log_reopen();
+	if (r < 0)
+		wj_error(MOD, NULL, "cannot reopen log file: %s", strerror(-r));
+	wj_info(MOD, NULL, "reloading configuration from %s", d.cfg->path);
+
+	wj_errors_t errs = {0};
+	wj_config_t *cfg = wj_config_load(d.cfg->path, &errs);
+	if (!cfg) {
+		d.reload_failures++;
+		for (size_t i = 0; i < errs.n; i++)
+			wj_error(MOD, NULL, "%s", errs.msg[i]);
+		snprintf(d.last_reload_error, sizeof(d.last_reload_error), "%s",
+			 errs.n ? errs.msg[0] : "invalid configuration");
+		wj_error(MOD, NULL, "configuration refused (%zu errors); keeping the running one",
+			 errs.n);
+		wj_errors_free(&errs);
+		wj_notify_ready();
+		return;
+	}
+	wj_errors_free(&errs);
+
+	if (strcmp(cfg->state_dir, d.cfg->state_dir) != 0) {
+		wj_warn(MOD, NULL, "state_dir changes need a restart; keeping %s", d.cfg->state_dir);
+		free(cfg->state_dir);
+		cfg->state_dir = strdup(d.cfg->state_dir);
+	}
+	unsigned changes = 0;
+	diff_json("", d.cfg->doc, cfg->doc, &changes);
+
+	wj_log_set_secrets(wj_config_secrets(cfg));
+	wj_log_set_level(cfg->log_level);
+	if ((cfg->log_file ? cfg->log_file : "")[0] != (d.cfg->log_file ? d.cfg->log_file : "")[0] ||
+	    (cfg->log_file && d.cfg->log_file && strcmp(cfg->log_file, d.cfg->log_file))) {
+		r = wj_log_open(cfg->log_file, cfg->log_level, cfg->tz_offset);
+		if (r < 0)
+			wj_error(MOD, NULL, "cannot open log file %s: %s", cfg->log_file,
+				 strerror(-r));
+	}
+	wj_engine_reload(d.engine, cfg);
+	if (cfg->status_interval_ms != d.cfg->status_interval_ms)
+		uv_timer_start(&d.status_timer, on_status_timer, cfg->status_interval_ms,
+			       cfg->status_interval_ms);
+	wj_config_free(d.cfg);
+	d.cfg = cfg;
+	d.reloads++;
+	d.last_reload_error[0] = '\0';
+	wj_info(MOD, NULL, "configuration reloaded (%u changes)", changes);
+	write_status();
+	wj_notify_ready();
+}
+
+/* ---- shutdown -------------------------------------------------------------------------- */
+
+static void close_cb(uv_handle_t *h)
+{
+	(void)h;
+}
+
+static void on_drained(void *arg)
+{
+	(void)arg;
+	write_status();
+	uv_timer_stop(&d.status_timer);
+	uv_timer_stop(&d.watchdog_timer);
+	uv_close((uv_handle_t *)&d.status_timer, close_cb);
+	uv_close((uv_handle_t *)&d.watchdog_timer, close_cb);
+	uv_close((uv_handle_t *)&d.sig_hup, close_cb);
+	uv_close((uv_handle_t *)&d.sig_term, close_cb);
+	uv_close((uv_handle_t *)&d.sig_int, close_cb);
+	wj_engine_free(d.engine);
+	d.engine = NULL;
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+	(void)h;
+	if (signum == SIGHUP) {
+		if (!d.stopping)
+			reload();
+		return;
+	}
+	if (d.stopping) {
+		wj_warn(MOD, NULL, "signal %d during shutdown; still draining", signum);
+		return;
+	}
+	d.stopping = true;
+	wj_notify_stopping();
+	wj_info(MOD, NULL, "signal %s: stopping (drain timeout %llums)", strsignal(signum),
+		(unsigned long long)d.cfg->drain_timeout_ms);
+	wj_engine_stop(d.engine, d.cfg->drain_timeout_ms, on_drained, NULL);
+}
+
+/* ---- main ------------------------------------------------------------------------------ */
+
+int main(int argc, char **argv)
+{
+	const char *config = WJ_DEFAULT_CONFIG;
+	bool check = false;
+	static const struct option opts[] = {
+		{"config", required_argument, NULL, 'c'}, {"check", no_argument, NULL, 'n'},
+		{"version", no_argument, NULL, 'V'},      {"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	int c;
+	while ((c = getopt_long(argc, argv, "c:nVh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c': config = optarg; break;
+		case 'n': check = true; break;
+		case 'V': printf("wdt2jdyd %s\n", WJ_VERSION); return 0;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 1;
+		}
+	}
+	if (optind < argc) {
+		usage(stderr);
+		return 1;
+	}
+
+	wj_errors_t errs = {0};
+	d.cfg = wj_config_load(config, &errs);
+	if (!d.cfg) {
+		print_errors(&errs);
+		wj_errors_free(&errs);
+		return EXIT_CONFIG;
+	}
+	wj_errors_free(&errs);
+	if (check) {
+		printf("configuration OK\n");
+		wj_config_free(d.cfg);
+		return 0;
+	}
+
+	signal(SIGPIPE, SIG_IGN);
+	wj_log_set_secrets(wj_config_secrets(d.cfg));
+	int r = wj_log_open(d.cfg->log_file, d.cfg->log_level, d.cfg->tz_offset);
+	if (r < 0) {
+		fprintf(stderr, "wdt2jdyd: cannot open log file %s: %s\n", d.cfg->log_file,
+			strerror(-r));
+		wj_config_free(d.cfg);
+		return EXIT_CANTCREAT;
+	}
+	d.started = wj_now();
+	wj_info(MOD, NULL, "wdt2jdyd %s starting, config %s, state %s", WJ_VERSION, d.cfg->path,
+		d.cfg->state_dir);
+
+	char err[512] = "";
+	r = wj_store_open(d.cfg->state_dir, d.cfg->map_size, d.cfg->map_max, &d.store);
+	if (r < 0) {
+		wj_error(MOD, NULL, "cannot open state in %s: %s", d.cfg->state_dir,
+			 wj_store_strerror());
+		fprintf(stderr, "wdt2jdyd: cannot open state in %s: %s\n", d.cfg->state_dir,
+			wj_store_strerror());
+		wj_config_free(d.cfg);
+		return EXIT_CANTCREAT;
+	}
+
+	int rc = 1;
+	if (uv_loop_init(&d.loop) != 0 || wj_http_global_init() < 0) {
+		wj_error(MOD, NULL, "cannot initialise the event loop");
+		goto out;
+	}
+	r = wj_engine_new(&d.loop, d.cfg, d.store, &d.engine, err, sizeof(err));
+	if (r < 0) {
+		wj_error(MOD, NULL, "cannot start: %s", err);
+		goto out_loop;
+	}
+
+	uv_signal_init(&d.loop, &d.sig_hup);
+	uv_signal_init(&d.loop, &d.sig_term);
+	uv_signal_init(&d.loop, &d.sig_int);
+	uv_signal_start(&d.sig_hup, on_signal, SIGHUP);
+	uv_signal_start(&d.sig_term, on_signal, SIGTERM);
+	uv_signal_start(&d.sig_int, on_signal, SIGINT);
+	uv_timer_init(&d.loop, &d.status_timer);
+	uv_timer_init(&d.loop, &d.watchdog_timer);
+	uv_timer_start(&d.status_timer, on_status_timer, 0, d.cfg->status_interval_ms);
+	uint64_t wd = wj_notify_watchdog_usec();
+	if (wd)
+		uv_timer_start(&d.watchdog_timer, on_watchdog, 0, wd / 2000 ? wd / 2000 : 1);
+
+	wj_notify_ready();
+	wj_info(MOD, NULL, "ready");
+	uv_run(&d.loop, UV_RUN_DEFAULT);
+	rc = 0;
+	wj_info(MOD, NULL, "stopped");
+
+out_loop:
+	if (d.engine) { /* start failed after creation, or loop ended early */
+		wj_engine_free(d.engine);
+		d.engine = NULL;
+	}
+	uv_run(&d.loop, UV_RUN_DEFAULT);
+	if (uv_loop_close(&d.loop) != 0)
+		wj_warn(MOD, NULL, "event loop closed with handles still open");
+	wj_http_global_cleanup();
+out:
+	wj_store_close(d.store);
+	wj_config_free(d.cfg);
+	wj_log_close();
+	return rc;
 }

@@ -606,6 +606,8 @@ void wj_logv(int level, const char *mod, const char *fields, const char *fmt, va
 	if (L.mask_failed) {
 		puts_(&s, " msg=\"(redacted: secret masking unavailable)\"\n");
 	} else {
+		if (fields)
+			fields += strspn(fields, " "); /* wj_logfmt_kv output starts with a space */
 		if (fields && *fields) {
 			puts_(&s, " ");
 			put_fields(&s, fields);

@@ -1,0 +1,928 @@
+/* Dispatcher: takes ready orders from the queue, maps them (with cached lookups) and saves them
+ * as Kingdee gain bills, at most kingdee.concurrency at a time, within kingdee.rate_limit.
+ *
+ * Life of a job:   queue ──take──> in flight ──(reconcile?)──> lookups ──> save ──> outcome
+ * Taking moves the entry to the "inflight" database in a committed transaction before any
+ * request is sent, so a crash leaves it there; the next start marks it for reconciliation:
+ * Kingdee is asked for a bill with the order's marker before anything is posted again.
+ * Outcomes of one loop turn are committed together (one transaction), and only then logged. */
+#include "lib/engine_int.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lib/json.h"
+#include "lib/log.h"
+#include "lib/util.h"
+
+static const char *MOD = "dispatch";
+
+typedef enum { O_NONE, O_SAVED, O_RETRY, O_DELAY, O_DEAD } outcome_t;
+
+typedef struct job job_t;
+struct job {
+	dispatcher_t *d;
+	job_t *next;
+	char key[WJ_DOC_KEY_MAX];
+	size_t klen;
+	char flow[72];
+	char id[128];
+	char stockin_no[128];
+	char marker[256];
+	json_t *doc;      /* the doc record as taken */
+	json_t *resolved; /* "m:NUMBER"/"s:NUMBER" → Kingdee object */
+	json_t *missing;  /* lookups the last mapping attempt needed */
+	json_t *body;
+	unsigned waiting_lookups;
+	bool calling;     /* a Kingdee call of this job is in flight */
+	bool orphan;      /* dispatcher gone: free on completion */
+	bool reconciled;
+	uint64_t started;
+	/* outcome */
+	outcome_t out;
+	bool unknown;     /* the last attempt may have reached Kingdee */
+	int64_t delay_ms; /* O_DELAY */
+	char bill_id[128], bill_no[128];
+	char reason[600];
+};
+
+typedef struct lookup {
+	struct lookup *next;
+	dispatcher_t *d;
+	char key[300]; /* "m:NUMBER" or "s:NUMBER" (Kingdee number) */
+	job_t **waiters;
+	size_t n_waiters;
+	bool calling; /* the request is in flight (not just waiting for the gate) */
+} lookup_t;
+
+struct dispatcher {
+	wj_engine_t *e;
+	job_t *jobs;       /* active: taken and not yet committed as finished */
+	unsigned n_jobs;
+	lookup_t *lookups; /* in flight, one per distinct number */
+	uv_timer_t flush_timer;
+	bool flush_pending, stopped, closing;
+	uint64_t saved, retried, dead, reconciled_found, reconciled_missing, lookups_done;
+	uint64_t save_ms_total, save_count;
+};
+
+static void start_job(job_t *j);
+static void finish(job_t *j, outcome_t out);
+
+/* ---- jobs -------------------------------------------------------------------------------- */
+
+static void job_free(job_t *j)
+{
+	json_decref(j->doc);
+	json_decref(j->resolved);
+	json_decref(j->missing);
+	json_decref(j->body);
+	free(j);
+}
+
+static void job_fields(const job_t *j, char *buf, size_t size)
+{
+	buf[0] = '\0';
+	wj_logfmt_kv(buf, size, "flow", j->flow);
+	wj_logfmt_kv(buf, size, "stockin_no", j->stockin_no);
+}
+
+static const json_t *job_order(const job_t *j)
+{
+	return json_object_get(j->doc, "order");
+}
+
+static int outcome_of(wj_jdy_class_t c)
+{
+	switch (c) {
+	case WJ_JDY_OK: return OC_OK;
+	case WJ_JDY_RATE_LIMITED: return OC_RATE_LIMITED;
+	case WJ_JDY_AUTH: return OC_AUTH;
+	case WJ_JDY_TRANSIENT: return OC_TRANSIENT;
+	case WJ_JDY_PERMANENT: return OC_PERMANENT;
+	default: return OC_UNKNOWN;
+	}
+}
+
+/* Decide what a failed call means for the job. Returns true when handled (job finished). */
+static void fail_call(job_t *j, const wj_jdy_result_t *res, const char *what)
+{
+	wj_engine_t *e = j->d->e;
+	snprintf(j->reason, sizeof(j->reason), "%s: %s", what, res->error[0] ? res->error : "error");
+	switch (res->cls) {
+	case WJ_JDY_RATE_LIMITED: {
+		int64_t ms = res->retry_after_ms > 0 ? res->retry_after_ms : 1000;
+		gate_pause(&e->jdy_gate, ms);
+		j->delay_ms = ms;
+		finish(j, O_DELAY);
+		return;
+	}
+	case WJ_JDY_AUTH:
+		/* Credentials refused even after a fresh login: do not burn attempts on it. */
+		wj_engine_set_error(e, "%s", j->reason);
+		j->delay_ms = 60000;
+		finish(j, O_DELAY);
+		return;
+	case WJ_JDY_PERMANENT:
+		finish(j, O_DEAD);
+		return;
+	case WJ_JDY_UNKNOWN:
+		j->unknown = true;
+		finish(j, O_RETRY);
+		return;
+	default:
+		finish(j, O_RETRY);
+		return;
+	}
+}
+
+/* ---- save ---------------------------------------------------------------------------------- */
+
+static void on_save(const wj_jdy_result_t *res, void *arg)
+{
+	job_t *j = arg;
+	j->calling = false;
+	if (j->orphan) {
+		job_free(j);
+		return;
+	}
+	wj_engine_count(j->d->e, EP_JDY_SAVE, outcome_of(res->cls));
+	if (res->cls != WJ_JDY_OK) {
+		fail_call(j, res, "save");
+		return;
+	}
+	if (wj_jdy_saved_bill(res->data, j->bill_id, sizeof(j->bill_id), j->bill_no,
+			      sizeof(j->bill_no)) < 0) {
+		/* Accepted, but the answer does not say which bill: settle it by the marker. */
+		snprintf(j->reason, sizeof(j->reason), "save: answer without a bill id");
+		j->unknown = true;
+		finish(j, O_RETRY);
+		return;
+	}
+	finish(j, O_SAVED);
+}
+
+static void do_save(void *arg)
+{
+	job_t *j = arg;
+	if (j->d->stopped) {
+		j->delay_ms = 0;
+		snprintf(j->reason, sizeof(j->reason), "shutting down before sending");
+		finish(j, O_DELAY);
+		return;
+	}
+	char *text = json_dumps(j->body, JSON_COMPACT);
+	j->calling = true;
+	if (!text || wj_jdy_save(j->d->e->jdy, text, on_save, j) < 0) {
+		j->calling = false;
+		snprintf(j->reason, sizeof(j->reason), "save: cannot start the request");
+		finish(j, O_RETRY);
+	}
+	free(text);
+}
+
+/* ---- mapping and lookups ------------------------------------------------------------------- */
+
+typedef struct lk_ctx {
+	job_t *j;
+	wj_txn_t txn;
+	bool txn_ok;
+} lk_ctx_t;
+
+static const char *map_number(const wj_kv_t *map, size_t n, const char *number)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(map[i].key, number))
+			return map[i].value;
+	return number;
+}
+
+static const json_t *lookup_cb(void *arg, char kind, const char *number)
+{
+	lk_ctx_t *c = arg;
+	job_t *j = c->j;
+	const wj_config_t *cfg = j->d->e->cfg;
+	const char *kn = kind == 's' ? map_number(cfg->kingdee.store_map, cfg->kingdee.n_store_map,
+						  number)
+				     : map_number(cfg->kingdee.material_map,
+						  cfg->kingdee.n_material_map, number);
+	char key[300];
+	snprintf(key, sizeof(key), "%c:%s", kind, kn);
+	const json_t *o = json_object_get(j->resolved, key);
+	if (o)
+		return o;
+	wj_val_t v;
+	if (c->txn_ok && wj_txn_get(&c->txn, WJ_DB_LOOKUP, key, strlen(key), &v) == 0) {
+		json_t *entry = json_loadb(v.data, v.len, 0, NULL);
+		json_t *obj = json_object_get(entry, "data");
+		int64_t exp = json_integer_value(json_object_get(entry, "expires_ms"));
+		if (obj && exp > wj_now_ms()) {
+			json_object_set(j->resolved, key, obj);
+			json_decref(entry);
+			return json_object_get(j->resolved, key);
+		}
+		json_decref(entry);
+	}
+	/* Remember which WDT-side number asked for it, for error messages. */
+	json_object_set_new(j->missing, key, json_string(number));
+	return NULL;
+}
+
+static void lookup_request(job_t *j, const char *key);
+
+static void map_job(job_t *j)
+{
+	lk_ctx_t c = {.j = j};
+	c.txn_ok = wj_txn_begin(j->d->e->store, &c.txn, false) == 0;
+	json_object_clear(j->missing);
+	int rc;
+	char err[600];
+	json_t *body = wj_mapping_apply(j->d->e->mapping, job_order(j), lookup_cb, &c, &rc, err,
+					sizeof(err));
+	if (c.txn_ok)
+		wj_txn_abort(&c.txn);
+	if (rc == 0) {
+		json_decref(j->body);
+		j->body = body;
+		gate_enter(&j->d->e->jdy_gate, do_save, j);
+		return;
+	}
+	if (rc == -EAGAIN) {
+		const char *key;
+		json_t *v;
+		j->waiting_lookups = (unsigned)json_object_size(j->missing);
+		json_t *missing = json_incref(j->missing);
+		json_object_foreach(missing, key, v)
+			lookup_request(j, key);
+		json_decref(missing);
+		return;
+	}
+	snprintf(j->reason, sizeof(j->reason), "%s", err);
+	finish(j, O_DEAD);
+}
+
+typedef struct cache_put {
+	const char *key;
+	const char *val;
+} cache_put_t;
+
+static int cache_put_fn(wj_txn_t *t, void *arg)
+{
+	cache_put_t *c = arg;
+	wj_txn_put(t, WJ_DB_LOOKUP, c->key, strlen(c->key), c->val, strlen(c->val));
+	return t->err;
+}
+
+static void lookup_done(lookup_t *l, const wj_jdy_result_t *res)
+{
+	dispatcher_t *d = l->d;
+	/* unlink */
+	for (lookup_t **pp = &d->lookups; *pp; pp = &(*pp)->next)
+		if (*pp == l) {
+			*pp = l->next;
+			break;
+		}
+	if (res->cls == WJ_JDY_OK && res->data) {
+		json_t *entry = json_pack("{s:O, s:I}", "data", res->data, "expires_ms",
+					  (json_int_t)(wj_now_ms() + (int64_t)d->e->cfg->kingdee.lookup_ttl_ms));
+		char *text = json_dumps(entry, JSON_COMPACT);
+		if (text) {
+			cache_put_t cp = {l->key, text};
+			wj_engine_write(d->e, cache_put_fn, &cp);
+			free(text);
+		}
+		json_decref(entry);
+		d->lookups_done++;
+	}
+	for (size_t i = 0; i < l->n_waiters; i++) {
+		job_t *j = l->waiters[i];
+		if (j->orphan) {
+			if (--j->waiting_lookups == 0)
+				job_free(j);
+			continue;
+		}
+		if (res->cls == WJ_JDY_OK && res->data) {
+			json_object_set(j->resolved, l->key, res->data);
+		} else if (j->out == O_NONE) {
+			const char *num = json_string_value(json_object_get(j->missing, l->key)) ?: "";
+			const char *what = l->key[0] == 's' ? "store (warehouse_no)" : "material (spec_no)";
+			wj_jdy_result_t r2 = *res;
+			if (res->cls == WJ_JDY_OK) { /* OK without data: treat as not found */
+				r2.cls = WJ_JDY_PERMANENT;
+				snprintf(r2.error, sizeof(r2.error), "empty answer");
+			}
+			char what2[400];
+			snprintf(what2, sizeof(what2), "Kingdee %s %s (WDT %s)", what, l->key + 2, num);
+			/* Keep the job until its other lookups have answered. */
+			j->waiting_lookups++;
+			fail_call(j, &r2, what2);
+			j->waiting_lookups--;
+		}
+		if (--j->waiting_lookups == 0) {
+			if (j->out != O_NONE)
+				finish(j, j->out); /* deferred failure, now complete */
+			else
+				map_job(j);
+		}
+	}
+	free(l->waiters);
+	free(l);
+}
+
+static void on_lookup(const wj_jdy_result_t *res, void *arg)
+{
+	lookup_t *l = arg;
+	if (!l->d) { /* the dispatcher is gone: release orphaned waiters */
+		for (size_t i = 0; i < l->n_waiters; i++) {
+			job_t *j = l->waiters[i];
+			if (--j->waiting_lookups == 0 && !j->calling)
+				job_free(j);
+		}
+		free(l->waiters);
+		free(l);
+		return;
+	}
+	wj_engine_count(l->d->e, l->key[0] == 's' ? EP_JDY_STORE : EP_JDY_MATERIAL,
+			outcome_of(res->cls));
+	lookup_done(l, res);
+}
+
+static void do_lookup(void *arg)
+{
+	lookup_t *l = arg;
+	wj_engine_t *e = l->d->e;
+	l->calling = true;
+	int r = l->key[0] == 's' ? wj_jdy_store(e->jdy, l->key + 2, on_lookup, l)
+				 : wj_jdy_material(e->jdy, l->key + 2, on_lookup, l);
+	if (r < 0) {
+		wj_jdy_result_t res = {.cls = WJ_JDY_TRANSIENT, .retry_after_ms = -1};
+		snprintf(res.error, sizeof(res.error), "cannot start the lookup");
+		on_lookup(&res, l);
+	}
+}
+
+static void lookup_request(job_t *j, const char *key)
+{
+	dispatcher_t *d = j->d;
+	lookup_t *l = d->lookups;
+	while (l && strcmp(l->key, key))
+		l = l->next;
+	bool fresh = !l;
+	if (fresh) {
+		l = calloc(1, sizeof(*l));
+		if (!l)
+			goto oom;
+		l->d = d;
+		snprintf(l->key, sizeof(l->key), "%s", key);
+	}
+	job_t **w = realloc(l->waiters, (l->n_waiters + 1) * sizeof(*w));
+	if (!w) {
+		if (fresh)
+			free(l);
+		goto oom;
+	}
+	l->waiters = w;
+	l->waiters[l->n_waiters++] = j;
+	if (fresh) {
+		l->next = d->lookups;
+		d->lookups = l;
+		gate_enter(&d->e->jdy_gate, do_lookup, l);
+	}
+	return;
+oom:
+	snprintf(j->reason, sizeof(j->reason), "out of memory");
+	j->out = O_RETRY;
+	if (--j->waiting_lookups == 0)
+		finish(j, O_RETRY);
+}
+
+/* ---- reconciliation ------------------------------------------------------------------------ */
+
+static void on_find(const wj_jdy_result_t *res, void *arg)
+{
+	job_t *j = arg;
+	j->calling = false;
+	if (j->orphan) {
+		job_free(j);
+		return;
+	}
+	wj_engine_count(j->d->e, EP_JDY_LIST, outcome_of(res->cls));
+	if (res->cls != WJ_JDY_OK) {
+		j->unknown = true; /* still unsettled */
+		fail_call(j, res, "reconcile");
+		return;
+	}
+	size_t i;
+	json_t *row;
+	json_array_foreach(json_object_get(res->data, "rows"), i, row) {
+		const char *remark = json_string_value(json_object_get(row, "remark"));
+		if (remark && !strcmp(remark, j->marker)) {
+			wj_json_text(json_object_get(row, "id"), j->bill_id, sizeof(j->bill_id));
+			wj_json_text(json_object_get(row, "bill_no"), j->bill_no, sizeof(j->bill_no));
+			j->d->reconciled_found++;
+			j->reconciled = true;
+			char f[512];
+			job_fields(j, f, sizeof(f));
+			wj_logfmt_kv(f, sizeof(f), "bill_no", j->bill_no);
+			wj_info(MOD, f, "bill already in Kingdee (earlier attempt succeeded): recorded");
+			finish(j, O_SAVED);
+			return;
+		}
+	}
+	j->d->reconciled_missing++;
+	j->unknown = false;
+	map_job(j);
+}
+
+static void do_find(void *arg)
+{
+	job_t *j = arg;
+	if (j->d->stopped) {
+		j->unknown = true;
+		snprintf(j->reason, sizeof(j->reason), "shutting down before reconciling");
+		finish(j, O_DELAY);
+		return;
+	}
+	j->calling = true;
+	if (wj_jdy_find_bills(j->d->e->jdy, j->marker, 1, on_find, j) < 0) {
+		j->calling = false;
+		j->unknown = true;
+		snprintf(j->reason, sizeof(j->reason), "reconcile: cannot start the request");
+		finish(j, O_RETRY);
+	}
+}
+
+static void start_job(job_t *j)
+{
+	if (wj_mapping_marker(j->d->e->mapping, job_order(j), j->marker, sizeof(j->marker)) < 0) {
+		snprintf(j->reason, sizeof(j->reason), "order %s: cannot build the marker (remark)",
+			 j->stockin_no);
+		finish(j, O_DEAD);
+		return;
+	}
+	if (json_is_true(json_object_get(j->doc, "unknown")))
+		gate_enter(&j->d->e->jdy_gate, do_find, j);
+	else
+		map_job(j);
+}
+
+/* ---- outcomes ------------------------------------------------------------------------------- */
+
+static void on_flush(uv_timer_t *t);
+
+static void finish(job_t *j, outcome_t out)
+{
+	if (j->waiting_lookups > 0) {
+		j->out = out; /* completed when the last lookup answers */
+		return;
+	}
+	j->out = out;
+	dispatcher_t *d = j->d;
+	if (!d->flush_pending) {
+		d->flush_pending = true;
+		uv_timer_start(&d->flush_timer, on_flush, 0, 0);
+	}
+}
+
+static void put_json(wj_txn_t *t, wj_db_t db, const void *k, size_t kl, json_t *v)
+{
+	char *s = json_dumps(v, JSON_COMPACT);
+	if (!s) {
+		if (!t->err)
+			t->err = -ENOMEM;
+		return;
+	}
+	wj_txn_put(t, db, k, kl, s, strlen(s));
+	free(s);
+}
+
+static void meta_add(wj_txn_t *t, const char *key, uint64_t n)
+{
+	wj_val_t v;
+	uint64_t cur = 0;
+	if (wj_txn_get(t, WJ_DB_META, key, strlen(key), &v) == 0 && v.len == 8)
+		cur = wj_u64be_get(v.data);
+	uint8_t b[8];
+	wj_key_u64be(b, cur + n);
+	wj_txn_put(t, WJ_DB_META, key, strlen(key), b, 8);
+}
+
+static void delay_entry(wj_txn_t *t, const job_t *j, int prio, int64_t due_ms)
+{
+	uint64_t seq;
+	if (wj_txn_seq_next(t, &seq) < 0)
+		return;
+	uint8_t k[16];
+	wj_key_u64be(k, (uint64_t)due_ms);
+	wj_key_u64be(k + 8, seq);
+	uint8_t v[1 + WJ_DOC_KEY_MAX];
+	v[0] = (uint8_t)prio;
+	memcpy(v + 1, j->key, j->klen);
+	wj_txn_put(t, WJ_DB_DELAYED, k, sizeof(k), v, 1 + j->klen);
+}
+
+static void apply_outcome(wj_txn_t *t, job_t *j, outcome_t *final)
+{
+	const wj_config_t *cfg = j->d->e->cfg;
+	wj_val_t v;
+	json_t *doc = NULL;
+	if (wj_txn_get(t, WJ_DB_DOCS, j->key, j->klen, &v) == 0)
+		doc = json_loadb(v.data, v.len, 0, NULL);
+	if (!doc)
+		doc = json_deep_copy(j->doc);
+	wj_txn_del(t, WJ_DB_INFLIGHT, j->key, j->klen);
+	int prio = (int)json_integer_value(json_object_get(doc, "prio"));
+	int attempts = (int)json_integer_value(json_object_get(doc, "attempts"));
+	json_t *changed = json_incref(json_object_get(doc, "changed_order"));
+	json_object_del(doc, "changed_order");
+	outcome_t out = j->out;
+	char reason[700];
+	snprintf(reason, sizeof(reason), "%s", j->reason);
+
+	if (out == O_RETRY) {
+		attempts++;
+		meta_add(t, "stat:failed", 1);
+		if (!json_object_get(doc, "first_error"))
+			json_object_set_new(doc, "first_error", json_string(reason));
+		json_object_set_new(doc, "last_error", json_string(reason));
+		json_object_set_new(doc, "attempts", json_integer(attempts));
+		if ((unsigned)attempts >= cfg->queue.max_attempts) {
+			snprintf(reason, sizeof(reason), "gave up after %d attempts: %s", attempts,
+				 j->reason);
+			out = O_DEAD;
+		}
+	}
+	if (j->unknown)
+		json_object_set_new(doc, "unknown", json_true());
+	else
+		json_object_del(doc, "unknown");
+
+	switch (out) {
+	case O_SAVED:
+		json_object_set_new(doc, "state", json_string("saved"));
+		json_object_set_new(doc, "bill_id", json_string(j->bill_id));
+		json_object_set_new(doc, "bill_no", json_string(j->bill_no));
+		json_object_set_new(doc, "saved_at", json_integer(wj_now()));
+		json_object_del(doc, "unknown");
+		json_object_del(doc, "order"); /* keep the record small once posted */
+		meta_add(t, "stat:saved", 1);
+		if (changed) {
+			json_t *rv = json_pack("{s:s, s:s, s:s, s:s, s:I, s:O, s:s}", "flow", j->flow,
+					       "stockin_no", j->stockin_no, "bill_no", j->bill_no,
+					       "bill_id", j->bill_id, "seen", (json_int_t)wj_now(),
+					       "order", changed, "note",
+					       "changed while its bill was being posted");
+			put_json(t, WJ_DB_REVIEW, j->key, j->klen, rv);
+			json_decref(rv);
+			json_object_set_new(doc, "review", json_true());
+		}
+		break;
+	case O_RETRY: {
+		uint64_t b = wj_backoff_ms((unsigned)attempts - 1, cfg->queue.backoff_initial_ms,
+					   cfg->queue.backoff_max_ms, wj_rand64());
+		if (b < cfg->queue.backoff_initial_ms / 2)
+			b = cfg->queue.backoff_initial_ms / 2; /* never a zero-delay retry storm */
+		json_object_set_new(doc, "state", json_string("queued"));
+		delay_entry(t, j, prio, wj_now_ms() + (int64_t)b);
+		break;
+	}
+	case O_DELAY:
+		json_object_set_new(doc, "state", json_string("queued"));
+		delay_entry(t, j, prio, wj_now_ms() + j->delay_ms);
+		break;
+	case O_DEAD:
+	default: {
+		json_object_set_new(doc, "state", json_string("dead"));
+		json_t *order = json_object_get(doc, "order");
+		json_t *dl = json_pack("{s:s, s:s, s:s, s:s, s:O, s:O, s:i, s:I, s:O, s:O}", "flow",
+				       j->flow, "stockin_id", j->id, "stockin_no", j->stockin_no,
+				       "reason", reason, "first_error",
+				       json_object_get(doc, "first_error") ?: json_string(reason),
+				       "last_error",
+				       json_object_get(doc, "last_error") ?: json_string(reason),
+				       "attempts", attempts, "ts", (json_int_t)wj_now(), "order",
+				       order ? order : json_null(), "body",
+				       j->body ? j->body : json_null());
+		put_json(t, WJ_DB_DEAD, j->key, j->klen, dl);
+		json_decref(dl);
+		break;
+	}
+	}
+	if (changed && out != O_SAVED)
+		json_object_set(doc, "order", changed); /* post the newer content next time */
+	json_decref(changed);
+	put_json(t, WJ_DB_DOCS, j->key, j->klen, doc);
+	json_decref(doc);
+	*final = out;
+}
+
+typedef struct flush_ctx {
+	dispatcher_t *d;
+	outcome_t finals[256];
+	size_t n;
+} flush_ctx_t;
+
+static int flush_fn(wj_txn_t *t, void *arg)
+{
+	flush_ctx_t *c = arg;
+	c->n = 0;
+	for (job_t *j = c->d->jobs; j && c->n < 256; j = j->next) {
+		if (j->out == O_NONE || j->waiting_lookups || j->calling)
+			continue;
+		apply_outcome(t, j, &c->finals[c->n++]);
+	}
+	return t->err;
+}
+
+static void log_outcome(job_t *j, outcome_t final)
+{
+	char f[1024];
+	job_fields(j, f, sizeof(f));
+	dispatcher_t *d = j->d;
+	uint64_t ms = wj_mono_ms() - j->started;
+	switch (final) {
+	case O_SAVED:
+		d->saved++;
+		d->save_ms_total += ms;
+		d->save_count++;
+		wj_logfmt_kv(f, sizeof(f), "bill_no", j->bill_no);
+		wj_logfmt_kv(f, sizeof(f), "bill_id", j->bill_id);
+		snprintf(f + strlen(f), sizeof(f) - strlen(f), " ms=%llu", (unsigned long long)ms);
+		wj_info(MOD, f, "bill saved");
+		break;
+	case O_RETRY:
+		d->retried++;
+		wj_logfmt_kv(f, sizeof(f), "error", j->reason);
+		wj_warn(MOD, f, "save failed: will retry%s", j->unknown ? " (outcome unknown: "
+							"reconciling first)" : "");
+		break;
+	case O_DELAY:
+		wj_debug(MOD, f, "postponed: %s", j->reason);
+		break;
+	case O_DEAD:
+		d->dead++;
+		wj_logfmt_kv(f, sizeof(f), "reason", j->reason);
+		wj_error(MOD, f, "order parked in the dead-letter list");
+		wj_engine_set_error(d->e, "order %s: %s", j->stockin_no, j->reason);
+		break;
+	default:
+		break;
+	}
+}
+
+static void on_flush(uv_timer_t *t)
+{
+	dispatcher_t *d = t->data;
+	d->flush_pending = false;
+	flush_ctx_t c = {.d = d};
+	if (wj_engine_write(d->e, flush_fn, &c) < 0) {
+		/* Nothing recorded; the jobs stay in memory and in flight. Try again shortly. */
+		d->flush_pending = true;
+		uv_timer_start(&d->flush_timer, on_flush, 1000, 0);
+		return;
+	}
+	/* Committed: now log and release, in the same order flush_fn visited them. */
+	size_t k = 0;
+	job_t **pp = &d->jobs;
+	bool more = false;
+	while (*pp) {
+		job_t *j = *pp;
+		if (j->out == O_NONE || j->waiting_lookups || j->calling) {
+			pp = &j->next;
+			continue;
+		}
+		if (k >= c.n) {
+			more = true;
+			pp = &j->next;
+			continue;
+		}
+		log_outcome(j, c.finals[k++]);
+		*pp = j->next;
+		d->n_jobs--;
+		job_free(j);
+	}
+	if (more) {
+		d->flush_pending = true;
+		uv_timer_start(&d->flush_timer, on_flush, 0, 0);
+	}
+	dispatcher_pump(d);
+}
+
+/* ---- taking work ---------------------------------------------------------------------------- */
+
+typedef struct take_ctx {
+	dispatcher_t *d;
+	unsigned want;
+	json_t *taken; /* array of [key (hex), doc] */
+	size_t moved;
+} take_ctx_t;
+
+static int take_fn(wj_txn_t *t, void *arg)
+{
+	take_ctx_t *c = arg;
+	json_array_clear(c->taken);
+	c->moved = 0;
+	int64_t now = wj_now_ms();
+	wj_iter_t it;
+	/* Retries that are due go back to the ready queue (bounded per turn). */
+	if (wj_iter_open(t, WJ_DB_DELAYED, &it) < 0)
+		return t->err;
+	for (int r = wj_iter_seek(&it, NULL, 0); r == 0 && c->moved < 1000; r = wj_iter_next(&it)) {
+		wj_val_t k = wj_iter_key(&it), v = wj_iter_val(&it);
+		if (k.len != 16 || v.len < 2)
+			continue;
+		if ((int64_t)wj_u64be_get(k.data) > now)
+			break;
+		uint8_t qk[9];
+		qk[0] = ((const uint8_t *)v.data)[0];
+		memcpy(qk + 1, (const uint8_t *)k.data + 8, 8);
+		wj_txn_put(t, WJ_DB_QUEUE, qk, sizeof(qk), (const uint8_t *)v.data + 1, v.len - 1);
+		wj_iter_del(&it);
+		c->moved++;
+	}
+	wj_iter_close(&it);
+	if (t->err)
+		return t->err;
+	if (wj_iter_open(t, WJ_DB_QUEUE, &it) < 0)
+		return t->err;
+	uint8_t inflight_v[8];
+	wj_key_u64be(inflight_v, (uint64_t)now);
+	for (int r = wj_iter_seek(&it, NULL, 0); r == 0 && json_array_size(c->taken) < c->want;
+	     r = wj_iter_next(&it)) {
+		wj_val_t k = wj_iter_val(&it);
+		char key[WJ_DOC_KEY_MAX];
+		size_t kl = k.len < sizeof(key) ? k.len : sizeof(key);
+		memcpy(key, k.data, kl);
+		wj_iter_del(&it); /* cursor now on the next entry */
+		wj_val_t dv;
+		json_t *doc = NULL;
+		if (wj_txn_get(t, WJ_DB_DOCS, key, kl, &dv) == 0)
+			doc = json_loadb(dv.data, dv.len, 0, NULL);
+		const char *state = json_string_value(json_object_get(doc, "state")) ?: "";
+		if (doc && (!strcmp(state, "queued")) && json_object_get(doc, "order")) {
+			json_object_set_new(doc, "state", json_string("inflight"));
+			put_json(t, WJ_DB_DOCS, key, kl, doc);
+			wj_txn_put(t, WJ_DB_INFLIGHT, key, kl, inflight_v, sizeof(inflight_v));
+			json_array_append_new(c->taken, json_pack("{s:s%, s:o}", "key", key, kl, "doc",
+								  doc));
+		} else {
+			json_decref(doc); /* stale entry (saved, dead or gone): drop it */
+		}
+	}
+	wj_iter_close(&it);
+	return t->err;
+}
+
+void dispatcher_pump(dispatcher_t *d)
+{
+	wj_engine_t *e = d->e;
+	if (d->stopped || d->closing || e->stopping)
+		return;
+	unsigned cap = e->cfg->kingdee.concurrency;
+	if (d->n_jobs >= cap)
+		return;
+	take_ctx_t c = {.d = d, .want = cap - d->n_jobs, .taken = json_array()};
+	if (wj_engine_write(e, take_fn, &c) < 0) {
+		json_decref(c.taken);
+		return;
+	}
+	size_t i;
+	json_t *item;
+	json_array_foreach(c.taken, i, item) {
+		job_t *j = calloc(1, sizeof(*j));
+		if (!j)
+			break; /* stays in flight in the store; settled at the next start */
+		j->d = d;
+		const char *key = json_string_value(json_object_get(item, "key"));
+		j->klen = json_string_length(json_object_get(item, "key"));
+		memcpy(j->key, key, j->klen);
+		snprintf(j->flow, sizeof(j->flow), "%s", key);
+		snprintf(j->id, sizeof(j->id), "%s", key + strlen(key) + 1);
+		j->doc = json_incref(json_object_get(item, "doc"));
+		snprintf(j->stockin_no, sizeof(j->stockin_no), "%s",
+			 json_string_value(json_object_get(j->doc, "stockin_no")) ?: "?");
+		j->resolved = json_object();
+		j->missing = json_object();
+		j->started = wj_mono_ms();
+		j->next = d->jobs;
+		d->jobs = j;
+		d->n_jobs++;
+		start_job(j);
+	}
+	json_decref(c.taken);
+}
+
+/* ---- lifecycle -------------------------------------------------------------------------------- */
+
+static int recover_fn(wj_txn_t *t, void *arg)
+{
+	size_t *n = arg;
+	*n = 0;
+	wj_iter_t it;
+	if (wj_iter_open(t, WJ_DB_INFLIGHT, &it) < 0)
+		return t->err;
+	for (int r = wj_iter_seek(&it, NULL, 0); r == 0; r = wj_iter_next(&it)) {
+		wj_val_t k = wj_iter_key(&it);
+		char key[WJ_DOC_KEY_MAX];
+		size_t kl = k.len < sizeof(key) ? k.len : sizeof(key);
+		memcpy(key, k.data, kl);
+		wj_iter_del(&it);
+		wj_val_t dv;
+		json_t *doc = NULL;
+		if (wj_txn_get(t, WJ_DB_DOCS, key, kl, &dv) == 0)
+			doc = json_loadb(dv.data, dv.len, 0, NULL);
+		if (doc) {
+			json_object_set_new(doc, "state", json_string("queued"));
+			json_object_set_new(doc, "unknown", json_true());
+			put_json(t, WJ_DB_DOCS, key, kl, doc);
+			uint64_t seq;
+			wj_txn_seq_next(t, &seq);
+			uint8_t qk[9];
+			qk[0] = (uint8_t)json_integer_value(json_object_get(doc, "prio"));
+			wj_key_u64be(qk + 1, seq);
+			wj_txn_put(t, WJ_DB_QUEUE, qk, sizeof(qk), key, kl);
+			json_decref(doc);
+			(*n)++;
+		}
+	}
+	wj_iter_close(&it);
+	return t->err;
+}
+
+int dispatcher_recover(dispatcher_t *d)
+{
+	size_t n = 0;
+	int r = wj_engine_write(d->e, recover_fn, &n);
+	if (r == 0 && n)
+		wj_warn(MOD, NULL,
+			"%zu saves were in flight when the daemon stopped: reconciling them with "
+			"Kingdee before any resend", n);
+	return r;
+}
+
+dispatcher_t *dispatcher_new(wj_engine_t *e)
+{
+	dispatcher_t *d = calloc(1, sizeof(*d));
+	if (!d)
+		return NULL;
+	d->e = e;
+	uv_timer_init(e->loop, &d->flush_timer);
+	d->flush_timer.data = d;
+	return d;
+}
+
+void dispatcher_stop(dispatcher_t *d)
+{
+	d->stopped = true;
+}
+
+unsigned dispatcher_active(const dispatcher_t *d)
+{
+	return d->n_jobs;
+}
+
+static void on_flush_timer_closed(uv_handle_t *h)
+{
+	free(h->data);
+}
+
+void dispatcher_free(dispatcher_t *d)
+{
+	if (!d)
+		return;
+	d->closing = true;
+	uv_timer_stop(&d->flush_timer);
+	uv_close((uv_handle_t *)&d->flush_timer, on_flush_timer_closed);
+	/* Jobs whose calls are still pending are freed by their callbacks. */
+	for (job_t *j = d->jobs, *next; j; j = next) {
+		next = j->next;
+		if (j->calling || j->waiting_lookups)
+			j->orphan = true;
+		else
+			job_free(j);
+	}
+	/* Lookups in flight keep their memory until their callbacks run (see on_lookup); those
+	 * still waiting for the gate will never run. */
+	for (lookup_t *l = d->lookups, *next; l; l = next) {
+		next = l->next;
+		l->d = NULL;
+		if (!l->calling)
+			on_lookup(NULL, l);
+	}
+	d->jobs = NULL;
+	d->lookups = NULL;
+	/* d itself goes when its timer is closed. */
+}
+
+json_t *dispatcher_status(dispatcher_t *d)
+{
+	return json_pack("{s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:f}", "active", d->n_jobs,
+			 "saved_since_start", (json_int_t)d->saved, "retried_since_start",
+			 (json_int_t)d->retried, "dead_since_start", (json_int_t)d->dead,
+			 "reconciled_found", (json_int_t)d->reconciled_found, "reconciled_missing",
+			 (json_int_t)d->reconciled_missing, "lookups", (json_int_t)d->lookups_done,
+			 "avg_save_ms",
+			 d->save_count ? (double)d->save_ms_total / (double)d->save_count : 0.0);
+}

@@ -1,0 +1,557 @@
+/* The engine: wires the WDT pollers and the Kingdee dispatcher to one loop and one store. */
+#include "lib/engine_int.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lib/log.h"
+#include "lib/util.h"
+
+static const char *MOD = "engine";
+
+static const char *ep_names[EP_COUNT] = {"wdt.query", "kingdee.save", "kingdee.material",
+					 "kingdee.store", "kingdee.list"};
+static const char *oc_names[OC_COUNT] = {"ok",	      "rate_limited", "auth",
+					 "transient", "permanent",    "unknown"};
+
+void wj_engine_set_error(wj_engine_t *e, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(e->last_error, sizeof(e->last_error), fmt, ap);
+	va_end(ap);
+	wj_time_format(wj_now(), e->cfg->tz_offset, e->last_error_at);
+}
+
+void wj_engine_count(wj_engine_t *e, int endpoint, int outcome)
+{
+	if (endpoint >= 0 && endpoint < EP_COUNT && outcome >= 0 && outcome < OC_COUNT)
+		e->calls[endpoint][outcome]++;
+}
+
+size_t wj_doc_key(char *buf, const char *flow, const char *id)
+{
+	size_t fl = strlen(flow), il = strlen(id);
+	if (fl + 1 + il > WJ_DOC_KEY_MAX)
+		il = WJ_DOC_KEY_MAX - fl - 1;
+	memcpy(buf, flow, fl);
+	buf[fl] = '\0';
+	memcpy(buf + fl + 1, id, il);
+	return fl + 1 + il;
+}
+
+size_t wj_engine_depth(wj_engine_t *e)
+{
+	wj_txn_t t;
+	size_t q = 0, dl = 0, in = 0;
+	if (wj_txn_begin(e->store, &t, false) < 0)
+		return 0;
+	wj_txn_count(&t, WJ_DB_QUEUE, &q);
+	wj_txn_count(&t, WJ_DB_DELAYED, &dl);
+	wj_txn_count(&t, WJ_DB_INFLIGHT, &in);
+	wj_txn_abort(&t);
+	return q + dl + in;
+}
+
+int wj_engine_write(wj_engine_t *e, int (*fn)(wj_txn_t *, void *), void *arg)
+{
+	int r = wj_store_write(e->store, fn, arg);
+	if (r == 0) {
+		if (e->store_error) {
+			wj_info(MOD, NULL, "state store writable again");
+			e->store_error = 0;
+		}
+		return 0;
+	}
+	uint64_t now = wj_mono_ms();
+	if (r != e->store_error || now - e->store_error_logged > 60000) {
+		if (r == -ENOSPC)
+			wj_error(MOD, NULL,
+				 "state store full (store.map_max %llu bytes reached or disk full): "
+				 "polling paused until space returns",
+				 (unsigned long long)e->cfg->map_max);
+		else
+			wj_error(MOD, NULL, "state store write failed: %s", wj_store_strerror());
+		e->store_error_logged = now;
+	}
+	e->store_error = r;
+	wj_engine_set_error(e, "state store write failed: %s", strerror(-r));
+	return r;
+}
+
+/* ---- gates ---------------------------------------------------------------------------- */
+
+static void gate_drain(gate_t *g);
+
+static void gate_timer_cb(uv_timer_t *t)
+{
+	wj_engine_t *e = t->data;
+	gate_drain(t == &e->wdt_gate.timer ? &e->wdt_gate : &e->jdy_gate);
+}
+
+static void gate_drain(gate_t *g)
+{
+	while (g->head) {
+		uint64_t wait = wj_tbucket_take(&g->bucket, wj_mono_ms());
+		if (wait) {
+			uv_timer_start(&g->timer, gate_timer_cb, wait, 0);
+			return;
+		}
+		gate_wait_t *w = g->head;
+		g->head = w->next;
+		if (!g->head)
+			g->tail = NULL;
+		g->waiting--;
+		gate_fn fn = w->fn;
+		void *arg = w->arg;
+		free(w);
+		fn(arg);
+	}
+}
+
+void gate_init(gate_t *g, wj_engine_t *e, const char *name, wj_rate_t rate)
+{
+	memset(g, 0, sizeof(*g));
+	g->name = name;
+	g->e = e;
+	wj_tbucket_init(&g->bucket, rate, 0);
+	uv_timer_init(e->loop, &g->timer);
+	g->timer.data = e;
+}
+
+void gate_enter(gate_t *g, gate_fn fn, void *arg)
+{
+	gate_wait_t *w = calloc(1, sizeof(*w));
+	if (!w) {
+		fn(arg); /* out of memory: do not lose the call */
+		return;
+	}
+	w->fn = fn;
+	w->arg = arg;
+	if (g->tail)
+		g->tail->next = w;
+	else
+		g->head = w;
+	g->tail = w;
+	g->waiting++;
+	if (g->waiting == 1)
+		gate_drain(g);
+}
+
+void gate_pause(gate_t *g, int64_t ms)
+{
+	if (ms <= 0)
+		return;
+	wj_tbucket_pause_until(&g->bucket, wj_mono_ms() + (uint64_t)ms);
+	int64_t until = wj_now_ms() + ms;
+	if (until > g->paused_until_ms)
+		g->paused_until_ms = until;
+	char f[128] = "";
+	wj_logfmt_kv(f, sizeof(f), "api", g->name);
+	wj_warn(MOD, f, "rate limited: pausing all calls for %lld ms", (long long)ms);
+}
+
+static void engine_handle_closed(uv_handle_t *h);
+
+void gate_close(gate_t *g)
+{
+	while (g->head) {
+		gate_wait_t *w = g->head;
+		g->head = w->next;
+		free(w);
+	}
+	g->tail = NULL;
+	g->waiting = 0;
+	uv_timer_stop(&g->timer);
+	g->e->open_handles++;
+	uv_close((uv_handle_t *)&g->timer, engine_handle_closed);
+}
+
+/* ---- token persistence ---------------------------------------------------------------- */
+
+typedef struct token_put {
+	const char *json;
+} token_put_t;
+
+static int token_put_fn(wj_txn_t *t, void *arg)
+{
+	token_put_t *tp = arg;
+	wj_txn_put(t, WJ_DB_META, "jdy_token", 9, tp->json, strlen(tp->json));
+	return 0;
+}
+
+static void on_token(const char *token_json, void *arg)
+{
+	wj_engine_t *e = arg;
+	token_put_t tp = {token_json};
+	wj_engine_write(e, token_put_fn, &tp);
+	json_t *j = json_loads(token_json, 0, NULL);
+	e->token_expiry_ms = json_integer_value(json_object_get(j, "expires_ms"));
+	json_decref(j);
+	wj_info(MOD, NULL, "kingdee: logged in");
+}
+
+static void restore_token(wj_engine_t *e)
+{
+	wj_txn_t t;
+	wj_val_t v;
+	if (wj_txn_begin(e->store, &t, false) < 0)
+		return;
+	if (wj_txn_get(&t, WJ_DB_META, "jdy_token", 9, &v) == 0) {
+		char *s = strndup(v.data, v.len);
+		if (s && wj_jdy_restore_token(e->jdy, s) == 0) {
+			json_t *j = json_loads(s, 0, NULL);
+			e->token_expiry_ms = json_integer_value(json_object_get(j, "expires_ms"));
+			json_decref(j);
+			wj_info(MOD, NULL, "kingdee: reusing the stored token");
+		}
+		free(s);
+	}
+	wj_txn_abort(&t);
+}
+
+/* ---- options from the configuration ---------------------------------------------------- */
+
+static void wdt_opts(const wj_config_t *c, wj_wdt_opts_t *o)
+{
+	*o = (wj_wdt_opts_t){.api = c->wdt.api,
+			     .url = c->wdt.url,
+			     .sid = c->wdt.sid,
+			     .app_key = c->wdt.app_key,
+			     .app_secret = c->wdt.app_secret,
+			     .target_app_key = c->wdt.target_app_key,
+			     .timeout_ms = c->wdt.timeout_ms,
+			     .tz_offset = c->tz_offset};
+}
+
+static void jdy_opts(const wj_config_t *c, wj_jdy_opts_t *o)
+{
+	*o = (wj_jdy_opts_t){.api = c->kingdee.api,
+			     .url = c->kingdee.url,
+			     .client_id = c->kingdee.client_id,
+			     .client_secret = c->kingdee.client_secret,
+			     .outer_instance_id = c->kingdee.outer_instance_id,
+			     .timeout_ms = c->kingdee.timeout_ms};
+}
+
+static int compile_mapping(const wj_config_t *cfg, wj_mapping_t **out, char *err, size_t size)
+{
+	const wj_flow_cfg_t *f = &cfg->flows[0];
+	char sub[400];
+	int r = wj_mapping_compile(f->mapping, cfg->kingdee.api, f->remark_template, out, sub,
+				   sizeof(sub));
+	if (r < 0)
+		snprintf(err, size, "flows[0].%s", sub);
+	return r;
+}
+
+/* ---- housekeeping ---------------------------------------------------------------------- */
+
+static void on_tick(uv_timer_t *t)
+{
+	wj_engine_t *e = t->data;
+	if (e->stopping)
+		return;
+	for (size_t i = 0; i < e->n_pollers; i++)
+		poller_kick(e->pollers[i]);
+	dispatcher_pump(e->disp);
+}
+
+int wj_engine_new(uv_loop_t *loop, const wj_config_t *cfg, wj_store_t *store, wj_engine_t **out,
+		  char *err, size_t errsize)
+{
+	wj_engine_t *e = calloc(1, sizeof(*e));
+	if (!e) {
+		snprintf(err, errsize, "out of memory");
+		return -ENOMEM;
+	}
+	e->loop = loop;
+	e->cfg = cfg;
+	e->store = store;
+	int r = compile_mapping(cfg, &e->mapping, err, errsize);
+	if (r < 0)
+		goto fail;
+	r = -ENOMEM;
+	e->wdt_http = wj_http_new(loop, &(wj_http_opts_t){.max_inflight = cfg->wdt.concurrency,
+							  .ca_file = cfg->wdt.ca_file});
+	e->jdy_http = wj_http_new(loop, &(wj_http_opts_t){.max_inflight = cfg->kingdee.concurrency,
+							  .ca_file = cfg->kingdee.ca_file});
+	if (!e->wdt_http || !e->jdy_http) {
+		snprintf(err, errsize, "cannot initialise HTTP clients");
+		goto fail;
+	}
+	wj_wdt_opts_t wo;
+	wj_jdy_opts_t jo;
+	wdt_opts(cfg, &wo);
+	jdy_opts(cfg, &jo);
+	e->wdt = wj_wdt_new(e->wdt_http, &wo);
+	e->jdy = wj_jdy_new(loop, e->jdy_http, &jo);
+	if (!e->wdt || !e->jdy) {
+		snprintf(err, errsize, "cannot initialise API clients");
+		goto fail;
+	}
+	wj_jdy_set_token_hook(e->jdy, on_token, e);
+	restore_token(e);
+	gate_init(&e->wdt_gate, e, "wdt", cfg->wdt.rate_limit);
+	gate_init(&e->jdy_gate, e, "kingdee", cfg->kingdee.rate_limit);
+	e->disp = dispatcher_new(e);
+	e->pollers = calloc(cfg->n_flows, sizeof(*e->pollers));
+	if (!e->disp || !e->pollers) {
+		snprintf(err, errsize, "out of memory");
+		goto fail;
+	}
+	r = dispatcher_recover(e->disp);
+	if (r < 0) {
+		snprintf(err, errsize, "cannot recover requests left in flight: %s", strerror(-r));
+		goto fail;
+	}
+	for (size_t i = 0; i < cfg->n_flows; i++) {
+		e->pollers[i] = poller_new(e, &cfg->flows[i]);
+		if (!e->pollers[i]) {
+			snprintf(err, errsize, "flows[%zu]: cannot start the poller", i);
+			r = -ENOMEM;
+			goto fail;
+		}
+		e->n_pollers++;
+	}
+	uv_timer_init(loop, &e->tick);
+	e->tick.data = e;
+	uv_timer_start(&e->tick, on_tick, 0, 1000);
+	uv_timer_init(loop, &e->drain_timer);
+	e->drain_timer.data = e;
+	*out = e;
+	return 0;
+fail:
+	/* The caller runs the loop once more: closed handles release their memory then. */
+	e->stopping = true;
+	e->closing = true;
+	*out = NULL;
+	for (size_t i = 0; i < e->n_pollers; i++)
+		poller_free(e->pollers[i]);
+	free(e->pollers);
+	if (e->disp)
+		dispatcher_free(e->disp);
+	if (e->wdt_gate.e)
+		gate_close(&e->wdt_gate);
+	if (e->jdy_gate.e)
+		gate_close(&e->jdy_gate);
+	if (e->wdt)
+		wj_wdt_free(e->wdt);
+	if (e->jdy)
+		wj_jdy_free(e->jdy);
+	if (e->wdt_http)
+		wj_http_free(e->wdt_http);
+	if (e->jdy_http)
+		wj_http_free(e->jdy_http);
+	wj_mapping_free(e->mapping);
+	if (!e->open_handles)
+		free(e);
+	return r;
+}
+
+void wj_engine_reload(wj_engine_t *e, const wj_config_t *cfg)
+{
+	char err[512];
+	wj_mapping_t *m = NULL;
+	if (compile_mapping(cfg, &m, err, sizeof(err)) == 0) {
+		wj_mapping_free(e->mapping);
+		e->mapping = m;
+	} else {
+		wj_error(MOD, NULL, "%s: keeping the previous mapping", err);
+	}
+	e->cfg = cfg;
+	wj_wdt_opts_t wo;
+	wj_jdy_opts_t jo;
+	wdt_opts(cfg, &wo);
+	jdy_opts(cfg, &jo);
+	wj_wdt_set_opts(e->wdt, &wo);
+	wj_jdy_set_opts(e->jdy, &jo);
+	wj_http_set_max_inflight(e->wdt_http, cfg->wdt.concurrency);
+	wj_http_set_max_inflight(e->jdy_http, cfg->kingdee.concurrency);
+	wj_tbucket_set_rate(&e->wdt_gate.bucket, cfg->wdt.rate_limit, 0);
+	wj_tbucket_set_rate(&e->jdy_gate.bucket, cfg->kingdee.rate_limit, 0);
+	/* Flows are matched by name; flows added or removed need a restart. */
+	for (size_t i = 0; i < e->n_pollers; i++) {
+		const wj_flow_cfg_t *f = NULL;
+		for (size_t j = 0; j < cfg->n_flows && !f; j++)
+			if (!strcmp(cfg->flows[j].name, poller_name(e->pollers[i])))
+				f = &cfg->flows[j];
+		poller_reload(e->pollers[i], f);
+	}
+	if (cfg->n_flows != e->n_pollers)
+		wj_warn(MOD, NULL, "flows added or removed: restart to apply");
+	dispatcher_pump(e->disp);
+}
+
+static void finish_stop(wj_engine_t *e)
+{
+	if (!e->stop_done)
+		return;
+	uv_timer_stop(&e->drain_timer);
+	void (*done)(void *) = e->stop_done;
+	e->stop_done = NULL;
+	done(e->stop_arg);
+}
+
+static void on_drain_timeout(uv_timer_t *t)
+{
+	wj_engine_t *e = t->data;
+	unsigned n = dispatcher_active(e->disp);
+	if (n)
+		wj_warn(MOD, NULL,
+			"drain timeout: %u saves still in flight; they are settled at the next start",
+			n);
+	finish_stop(e);
+}
+
+static void on_drain_check(uv_timer_t *t)
+{
+	wj_engine_t *e = t->data;
+	bool busy = dispatcher_active(e->disp) > 0;
+	for (size_t i = 0; i < e->n_pollers && !busy; i++)
+		busy = poller_busy(e->pollers[i]);
+	if (!busy)
+		finish_stop(e);
+}
+
+void wj_engine_stop(wj_engine_t *e, uint64_t drain_ms, void (*done)(void *arg), void *arg)
+{
+	e->stopping = true;
+	e->stop_done = done;
+	e->stop_arg = arg;
+	uv_timer_stop(&e->tick);
+	for (size_t i = 0; i < e->n_pollers; i++)
+		poller_stop(e->pollers[i]);
+	dispatcher_stop(e->disp);
+	uv_timer_start(&e->drain_timer, on_drain_timeout, drain_ms, 0);
+	/* Reuse the tick handle to notice when everything has finished. */
+	uv_timer_start(&e->tick, on_drain_check, 0, 50);
+}
+
+static void engine_handle_closed(uv_handle_t *h)
+{
+	wj_engine_t *e = h->data;
+	if (--e->open_handles == 0)
+		free(e);
+}
+
+void wj_engine_free(wj_engine_t *e)
+{
+	if (!e)
+		return;
+	e->stopping = true;
+	e->closing = true;
+	uv_timer_stop(&e->tick);
+	uv_timer_stop(&e->drain_timer);
+	e->open_handles += 2;
+	uv_close((uv_handle_t *)&e->tick, engine_handle_closed);
+	uv_close((uv_handle_t *)&e->drain_timer, engine_handle_closed);
+	gate_close(&e->wdt_gate);
+	gate_close(&e->jdy_gate);
+	/* Abort HTTP first: their callbacks see e->closing and only release memory. */
+	wj_http_free(e->wdt_http);
+	wj_http_free(e->jdy_http);
+	for (size_t i = 0; i < e->n_pollers; i++)
+		poller_free(e->pollers[i]);
+	free(e->pollers);
+	dispatcher_free(e->disp);
+	wj_wdt_free(e->wdt);
+	wj_jdy_free(e->jdy);
+	wj_mapping_free(e->mapping);
+	/* e itself goes when its last uv handle is closed (engine_handle_closed). */
+}
+
+/* ---- status ---------------------------------------------------------------------------- */
+
+static int64_t meta_u64(wj_txn_t *t, const char *key)
+{
+	wj_val_t v;
+	if (wj_txn_get(t, WJ_DB_META, key, strlen(key), &v) < 0 || v.len != 8)
+		return 0;
+	return (int64_t)wj_u64be_get(v.data);
+}
+
+json_t *wj_engine_status(wj_engine_t *e)
+{
+	json_t *st = json_object();
+	json_t *flows = json_array();
+	for (size_t i = 0; i < e->n_pollers; i++)
+		json_array_append_new(flows, poller_status(e->pollers[i]));
+	json_object_set_new(st, "flows", flows);
+
+	wj_txn_t t;
+	json_t *q = dispatcher_status(e->disp);
+	if (wj_txn_begin(e->store, &t, false) == 0) {
+		size_t ready = 0, delayed = 0, inflight = 0, dead = 0, review = 0;
+		wj_txn_count(&t, WJ_DB_QUEUE, &ready);
+		wj_txn_count(&t, WJ_DB_DELAYED, &delayed);
+		wj_txn_count(&t, WJ_DB_INFLIGHT, &inflight);
+		wj_txn_count(&t, WJ_DB_DEAD, &dead);
+		wj_txn_count(&t, WJ_DB_REVIEW, &review);
+		json_object_set_new(q, "ready", json_integer((json_int_t)ready));
+		json_object_set_new(q, "delayed", json_integer((json_int_t)delayed));
+		json_object_set_new(q, "in_flight", json_integer((json_int_t)inflight));
+		json_object_set_new(q, "depth", json_integer((json_int_t)(ready + delayed + inflight)));
+		json_object_set_new(q, "capacity", json_integer(e->cfg->queue.capacity));
+		json_object_set_new(st, "posted", json_integer(meta_u64(&t, "stat:saved")));
+		json_object_set_new(st, "failed", json_integer(meta_u64(&t, "stat:failed")));
+		json_object_set_new(st, "dead", json_integer((json_int_t)dead));
+		json_object_set_new(st, "review", json_integer((json_int_t)review));
+		wj_txn_abort(&t);
+	}
+	json_object_set_new(st, "queue", q);
+
+	json_t *api = json_object();
+	for (int ep = 0; ep < EP_COUNT; ep++) {
+		json_t *o = json_object();
+		for (int oc = 0; oc < OC_COUNT; oc++)
+			json_object_set_new(o, oc_names[oc], json_integer((json_int_t)e->calls[ep][oc]));
+		json_object_set_new(api, ep_names[ep], o);
+	}
+	json_object_set_new(st, "api_calls", api);
+
+	json_t *kd = json_object();
+	char buf[WJ_TIME_LEN];
+	if (e->token_expiry_ms > 0) {
+		wj_time_format(e->token_expiry_ms / 1000, e->cfg->tz_offset, buf);
+		json_object_set_new(kd, "token_expires", json_string(buf));
+	} else {
+		json_object_set_new(kd, "token_expires", json_null());
+	}
+	json_object_set_new(kd, "logged_in", json_boolean(wj_jdy_has_token(e->jdy)));
+	json_object_set_new(st, "kingdee", kd);
+
+	wj_store_stat_t ss;
+	if (wj_store_stat(e->store, &ss) == 0) {
+		json_t *so = json_object();
+		json_object_set_new(so, "map_size", json_integer((json_int_t)ss.map_size));
+		json_object_set_new(so, "map_max", json_integer((json_int_t)ss.map_max));
+		json_object_set_new(so, "used_bytes", json_integer((json_int_t)ss.used_bytes));
+		json_object_set_new(so, "error", e->store_error ? json_string(strerror(-e->store_error))
+								: json_null());
+		json_object_set_new(st, "store", so);
+	}
+	json_object_set_new(st, "last_error", e->last_error[0] ? json_string(e->last_error)
+							       : json_null());
+	json_object_set_new(st, "last_error_at",
+			    e->last_error[0] ? json_string(e->last_error_at) : json_null());
+	return st;
+}
+
+void wj_engine_summary(wj_engine_t *e, char *buf, size_t size)
+{
+	json_t *st = wj_engine_status(e);
+	json_t *q = json_object_get(st, "queue");
+	snprintf(buf, size,
+		 "posted=%lld dead=%lld review=%lld ready=%lld delayed=%lld in_flight=%lld",
+		 (long long)json_integer_value(json_object_get(st, "posted")),
+		 (long long)json_integer_value(json_object_get(st, "dead")),
+		 (long long)json_integer_value(json_object_get(st, "review")),
+		 (long long)json_integer_value(json_object_get(q, "ready")),
+		 (long long)json_integer_value(json_object_get(q, "delayed")),
+		 (long long)json_integer_value(json_object_get(q, "in_flight")));
+	json_decref(st);
+}

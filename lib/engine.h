@@ -1,0 +1,35 @@
+/* The sync engine: pollers (WDT → queue) and the dispatcher (queue → Kingdee), on one loop.
+ *
+ * The daemon owns the loop, the configuration and the store; the engine borrows them. */
+#pragma once
+
+#include <jansson.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "lib/config.h"
+#include "lib/store.h"
+
+typedef struct wj_engine wj_engine_t;
+
+/* Create and start. cfg and store must outlive the engine (see wj_engine_reload for cfg).
+ * 0 or -errno with a message in err. */
+int wj_engine_new(uv_loop_t *loop, const wj_config_t *cfg, wj_store_t *store, wj_engine_t **out,
+		  char *err, size_t errsize);
+
+/* Apply a new configuration (already validated). The engine switches to cfg; the caller frees
+ * the old one after this returns. */
+void wj_engine_reload(wj_engine_t *e, const wj_config_t *cfg);
+
+/* Stop taking work; let requests in flight finish for at most drain_ms; commit; then call done.
+ * done is called from the loop. */
+void wj_engine_stop(wj_engine_t *e, uint64_t drain_ms, void (*done)(void *arg), void *arg);
+
+/* Status object for status.json (caller owns the reference). */
+json_t *wj_engine_status(wj_engine_t *e);
+
+/* One-line summary for the periodic log status line and sd_notify STATUS=. */
+void wj_engine_summary(wj_engine_t *e, char *buf, size_t size);
+
+/* Free after stop completed; closes uv handles (run the loop once more afterwards). */
+void wj_engine_free(wj_engine_t *e);

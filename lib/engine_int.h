@@ -1,0 +1,107 @@
+/* Engine internals shared by engine.c (glue, gates, status), poller.c and dispatch.c. */
+#pragma once
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "lib/config.h"
+#include "lib/engine.h"
+#include "lib/http.h"
+#include "lib/jdy.h"
+#include "lib/mapping.h"
+#include "lib/ratelimit.h"
+#include "lib/store.h"
+#include "lib/wdt.h"
+
+#define WJ_DOC_KEY_MAX 200   /* flow name (≤ 64) + NUL + stockin_id */
+#define WJ_PRIO_REPLAY 0     /* operator replays go first */
+
+/* Calls to one remote API pass through a gate: a token bucket plus a FIFO of waiting calls. */
+typedef void (*gate_fn)(void *arg);
+typedef struct gate_wait {
+	gate_fn fn;
+	void *arg;
+	struct gate_wait *next;
+} gate_wait_t;
+
+typedef struct gate {
+	const char *name;
+	wj_engine_t *e;
+	wj_tbucket_t bucket;
+	uv_timer_t timer;
+	gate_wait_t *head, *tail;
+	unsigned waiting;
+	int64_t paused_until_ms; /* wall clock, for status */
+} gate_t;
+
+/* API call counters by endpoint and outcome. */
+enum { EP_WDT_QUERY, EP_JDY_SAVE, EP_JDY_MATERIAL, EP_JDY_STORE, EP_JDY_LIST, EP_COUNT };
+enum { OC_OK, OC_RATE_LIMITED, OC_AUTH, OC_TRANSIENT, OC_PERMANENT, OC_UNKNOWN, OC_COUNT };
+
+typedef struct poller poller_t;
+typedef struct dispatcher dispatcher_t;
+
+struct wj_engine {
+	uv_loop_t *loop;
+	const wj_config_t *cfg;
+	wj_store_t *store;
+	wj_http_t *wdt_http, *jdy_http;
+	wj_wdt_t *wdt;
+	wj_jdy_t *jdy;
+	gate_t wdt_gate, jdy_gate;
+	wj_mapping_t *mapping; /* compiled from flows[0].mapping (one Kingdee target) */
+	poller_t **pollers;
+	size_t n_pollers;
+	dispatcher_t *disp;
+	uv_timer_t tick;       /* 1 s housekeeping: due retries, ctl replays, backpressure */
+	bool stopping;
+	bool closing;
+	int store_error;       /* last -ENOSPC etc. from a commit (0 when healthy) */
+	uint64_t store_error_logged;
+	uint64_t calls[EP_COUNT][OC_COUNT];
+	char last_error[512];
+	char last_error_at[WJ_TIME_LEN];
+	int64_t token_expiry_ms;
+	void (*stop_done)(void *);
+	void *stop_arg;
+	uv_timer_t drain_timer;
+	unsigned open_handles; /* uv handles being closed; e is freed when none is left */
+};
+
+/* engine.c */
+void wj_engine_set_error(wj_engine_t *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void wj_engine_count(wj_engine_t *e, int endpoint, int outcome);
+/* Queue depth: ready + delayed + in flight, from the store. */
+size_t wj_engine_depth(wj_engine_t *e);
+/* Commit fn via wj_store_write; on failure log once per minute and remember it. */
+int wj_engine_write(wj_engine_t *e, int (*fn)(wj_txn_t *, void *), void *arg);
+void gate_init(gate_t *g, wj_engine_t *e, const char *name, wj_rate_t rate);
+void gate_enter(gate_t *g, gate_fn fn, void *arg);
+void gate_pause(gate_t *g, int64_t ms);
+void gate_close(gate_t *g);
+/* Doc key "flow\0id" into buf; returns its length. */
+size_t wj_doc_key(char *buf, const char *flow, const char *id);
+
+/* poller.c */
+poller_t *poller_new(wj_engine_t *e, const wj_flow_cfg_t *flow);
+void poller_reload(poller_t *p, const wj_flow_cfg_t *flow);
+void poller_stop(poller_t *p);
+bool poller_busy(const poller_t *p);
+void poller_free(poller_t *p);
+const char *poller_name(const poller_t *p);
+json_t *poller_status(poller_t *p);
+/* Called by the housekeeping tick: resume when the queue drained below the low watermark. */
+void poller_kick(poller_t *p);
+
+/* dispatch.c */
+dispatcher_t *dispatcher_new(wj_engine_t *e);
+/* Move entries abandoned in flight by a previous run back to the queue, marked for
+ * reconciliation. 0 or -errno. */
+int dispatcher_recover(dispatcher_t *d);
+void dispatcher_pump(dispatcher_t *d);
+void dispatcher_stop(dispatcher_t *d);
+unsigned dispatcher_active(const dispatcher_t *d);
+void dispatcher_free(dispatcher_t *d);
+json_t *dispatcher_status(dispatcher_t *d);

@@ -1,0 +1,518 @@
+/* Declarative mapping from a WDT stock-in order to a Kingdee gain-bill body. */
+#include "lib/mapping.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lib/json.h"
+
+typedef enum { SRC_PATH, SRC_CONST, SRC_TEMPLATE, SRC_LOOKUP } src_t;
+typedef enum { CONV_STRING, CONV_NUMBER, CONV_DATE } conv_t;
+typedef enum { LK_MATERIAL_ID, LK_MATERIAL_UNIT, LK_STORE_ID } lookup_t;
+
+#define MAX_FALLBACK 4
+
+typedef struct field {
+	char *name;
+	src_t src;
+	conv_t conv;
+	bool positive;                 /* number must be > 0 */
+	char *paths[1 + MAX_FALLBACK]; /* path, then fallbacks */
+	size_t n_paths;
+	json_t *value;                 /* const */
+	char *tpl;                     /* template */
+	lookup_t lookup;
+} field_t;
+
+struct wj_mapping {
+	field_t *bill;
+	size_t n_bill;
+	field_t *lines;
+	size_t n_lines;
+	char *lines_from; /* array field of the order holding the lines */
+	char *marker_field; /* bill field that carries the marker */
+};
+
+static void set_err(char *err, size_t size, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void set_err(char *err, size_t size, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err, size, fmt, ap);
+	va_end(ap);
+}
+
+/* ---- built-in default (DESIGN.md "Default mapping") ---------------------------------- */
+
+static const char *default_spec_v1 =
+	"{\"bill\": {"
+	"  \"billdate\": {\"path\": \"stockin_time\", \"fallback\": [\"check_time\", \"modified\"],"
+	"                 \"convert\": \"date\"},"
+	"  \"remark\": {\"template\": \"@REMARK@\"}},"
+	" \"lines\": {"
+	"  \"materialid_id\": {\"lookup\": \"material.id\", \"path\": \"spec_no\"},"
+	"  \"stockid_id\": {\"lookup\": \"store.id\", \"path\": \"order.warehouse_no\"},"
+	"  \"qty\": {\"path\": \"goods_count\", \"convert\": \"number\", \"positive\": true},"
+	"  \"unit_id\": {\"lookup\": \"material.base_unit_id\", \"path\": \"spec_no\"},"
+	"  \"billno\": {\"path\": \"order.src_order_no\"}}}";
+
+static const char *default_spec_v2 =
+	"{\"bill\": {"
+	"  \"bill_date\": {\"path\": \"stockin_time\", \"fallback\": [\"check_time\", \"modified\"],"
+	"                  \"convert\": \"date\"},"
+	"  \"remark\": {\"template\": \"@REMARK@\"}},"
+	" \"lines\": {"
+	"  \"material_id\": {\"lookup\": \"material.id\", \"path\": \"spec_no\"},"
+	"  \"stock_id\": {\"lookup\": \"store.id\", \"path\": \"order.warehouse_no\"},"
+	"  \"qty\": {\"path\": \"goods_count\", \"convert\": \"number\", \"positive\": true},"
+	"  \"unit_id\": {\"lookup\": \"material.base_unit_id\", \"path\": \"spec_no\"}}}";
+
+/* ---- compile ------------------------------------------------------------------------- */
+
+static int compile_field(field_t *f, const char *where, const char *name, json_t *spec,
+			 char *err, size_t errsize)
+{
+	f->name = strdup(name);
+	if (!json_is_object(spec)) {
+		set_err(err, errsize, "%s.%s: expected an object like {\"path\": \"...\"}", where,
+			name);
+		return -EINVAL;
+	}
+	json_t *path = json_object_get(spec, "path"), *cnst = json_object_get(spec, "const"),
+	       *tpl = json_object_get(spec, "template"), *lookup = json_object_get(spec, "lookup"),
+	       *fallback = json_object_get(spec, "fallback"), *conv = json_object_get(spec, "convert"),
+	       *positive = json_object_get(spec, "positive");
+	const char *k;
+	json_t *v;
+	json_object_foreach(spec, k, v) {
+		static const char *known[] = {"path", "const", "template", "lookup",
+					      "fallback", "convert", "positive"};
+		bool ok = false;
+		for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+			ok |= !strcmp(k, known[i]);
+		if (!ok) {
+			set_err(err, errsize, "%s.%s.%s: unknown key", where, name, k);
+			return -EINVAL;
+		}
+	}
+	int kinds = !!cnst + !!tpl + !!lookup + (path && !lookup);
+	if (kinds != 1) {
+		set_err(err, errsize,
+			"%s.%s: give exactly one of \"path\", \"const\", \"template\", \"lookup\"",
+			where, name);
+		return -EINVAL;
+	}
+	if (path && !json_is_string(path)) {
+		set_err(err, errsize, "%s.%s.path: expected a string", where, name);
+		return -EINVAL;
+	}
+	if (path)
+		f->paths[f->n_paths++] = strdup(json_string_value(path));
+	if (fallback) {
+		if (!path || !json_is_array(fallback) || json_array_size(fallback) > MAX_FALLBACK) {
+			set_err(err, errsize, "%s.%s.fallback: expected a list of up to %d paths",
+				where, name, MAX_FALLBACK);
+			return -EINVAL;
+		}
+		size_t i;
+		json_array_foreach(fallback, i, v) {
+			if (!json_is_string(v)) {
+				set_err(err, errsize, "%s.%s.fallback[%zu]: expected a string", where,
+					name, i);
+				return -EINVAL;
+			}
+			f->paths[f->n_paths++] = strdup(json_string_value(v));
+		}
+	}
+	if (conv) {
+		const char *c = json_string_value(conv);
+		if (c && !strcmp(c, "string"))
+			f->conv = CONV_STRING;
+		else if (c && !strcmp(c, "number"))
+			f->conv = CONV_NUMBER;
+		else if (c && !strcmp(c, "date"))
+			f->conv = CONV_DATE;
+		else {
+			set_err(err, errsize, "%s.%s.convert: expected \"string\", \"number\" or \"date\"",
+				where, name);
+			return -EINVAL;
+		}
+	}
+	if (positive) {
+		if (!json_is_boolean(positive)) {
+			set_err(err, errsize, "%s.%s.positive: expected true or false", where, name);
+			return -EINVAL;
+		}
+		f->positive = json_is_true(positive);
+	}
+	if (cnst) {
+		f->src = SRC_CONST;
+		f->value = json_incref(cnst);
+	} else if (tpl) {
+		if (!json_is_string(tpl)) {
+			set_err(err, errsize, "%s.%s.template: expected a string", where, name);
+			return -EINVAL;
+		}
+		f->src = SRC_TEMPLATE;
+		f->tpl = strdup(json_string_value(tpl));
+	} else if (lookup) {
+		const char *l = json_string_value(lookup);
+		f->src = SRC_LOOKUP;
+		if (l && !strcmp(l, "material.id"))
+			f->lookup = LK_MATERIAL_ID;
+		else if (l && !strcmp(l, "material.base_unit_id"))
+			f->lookup = LK_MATERIAL_UNIT;
+		else if (l && !strcmp(l, "store.id"))
+			f->lookup = LK_STORE_ID;
+		else {
+			set_err(err, errsize,
+				"%s.%s.lookup: expected \"material.id\", \"material.base_unit_id\" or "
+				"\"store.id\"",
+				where, name);
+			return -EINVAL;
+		}
+		if (!path) {
+			set_err(err, errsize, "%s.%s: a lookup needs \"path\" (the number to look up)",
+				where, name);
+			return -EINVAL;
+		}
+	} else {
+		f->src = SRC_PATH;
+	}
+	return 0;
+}
+
+static int compile_list(json_t *obj, const char *where, field_t **out, size_t *n, char *err,
+			size_t errsize)
+{
+	if (!json_is_object(obj) || json_object_size(obj) == 0) {
+		set_err(err, errsize, "%s: expected a non-empty object of fields", where);
+		return -EINVAL;
+	}
+	*out = calloc(json_object_size(obj), sizeof(field_t));
+	if (!*out)
+		return -ENOMEM;
+	const char *k;
+	json_t *v;
+	json_object_foreach(obj, k, v) {
+		int r = compile_field(&(*out)[*n], where, k, v, err, errsize);
+		(*n)++;
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+int wj_mapping_compile(const json_t *spec, wj_jdy_api_t api, const char *remark_template,
+		       wj_mapping_t **out, char *err, size_t errsize)
+{
+	json_t *def = NULL;
+	int r = -ENOMEM;
+	wj_mapping_t *m = calloc(1, sizeof(*m));
+	if (!m)
+		return -ENOMEM;
+	if (!spec) {
+		json_error_t je;
+		def = json_loads(api == WJ_JDY_V2 ? default_spec_v2 : default_spec_v1, 0, &je);
+		if (!def)
+			goto fail;
+		json_t *remark = json_object_get(json_object_get(def, "bill"), "remark");
+		json_object_set_new(remark, "template",
+				    json_string(remark_template ? remark_template
+								: "WDT:{stockin_no}"));
+		spec = def;
+	}
+	r = -EINVAL;
+	if (!json_is_object(spec)) {
+		set_err(err, errsize, "mapping: expected \"default\" or an object");
+		goto fail;
+	}
+	const char *k;
+	json_t *v;
+	json_object_foreach((json_t *)spec, k, v) {
+		if (strcmp(k, "bill") && strcmp(k, "lines") && strcmp(k, "lines_from")) {
+			set_err(err, errsize, "mapping.%s: unknown key", k);
+			goto fail;
+		}
+	}
+	json_t *from = json_object_get(spec, "lines_from");
+	if (from && !json_is_string(from)) {
+		set_err(err, errsize, "mapping.lines_from: expected a string");
+		goto fail;
+	}
+	m->lines_from = strdup(from ? json_string_value(from) : "details_list");
+	if ((r = compile_list(json_object_get(spec, "bill"), "mapping.bill", &m->bill, &m->n_bill,
+			      err, errsize)) < 0 ||
+	    (r = compile_list(json_object_get(spec, "lines"), "mapping.lines", &m->lines,
+			      &m->n_lines, err, errsize)) < 0)
+		goto fail;
+	for (size_t i = 0; i < m->n_bill; i++) {
+		if (m->bill[i].src == SRC_LOOKUP) {
+			set_err(err, errsize, "mapping.bill.%s: lookups are only allowed in lines",
+				m->bill[i].name);
+			r = -EINVAL;
+			goto fail;
+		}
+		if (!strcmp(m->bill[i].name, "remark"))
+			m->marker_field = m->bill[i].name;
+	}
+	if (!m->marker_field) {
+		set_err(err, errsize,
+			"mapping.bill.remark: required (it carries the marker used to detect duplicates)");
+		r = -EINVAL;
+		goto fail;
+	}
+	json_decref(def);
+	*out = m;
+	return 0;
+fail:
+	json_decref(def);
+	wj_mapping_free(m);
+	return r;
+}
+
+static void free_fields(field_t *f, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(f[i].name);
+		for (size_t j = 0; j < f[i].n_paths; j++)
+			free(f[i].paths[j]);
+		json_decref(f[i].value);
+		free(f[i].tpl);
+	}
+	free(f);
+}
+
+void wj_mapping_free(wj_mapping_t *m)
+{
+	if (!m)
+		return;
+	free_fields(m->bill, m->n_bill);
+	free_fields(m->lines, m->n_lines);
+	free(m->lines_from);
+	free(m);
+}
+
+/* ---- apply --------------------------------------------------------------------------- */
+
+int wj_template_expand(const char *tpl, const json_t *order, char *buf, size_t size)
+{
+	size_t o = 0;
+	for (const char *p = tpl; *p;) {
+		if (*p == '{') {
+			const char *e = strchr(p, '}');
+			if (!e)
+				return -EINVAL;
+			char name[128];
+			size_t n = (size_t)(e - p - 1);
+			if (n == 0 || n >= sizeof(name))
+				return -EINVAL;
+			memcpy(name, p + 1, n);
+			name[n] = '\0';
+			char val[512];
+			if (wj_json_text(json_object_get(order, name), val, sizeof(val)) < 0)
+				return -EINVAL;
+			size_t vl = strlen(val);
+			if (o + vl >= size)
+				return -ENOSPC;
+			memcpy(buf + o, val, vl);
+			o += vl;
+			p = e + 1;
+		} else {
+			if (o + 1 >= size)
+				return -ENOSPC;
+			buf[o++] = *p++;
+		}
+	}
+	buf[o] = '\0';
+	return 0;
+}
+
+typedef struct ctx {
+	const json_t *order;
+	const char *stockin_no;
+	wj_lookup_fn fn;
+	void *arg;
+	bool missing;
+	char *err;
+	size_t errsize;
+} ctx_t;
+
+/* Resolve a path against the line (NULL in "bill") or, with the "order." prefix, the order. */
+static const json_t *resolve(const ctx_t *c, const json_t *line, const char *path)
+{
+	if (!strncmp(path, "order.", 6))
+		return json_object_get(c->order, path + 6);
+	return json_object_get(line ? line : c->order, path);
+}
+
+static json_t *field_value(ctx_t *c, const field_t *f, const json_t *line, const char *where)
+{
+	char text[512];
+	const json_t *src = NULL;
+	const char *used = f->n_paths ? f->paths[0] : f->name;
+	switch (f->src) {
+	case SRC_CONST:
+		return json_incref(f->value);
+	case SRC_TEMPLATE:
+		if (wj_template_expand(f->tpl, c->order, text, sizeof(text)) < 0) {
+			set_err(c->err, c->errsize, "order %s: %s: template \"%s\" names a missing field",
+				c->stockin_no, where, f->tpl);
+			return NULL;
+		}
+		return json_string(text);
+	case SRC_PATH:
+	case SRC_LOOKUP:
+		for (size_t i = 0; i < f->n_paths && !src; i++) {
+			const json_t *v = resolve(c, line, f->paths[i]);
+			if (v && !json_is_null(v) && !(json_is_string(v) && !json_string_length(v))) {
+				src = v;
+				used = f->paths[i];
+			}
+		}
+		break;
+	}
+	if (!src) {
+		set_err(c->err, c->errsize, "order %s: %s%s: missing", c->stockin_no, where, used);
+		return NULL;
+	}
+	if (f->src == SRC_LOOKUP) {
+		if (wj_json_text(src, text, sizeof(text)) < 0) {
+			set_err(c->err, c->errsize, "order %s: %s%s: expected a text value",
+				c->stockin_no, where, used);
+			return NULL;
+		}
+		const json_t *obj = c->fn ? c->fn(c->arg, f->lookup == LK_STORE_ID ? 's' : 'm', text)
+					 : NULL;
+		if (!obj) {
+			c->missing = true;
+			return json_null();
+		}
+		const char *key = f->lookup == LK_MATERIAL_UNIT ? "base_unit_id" : "id";
+		const json_t *v = json_object_get(obj, key);
+		char idtext[256];
+		if (!v || wj_json_text(v, idtext, sizeof(idtext)) < 0 || !idtext[0]) {
+			set_err(c->err, c->errsize, "order %s: %s%s: Kingdee %s %s has no %s",
+				c->stockin_no, where, used, f->lookup == LK_STORE_ID ? "store" : "material",
+				text, key);
+			return NULL;
+		}
+		return json_string(idtext);
+	}
+	switch (f->conv) {
+	case CONV_NUMBER: {
+		double d;
+		if (wj_json_number(src, &d) < 0 || !isfinite(d)) {
+			wj_json_text(src, text, sizeof(text));
+			set_err(c->err, c->errsize, "order %s: %s%s: expected a number, got \"%s\"",
+				c->stockin_no, where, used, text);
+			return NULL;
+		}
+		if (f->positive && !(d > 0)) {
+			wj_json_text(src, text, sizeof(text));
+			set_err(c->err, c->errsize, "order %s: %s%s: must be > 0, got \"%s\"",
+				c->stockin_no, where, used, text);
+			return NULL;
+		}
+		return json_real(d);
+	}
+	case CONV_DATE:
+		if (wj_json_text(src, text, sizeof(text)) < 0 || strlen(text) < 10 || text[4] != '-' ||
+		    text[7] != '-') {
+			set_err(c->err, c->errsize, "order %s: %s%s: expected a time like "
+				"\"2026-11-01 12:00:00\"", c->stockin_no, where, used);
+			return NULL;
+		}
+		text[10] = '\0';
+		return json_string(text);
+	case CONV_STRING:
+	default:
+		if (json_is_string(src))
+			return json_incref((json_t *)src);
+		if (wj_json_text(src, text, sizeof(text)) < 0) {
+			set_err(c->err, c->errsize, "order %s: %s%s: expected a text value",
+				c->stockin_no, where, used);
+			return NULL;
+		}
+		return json_string(text);
+	}
+}
+
+json_t *wj_mapping_apply(const wj_mapping_t *m, const json_t *order, wj_lookup_fn fn, void *arg,
+			 int *rc, char *err, size_t errsize)
+{
+	char no[128] = "?";
+	wj_json_text(json_object_get(order, "stockin_no"), no, sizeof(no));
+	ctx_t c = {.order = order, .stockin_no = no, .fn = fn, .arg = arg, .err = err,
+		   .errsize = errsize};
+	json_t *body = json_object(), *lines = json_array();
+	char where[160];
+	*rc = -EINVAL;
+	if (!json_is_object(order)) {
+		set_err(err, errsize, "order: not an object");
+		goto fail;
+	}
+	for (size_t i = 0; i < m->n_bill; i++) {
+		snprintf(where, sizeof(where), "%s", "");
+		json_t *v = field_value(&c, &m->bill[i], NULL, where);
+		if (!v)
+			goto fail;
+		json_object_set_new(body, m->bill[i].name, v);
+	}
+	const json_t *src = json_object_get(order, m->lines_from);
+	if (!json_is_array(src) || json_array_size(src) == 0) {
+		set_err(err, errsize, "order %s: %s: no lines", no, m->lines_from);
+		goto fail;
+	}
+	size_t i;
+	const json_t *line;
+	json_array_foreach(src, i, line) {
+		if (!json_is_object(line)) {
+			set_err(err, errsize, "order %s: %s[%zu]: not an object", no, m->lines_from, i);
+			goto fail;
+		}
+		json_t *out = json_object();
+		json_array_append_new(lines, out);
+		snprintf(where, sizeof(where), "%s[%zu].", m->lines_from, i);
+		for (size_t j = 0; j < m->n_lines; j++) {
+			json_t *v = field_value(&c, &m->lines[j], line, where);
+			if (!v)
+				goto fail;
+			json_object_set_new(out, m->lines[j].name, v);
+		}
+	}
+	if (c.missing) {
+		*rc = -EAGAIN;
+		goto fail;
+	}
+	json_object_set_new(body, "material_entity", lines);
+	*rc = 0;
+	return body;
+fail:
+	json_decref(lines);
+	json_decref(body);
+	return NULL;
+}
+
+int wj_mapping_marker(const wj_mapping_t *m, const json_t *order, char *buf, size_t size)
+{
+	for (size_t i = 0; i < m->n_bill; i++) {
+		const field_t *f = &m->bill[i];
+		if (f->name != m->marker_field)
+			continue;
+		if (f->src == SRC_TEMPLATE)
+			return wj_template_expand(f->tpl, order, buf, size);
+		if (f->src == SRC_CONST)
+			return -EINVAL; /* a constant cannot tell bills apart */
+		for (size_t j = 0; j < f->n_paths; j++)
+			if (wj_json_text(json_object_get(order, f->paths[j]), buf, size) == 0 && buf[0])
+				return 0;
+		return -EINVAL;
+	}
+	return -EINVAL;
+}

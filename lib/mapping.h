@@ -1,0 +1,46 @@
+/* Declarative mapping: WDT stock-in order → Kingdee gain-bill body.
+ *
+ * A mapping has two field lists: "bill" (one value per bill, read from the order) and
+ * "lines" (one entry per element of the order's details_list). Each field is one of
+ *   {"path": "goods_count", "convert": "number"}         a field of the line (or of the order
+ *                                                       in "bill"); "order.x" reads the order
+ *   {"path": "stockin_time", "fallback": ["check_time"], "convert": "date"}
+ *   {"const": <any JSON value>}
+ *   {"template": "WDT:{stockin_no}"}                     {name} = order field as text
+ *   {"lookup": "material.id", "path": "spec_no"}         material.id | material.base_unit_id |
+ *                                                       store.id  (number read from path)
+ * "convert" is "string" (default for paths), "number" (must be > 0 for qty-like fields when
+ * "positive": true) or "date" (YYYY-MM-DD from a WDT time).
+ * The built-in default is DESIGN.md's table, for api v1 or v2. */
+#pragma once
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "lib/config.h"
+
+typedef struct wj_mapping wj_mapping_t;
+
+/* Compile spec (NULL → built-in default for api). Errors are "mapping.lines.qty: ..." into err.
+ * 0 or -EINVAL. */
+int wj_mapping_compile(const json_t *spec, wj_jdy_api_t api, const char *remark_template,
+		       wj_mapping_t **out, char *err, size_t errsize);
+void wj_mapping_free(wj_mapping_t *m);
+
+/* Lookup callback: kind 'm' (material) or 's' (store) and the WDT-side number; returns the
+ * Kingdee object ({"id", "base_unit_id", ...}, borrowed) or NULL when not (yet) known. */
+typedef const json_t *(*wj_lookup_fn)(void *arg, char kind, const char *number);
+
+/* Build the body for order. Returns the body (caller owns) or NULL with:
+ *   -EAGAIN  some lookups returned NULL (fn was called for each; resolve them, call again)
+ *   -EINVAL  the order cannot be mapped; err names the order and the line, e.g.
+ *            "order RK2026...: details_list[2].goods_count: must be > 0, got \"0.0000\"" */
+json_t *wj_mapping_apply(const wj_mapping_t *m, const json_t *order, wj_lookup_fn fn, void *arg,
+			 int *rc, char *err, size_t errsize);
+
+/* The reconciliation marker of an order (its remark), written into buf. 0 or -EINVAL. */
+int wj_mapping_marker(const wj_mapping_t *m, const json_t *order, char *buf, size_t size);
+
+/* Expand a "{field}" template against an order. 0, -EINVAL (unknown field) or -ENOSPC. */
+int wj_template_expand(const char *tpl, const json_t *order, char *buf, size_t size);

@@ -1,0 +1,588 @@
+/* Poller: one per flow. Reads WDT in time windows on the orders' modified time and stores every
+ * eligible order in the queue in the same LMDB transaction that moves the flow's cursor.
+ *
+ * Window: [cursor - overlap, min(cursor + window, now - lag)], both ends inclusive, at most 30
+ * days. Page 0 gives total_count; a window holding more records than the split threshold (or than
+ * the room left in the queue) is halved before anything is read past page 0. If the count or the
+ * set of ids changes while paging, the window is read again. */
+#include "lib/engine_int.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lib/json.h"
+#include "lib/log.h"
+#include "lib/util.h"
+
+#define MAX_SPAN_S (30 * 86400 - 1)
+#define MAX_REREADS 3
+
+struct poller {
+	wj_engine_t *e;
+	const wj_flow_cfg_t *flow;
+	char name[72];
+	char fields[128]; /* "flow=NAME" for log lines */
+	uv_timer_t timer;
+	int64_t origin;   /* where the flow started (for backfill progress) */
+	int64_t cursor;   /* end of the last window fully stored */
+	/* window in progress */
+	bool busy, querying, orphan, stopped, paused, timer_closed;
+	int64_t w_start, w_end;
+	unsigned page, rereads, failures;
+	int64_t total;
+	json_t *records;
+	uint64_t window_started;
+	/* counters */
+	uint64_t windows, splits, rereads_total, stored, unchanged, changed, ignored;
+	char last_error[300];
+	char last_window[64];
+};
+
+static void schedule(poller_t *p, uint64_t ms);
+static void fetch_page(void *arg);
+static void poller_release(poller_t *p);
+
+const char *poller_name(const poller_t *p)
+{
+	return p->name;
+}
+
+bool poller_busy(const poller_t *p)
+{
+	return p->querying;
+}
+
+/* ---- cursor persistence ---------------------------------------------------------------- */
+
+static int load_cursor(poller_t *p)
+{
+	wj_txn_t t;
+	wj_val_t v;
+	p->cursor = p->flow->cursor_start;
+	p->origin = p->flow->cursor_start;
+	if (wj_txn_begin(p->e->store, &t, false) < 0)
+		return -EIO;
+	if (wj_txn_get(&t, WJ_DB_CURSORS, p->name, strlen(p->name), &v) == 0) {
+		json_t *j = json_loadb(v.data, v.len, 0, NULL);
+		json_t *c = json_object_get(j, "cursor"), *o = json_object_get(j, "origin");
+		if (json_is_integer(c))
+			p->cursor = json_integer_value(c);
+		if (json_is_integer(o))
+			p->origin = json_integer_value(o);
+		json_decref(j);
+	}
+	wj_txn_abort(&t);
+	return 0;
+}
+
+/* ---- storing a window ------------------------------------------------------------------ */
+
+typedef struct store_ctx {
+	poller_t *p;
+	int prio;
+	uint64_t n_new, n_unchanged, n_changed, n_ignored;
+} store_ctx_t;
+
+static bool param_matches(const wj_flow_cfg_t *f, const char *key, const json_t *order)
+{
+	for (size_t i = 0; i < f->n_params; i++) {
+		if (strcmp(f->params[i].key, key))
+			continue;
+		char v[64];
+		if (wj_json_text(json_object_get(order, key), v, sizeof(v)) < 0)
+			return false;
+		return !strcmp(v, f->params[i].value);
+	}
+	return true;
+}
+
+static void put_json(wj_txn_t *t, wj_db_t db, const void *k, size_t kl, json_t *v)
+{
+	char *s = json_dumps(v, JSON_COMPACT);
+	if (!s) {
+		if (!t->err)
+			t->err = -ENOMEM;
+		return;
+	}
+	wj_txn_put(t, db, k, kl, s, strlen(s));
+	free(s);
+}
+
+static int store_order(wj_txn_t *t, store_ctx_t *c, json_t *order)
+{
+	poller_t *p = c->p;
+	char id[128], key[WJ_DOC_KEY_MAX], hex[65];
+	uint8_t hash[32];
+	if (!json_is_object(order) || wj_wdt_order_key(order, id, sizeof(id)) < 0) {
+		c->n_ignored++;
+		return 0;
+	}
+	if (!param_matches(p->flow, "order_type", order) || !param_matches(p->flow, "status", order)) {
+		c->n_ignored++;
+		return 0;
+	}
+	size_t kl = wj_doc_key(key, p->name, id);
+	wj_json_hash(order, hash);
+	wj_hex(hash, sizeof(hash), hex, false);
+	char no[128] = "";
+	wj_json_text(json_object_get(order, "stockin_no"), no, sizeof(no));
+
+	wj_val_t v;
+	int r = wj_txn_get(t, WJ_DB_DOCS, key, kl, &v);
+	if (r == -ENOENT) {
+		uint64_t seq;
+		if (wj_txn_seq_next(t, &seq) < 0)
+			return t->err;
+		json_t *doc = json_pack("{s:s, s:s, s:s, s:i, s:i, s:O, s:I}", "state", "queued",
+					"hash", hex, "stockin_no", no, "attempts", 0, "prio",
+					c->prio, "order", order, "first_seen", (json_int_t)wj_now());
+		put_json(t, WJ_DB_DOCS, key, kl, doc);
+		json_decref(doc);
+		uint8_t qk[9];
+		qk[0] = (uint8_t)c->prio;
+		wj_key_u64be(qk + 1, seq);
+		wj_txn_put(t, WJ_DB_QUEUE, qk, sizeof(qk), key, kl);
+		c->n_new++;
+		return 0;
+	}
+	if (r < 0)
+		return r;
+	json_t *doc = json_loadb(v.data, v.len, 0, NULL);
+	if (!doc)
+		return -EIO;
+	if (!strcmp(json_string_value(json_object_get(doc, "hash")) ?: "", hex)) {
+		c->n_unchanged++;
+		json_decref(doc);
+		return 0;
+	}
+	c->n_changed++;
+	const char *state = json_string_value(json_object_get(doc, "state")) ?: "";
+	json_object_set_new(doc, "hash", json_string(hex));
+	if (!strcmp(state, "saved")) {
+		/* Posted already: never a second bill; the operator reviews the change. */
+		json_t *rv = json_pack("{s:s, s:s, s:O, s:O, s:I, s:O}", "flow", p->name,
+				       "stockin_no", no, "bill_no",
+				       json_object_get(doc, "bill_no") ?: json_null(), "bill_id",
+				       json_object_get(doc, "bill_id") ?: json_null(), "seen",
+				       (json_int_t)wj_now(), "order", order);
+		put_json(t, WJ_DB_REVIEW, key, kl, rv);
+		json_decref(rv);
+		json_object_set_new(doc, "review", json_true());
+		char f[256] = "";
+		wj_logfmt_kv(f, sizeof(f), "flow", p->name);
+		wj_logfmt_kv(f, sizeof(f), "stockin_no", no);
+		wj_warn("poller", f, "order changed after its bill was posted: recorded for review");
+	} else if (!strcmp(state, "inflight")) {
+		/* Being posted now: keep the new content; the outcome handler sends it to review. */
+		json_object_set(doc, "changed_order", order);
+	} else {
+		/* queued, delayed or dead: the new content is what will be posted. */
+		json_object_set(doc, "order", order);
+		json_object_set_new(doc, "stockin_no", json_string(no));
+		if (!strcmp(state, "dead")) {
+			wj_val_t dv;
+			if (wj_txn_get(t, WJ_DB_DEAD, key, kl, &dv) == 0) {
+				json_t *dl = json_loadb(dv.data, dv.len, 0, NULL);
+				if (dl) {
+					json_object_set(dl, "order", order);
+					json_object_set_new(dl, "changed_since", json_true());
+					put_json(t, WJ_DB_DEAD, key, kl, dl);
+					json_decref(dl);
+				}
+			}
+		}
+	}
+	put_json(t, WJ_DB_DOCS, key, kl, doc);
+	json_decref(doc);
+	return t->err;
+}
+
+static int store_window_fn(wj_txn_t *t, void *arg)
+{
+	store_ctx_t *c = arg;
+	poller_t *p = c->p;
+	c->n_new = c->n_unchanged = c->n_changed = c->n_ignored = 0;
+	size_t i;
+	json_t *order;
+	json_array_foreach(p->records, i, order) {
+		int r = store_order(t, c, order);
+		if (r < 0)
+			return r;
+	}
+	json_t *cur = json_pack("{s:I, s:I, s:I}", "cursor", (json_int_t)p->w_end, "origin",
+				(json_int_t)p->origin, "updated", (json_int_t)wj_now());
+	put_json(t, WJ_DB_CURSORS, p->name, strlen(p->name), cur);
+	json_decref(cur);
+	return t->err;
+}
+
+static bool is_live(const poller_t *p)
+{
+	/* A window ending within one window length of "now - lag" is live; older ones are backfill. */
+	int64_t limit = wj_now() - (int64_t)(p->flow->lag_ms / 1000);
+	return p->w_end + (int64_t)(p->flow->window_ms / 1000) >= limit;
+}
+
+static void window_done(poller_t *p)
+{
+	store_ctx_t c = {.p = p, .prio = is_live(p) ? p->flow->priority : p->flow->backfill_priority};
+	int r = wj_engine_write(p->e, store_window_fn, &c);
+	json_decref(p->records);
+	p->records = NULL;
+	p->busy = false;
+	if (r < 0) {
+		/* Nothing of this window is stored and the cursor did not move: read it again later. */
+		snprintf(p->last_error, sizeof(p->last_error), "cannot store window: %s", strerror(-r));
+		schedule(p, 5000);
+		return;
+	}
+	p->cursor = p->w_end;
+	p->windows++;
+	p->stored += c.n_new;
+	p->unchanged += c.n_unchanged;
+	p->changed += c.n_changed;
+	p->ignored += c.n_ignored;
+	p->failures = 0;
+	char a[WJ_TIME_LEN], b[WJ_TIME_LEN];
+	wj_time_format(p->w_start, p->e->cfg->tz_offset, a);
+	wj_time_format(p->w_end, p->e->cfg->tz_offset, b);
+	snprintf(p->last_window, sizeof(p->last_window), "%s..%s", a, b);
+	char f[512];
+	snprintf(f, sizeof(f), "%s window_start=\"%s\" window_end=\"%s\" total=%lld new=%llu "
+		 "unchanged=%llu changed=%llu ms=%llu",
+		 p->fields, a, b, (long long)p->total, (unsigned long long)c.n_new,
+		 (unsigned long long)c.n_unchanged, (unsigned long long)c.n_changed,
+		 (unsigned long long)(wj_mono_ms() - p->window_started));
+	if (c.n_new || c.n_changed)
+		wj_info("poller", f, "window stored");
+	else
+		wj_debug("poller", f, "window stored");
+	if (c.n_new)
+		dispatcher_pump(p->e->disp);
+	schedule(p, 0);
+}
+
+/* ---- paging ------------------------------------------------------------------------------ */
+
+static unsigned split_threshold(poller_t *p)
+{
+	size_t cap = p->e->cfg->queue.capacity, depth = wj_engine_depth(p->e);
+	size_t room = depth < cap ? cap - depth : 0;
+	size_t th = p->flow->split_threshold;
+	return (unsigned)(room < th ? (room ? room : 1) : th);
+}
+
+static void restart_window(poller_t *p)
+{
+	json_decref(p->records);
+	p->records = json_array();
+	p->page = 0;
+	p->total = -1;
+	gate_enter(&p->e->wdt_gate, fetch_page, p);
+}
+
+static void retry_later(poller_t *p, uint64_t ms, const char *why)
+{
+	p->failures++;
+	char f[512];
+	snprintf(f, sizeof(f), "%s page=%u attempt=%u retry_ms=%llu", p->fields, p->page,
+		 p->failures, (unsigned long long)ms);
+	wj_warn("poller", f, "%s", why);
+	snprintf(p->last_error, sizeof(p->last_error), "%s", why);
+	wj_engine_set_error(p->e, "flow %s: %s", p->name, why);
+	json_decref(p->records);
+	p->records = NULL;
+	p->busy = false;
+	schedule(p, ms);
+}
+
+static void on_page(wj_wdt_result_t *res, void *arg)
+{
+	poller_t *p = arg;
+	p->querying = false;
+	if (p->orphan) {
+		poller_release(p);
+		return;
+	}
+	int oc = res->cls == WJ_WDT_OK ? OC_OK : res->cls == WJ_WDT_RATE_LIMITED ? OC_RATE_LIMITED
+		 : res->cls == WJ_WDT_AUTH ? OC_AUTH : res->cls == WJ_WDT_TRANSIENT ? OC_TRANSIENT
+		 : OC_PERMANENT;
+	wj_engine_count(p->e, EP_WDT_QUERY, oc);
+	if (p->stopped) {
+		json_decref(p->records);
+		p->records = NULL;
+		p->busy = false;
+		return;
+	}
+	const wj_config_t *cfg = p->e->cfg;
+	switch (res->cls) {
+	case WJ_WDT_OK:
+		break;
+	case WJ_WDT_RATE_LIMITED: {
+		int64_t ms = res->retry_after_ms > 30000 ? res->retry_after_ms : 30000;
+		gate_pause(&p->e->wdt_gate, ms);
+		retry_later(p, (uint64_t)ms, res->error);
+		return;
+	}
+	case WJ_WDT_AUTH:
+		retry_later(p, 60000 * (p->failures < 10 ? p->failures + 1 : 10), res->error);
+		return;
+	case WJ_WDT_PERMANENT:
+		retry_later(p, 300000, res->error);
+		return;
+	case WJ_WDT_TRANSIENT:
+	default:
+		retry_later(p, wj_backoff_ms(p->failures, cfg->queue.backoff_initial_ms,
+					     cfg->queue.backoff_max_ms, wj_rand64()) + 100,
+			    res->error);
+		return;
+	}
+	if (p->page == 0) {
+		p->total = res->total_count;
+		unsigned th = split_threshold(p);
+		if (p->total > (int64_t)th && p->w_end > p->w_start) {
+			int64_t mid = p->w_start + (p->w_end - p->w_start) / 2;
+			if (mid <= p->cursor && p->w_start < p->cursor) {
+				p->w_start = p->cursor; /* drop the overlap before splitting further */
+				mid = p->w_start + (p->w_end - p->w_start) / 2;
+			}
+			if (mid > p->cursor) {
+				p->w_end = mid;
+				p->splits++;
+				restart_window(p);
+				return;
+			}
+		}
+	} else if (res->total_count != p->total) {
+		goto reread;
+	}
+	size_t i;
+	json_t *o;
+	json_array_foreach(res->orders, i, o)
+		json_array_append(p->records, o);
+	unsigned ps = p->flow->page_size;
+	if ((int64_t)(p->page + 1) * ps < p->total && json_array_size(res->orders) > 0) {
+		p->page++;
+		gate_enter(&p->e->wdt_gate, fetch_page, p);
+		return;
+	}
+	/* Consistency: the distinct ids read must be exactly total_count. */
+	{
+		json_t *ids = json_object();
+		char id[128];
+		json_array_foreach(p->records, i, o)
+			if (wj_wdt_order_key(o, id, sizeof(id)) == 0)
+				json_object_set_new(ids, id, json_true());
+		size_t distinct = json_object_size(ids);
+		json_decref(ids);
+		if ((int64_t)distinct == p->total)
+			goto done;
+	}
+reread:
+	p->rereads_total++;
+	if (++p->rereads <= MAX_REREADS) {
+		wj_info("poller", p->fields, "window changed while paging (total %lld): reading it again",
+			(long long)p->total);
+		restart_window(p);
+		return;
+	}
+	/* Still moving: records that moved left this window for a later modified time, and a
+	 * later window reads them; records that stayed were read. Store what we have. */
+	wj_warn("poller", p->fields, "window kept changing during %d re-reads; storing it",
+		MAX_REREADS);
+done:
+	window_done(p);
+}
+
+static void fetch_page(void *arg)
+{
+	poller_t *p = arg;
+	if (p->stopped) {
+		p->busy = false;
+		return;
+	}
+	const wj_flow_cfg_t *f = p->flow;
+	char start[WJ_TIME_LEN], end[WJ_TIME_LEN], page[16], size[16];
+	wj_time_format(p->w_start, p->e->cfg->tz_offset, start);
+	wj_time_format(p->w_end, p->e->cfg->tz_offset, end);
+	snprintf(page, sizeof(page), "%u", p->page);
+	snprintf(size, sizeof(size), "%u", f->page_size);
+	size_t n = f->n_params + 4;
+	wj_kv_t *kv = calloc(n, sizeof(*kv));
+	if (!kv) {
+		retry_later(p, 1000, "out of memory");
+		return;
+	}
+	size_t k = 0;
+	for (size_t i = 0; i < f->n_params; i++)
+		kv[k++] = f->params[i];
+	kv[k++] = (wj_kv_t){"start_time", start};
+	kv[k++] = (wj_kv_t){"end_time", end};
+	kv[k++] = (wj_kv_t){"page_no", page};
+	kv[k++] = (wj_kv_t){"page_size", size};
+	p->querying = true;
+	int r = wj_wdt_query(p->e->wdt, f->method, kv, k, on_page, p);
+	free(kv);
+	if (r < 0) {
+		p->querying = false;
+		retry_later(p, 1000, "cannot start the WDT query");
+	}
+}
+
+static void start_window(poller_t *p)
+{
+	const wj_flow_cfg_t *f = p->flow;
+	load_cursor(p); /* picks up `wdt2jdyctl cursor set` */
+	int64_t now = wj_now();
+	int64_t limit = now - (int64_t)(f->lag_ms / 1000);
+	if (p->cursor >= limit) {
+		schedule(p, f->interval_ms);
+		return;
+	}
+	int64_t start = p->cursor - (int64_t)(f->overlap_ms / 1000);
+	if (start < p->origin)
+		start = p->origin;
+	int64_t end = p->cursor + (int64_t)(f->window_ms / 1000);
+	if (end > limit)
+		end = limit;
+	if (end - start > MAX_SPAN_S)
+		end = start + MAX_SPAN_S;
+	if (end <= p->cursor) /* overlap alone fills the span: move at least a second */
+		end = p->cursor + 1;
+	p->w_start = start;
+	p->w_end = end;
+	p->rereads = 0;
+	p->busy = true;
+	p->window_started = wj_mono_ms();
+	restart_window(p);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+	poller_t *p = t->data;
+	if (p->busy || p->stopped || p->e->stopping)
+		return;
+	/* Backpressure: pause at the high watermark, resume below the low one. */
+	size_t depth = wj_engine_depth(p->e), cap = p->e->cfg->queue.capacity;
+	size_t low = cap - cap / 4;
+	if (p->e->store_error == -ENOSPC || depth >= cap || (p->paused && depth > low)) {
+		if (!p->paused)
+			wj_info("poller", p->fields, "queue at %zu of %zu: polling paused", depth, cap);
+		p->paused = true;
+		schedule(p, 1000);
+		return;
+	}
+	if (p->paused) {
+		wj_info("poller", p->fields, "queue at %zu of %zu: polling resumed", depth, cap);
+		p->paused = false;
+	}
+	start_window(p);
+}
+
+static void schedule(poller_t *p, uint64_t ms)
+{
+	if (p->stopped)
+		return;
+	uv_timer_start(&p->timer, on_timer, ms, 0);
+}
+
+void poller_kick(poller_t *p)
+{
+	if (p->paused && !p->busy)
+		schedule(p, 0);
+}
+
+/* ---- lifecycle --------------------------------------------------------------------------- */
+
+poller_t *poller_new(wj_engine_t *e, const wj_flow_cfg_t *flow)
+{
+	poller_t *p = calloc(1, sizeof(*p));
+	if (!p)
+		return NULL;
+	p->e = e;
+	p->flow = flow;
+	snprintf(p->name, sizeof(p->name), "%s", flow->name);
+	p->fields[0] = '\0';
+	wj_logfmt_kv(p->fields, sizeof(p->fields), "flow", p->name);
+	if (load_cursor(p) < 0) {
+		free(p);
+		return NULL;
+	}
+	uv_timer_init(e->loop, &p->timer);
+	p->timer.data = p;
+	schedule(p, 0);
+	return p;
+}
+
+void poller_reload(poller_t *p, const wj_flow_cfg_t *flow)
+{
+	if (!flow) {
+		wj_warn("poller", p->fields, "flow removed from the configuration: restart to apply");
+		return;
+	}
+	p->flow = flow;
+}
+
+void poller_stop(poller_t *p)
+{
+	p->stopped = true;
+	uv_timer_stop(&p->timer);
+}
+
+static void poller_release(poller_t *p)
+{
+	if (!p->querying && p->timer_closed)
+		free(p);
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+	poller_t *p = h->data;
+	p->timer_closed = true;
+	poller_release(p);
+}
+
+void poller_free(poller_t *p)
+{
+	if (!p)
+		return;
+	uv_timer_stop(&p->timer);
+	json_decref(p->records);
+	p->records = NULL;
+	p->orphan = true; /* memory goes when the timer is closed and no query is pending */
+	uv_close((uv_handle_t *)&p->timer, on_timer_closed);
+}
+
+json_t *poller_status(poller_t *p)
+{
+	char cur[WJ_TIME_LEN], origin[WJ_TIME_LEN];
+	int tz = p->e->cfg->tz_offset;
+	wj_time_format(p->cursor, tz, cur);
+	wj_time_format(p->origin, tz, origin);
+	int64_t now = wj_now();
+	int64_t lag = now - p->cursor;
+	double progress = now > p->origin ? (double)(p->cursor - p->origin) / (double)(now - p->origin)
+					  : 1.0;
+	json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:f, s:b, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+			      "name", p->name, "cursor", cur, "origin", origin, "lag_s",
+			      (json_int_t)lag, "progress", progress > 1 ? 1.0 : progress, "paused",
+			      p->paused, "polling", p->busy, "windows", (json_int_t)p->windows,
+			      "splits", (json_int_t)p->splits, "rereads", (json_int_t)p->rereads_total,
+			      "stored", (json_int_t)p->stored, "unchanged", (json_int_t)p->unchanged,
+			      "changed", (json_int_t)p->changed, "ignored", (json_int_t)p->ignored);
+	if (p->busy) {
+		char a[WJ_TIME_LEN], b[WJ_TIME_LEN];
+		wj_time_format(p->w_start, tz, a);
+		wj_time_format(p->w_end, tz, b);
+		json_object_set_new(o, "window", json_pack("{s:s, s:s, s:i}", "start", a, "end", b,
+							    "page", p->page));
+	} else {
+		json_object_set_new(o, "window", json_null());
+	}
+	json_object_set_new(o, "last_window", json_string(p->last_window));
+	json_object_set_new(o, "last_error", p->last_error[0] ? json_string(p->last_error)
+							       : json_null());
+	return o;
+}

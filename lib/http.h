@@ -47,7 +47,7 @@ typedef void (*wj_http_cb)(const wj_http_resp_t *resp, void *arg);
 wj_http_t *wj_http_new(uv_loop_t *loop, const wj_http_opts_t *opts);
 /* Change the cap on requests in flight (applies to requests started from now on). */
 void wj_http_set_max_inflight(wj_http_t *h, unsigned max_inflight);
-/* Queue a request. 0 or -ENOMEM/-EINVAL. */
+/* Queue a request. 0 or -ENOMEM/-EINVAL; -ECANCELED once wj_http_free has been called. */
 int wj_http_request(wj_http_t *h, const wj_http_req_t *req, wj_http_cb cb, void *arg);
 /* Requests started and not completed / queued and not started. */
 unsigned wj_http_inflight(const wj_http_t *h);

@@ -1,0 +1,126 @@
+/* Kingdee Cloud Xingchen client: API-gateway signing, app-token lifecycle, calls.
+ *
+ * Every call carries the gateway headers (X-Api-ClientID, X-Api-Signature, ...); once logged in
+ * also app-token and X-GW-Router-Addr. The token is obtained on demand (push_app_authorize, then
+ * kingdee_auth_token), refreshed before it expires and after errcode 1030002006, with a single
+ * login in flight however many calls wait for it. Rate limiting is the caller's job. */
+#pragma once
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "lib/config.h"
+#include "lib/http.h"
+#include "lib/util.h"
+
+/* errcode: authorisation key invalid or expired. */
+#define WJ_JDY_ERR_TOKEN 1030002006LL
+/* errcode: system error, worth retrying. */
+#define WJ_JDY_ERR_SYSTEM 2000002000LL
+/* Pause before the next login attempt after a failed one: doubles with each consecutive
+ * failure, from 5 s up to 1 min. */
+#define WJ_JDY_LOGIN_BACKOFF_MS 5000
+#define WJ_JDY_LOGIN_BACKOFF_MAX_MS 60000
+
+typedef struct wj_jdy wj_jdy_t;
+
+typedef struct wj_jdy_opts {
+	wj_jdy_api_t api;
+	const char *url;               /* gateway base URL, e.g. "https://api.kingdee.com" */
+	const char *client_id, *client_secret, *outer_instance_id;
+	uint64_t timeout_ms;           /* per request; 0 → 30 s */
+} wj_jdy_opts_t;
+
+typedef enum {
+	WJ_JDY_OK,
+	WJ_JDY_RATE_LIMITED, /* retry after retry_after_ms */
+	WJ_JDY_AUTH,         /* credentials or token refused */
+	WJ_JDY_TRANSIENT,    /* not processed; safe to retry */
+	WJ_JDY_PERMANENT,    /* refused for good (validation, unknown number, ...) */
+	WJ_JDY_UNKNOWN,      /* the request may have been processed; outcome unknown */
+} wj_jdy_class_t;
+
+typedef struct wj_jdy_result {
+	wj_jdy_class_t cls;
+	long http_status;      /* 0 when no response was received */
+	json_t *data;          /* envelope "data"; borrowed, valid only during the callback; may be NULL */
+	int64_t retry_after_ms;/* for RATE_LIMITED (and failed logins): wait at least this long */
+	char code[32];         /* errcode/errorCode as text, "" when none */
+	char error[512];       /* human-readable reason, "" on success */
+} wj_jdy_result_t;
+
+/* Called exactly once per call, from the loop (never from inside the call function). */
+typedef void (*wj_jdy_cb)(const wj_jdy_result_t *res, void *arg);
+
+/* ---- pure helpers ---- */
+
+/* Append the gateway string-to-sign S for a request to out:
+ *   METHOD \n urlencode(path) \n Q \n x-api-nonce:N \n x-api-timestamp:T \n
+ * Q: query sorted by key, values URL-encoded twice, "k=v&k=v". 0 or -ENOMEM/-EINVAL. */
+int wj_jdy_sign_string(const char *method, const char *path, const wj_kv_t *query, size_t nq,
+		       const char *nonce, const char *timestamp, wj_buf_t *out);
+/* X-Api-Signature = base64(lowercase hex(HMAC-SHA256(secret, S))) into out (NUL-terminated).
+ * 0, -ENOSPC when out is too small (89 bytes suffice), -ENOMEM, -EINVAL. */
+int wj_jdy_sign(const char *secret, const char *method, const char *path, const wj_kv_t *query,
+		size_t nq, const char *nonce, const char *timestamp, char *out, size_t size);
+/* app_signature = base64(lowercase hex(HMAC-SHA256(app_secret, app_key))). Same returns. */
+int wj_jdy_app_signature(const char *app_key, const char *app_secret, char *out, size_t size);
+
+/* Absolute expiry (epoch ms) from the token's "expires": > 10^11 → epoch ms, > 10^9 → epoch
+ * seconds, else a lifetime in seconds counted from now_ms. */
+int64_t wj_jdy_expiry_ms(int64_t expires, int64_t now_ms);
+/* When to refresh a token obtained at obtained_ms expiring at expiry_ms: at 90 % of its lifetime
+ * or 5 min before expiry, whichever is first, but not before half of the lifetime. */
+int64_t wj_jdy_refresh_at(int64_t obtained_ms, int64_t expiry_ms);
+
+/* Parse and classify a response (either envelope, V1 or V2). maybe_sent: the request may have
+ * been processed (non-idempotent call whose outcome is not definite). Fills *out (data borrowed
+ * from *root). *root: the parsed document or NULL; caller json_decref()s it. Returns 0. */
+int wj_jdy_parse(long http_status, const char *body, size_t len, int64_t retry_after_ms,
+		 bool maybe_sent, wj_jdy_result_t *out, json_t **root);
+
+/* From a save's data: bill id (successPkIds[0] or ids[0]) and bill number (id_number_map[id];
+ * "" when absent, as for V1). 0, -ENOENT when there is no id, -ENOSPC when a buffer is short. */
+int wj_jdy_saved_bill(const json_t *data, char *id, size_t id_size, char *no, size_t no_size);
+
+/* ---- client ---- */
+
+/* Strings in o are copied. http stays owned by the caller and must outlive the client's
+ * requests. NULL on bad options or allocation failure. */
+wj_jdy_t *wj_jdy_new(uv_loop_t *loop, wj_http_t *http, const wj_jdy_opts_t *o);
+/* Reload the options; a change of URL or credentials drops the token. 0, -EINVAL, -ENOMEM. */
+int wj_jdy_set_opts(wj_jdy_t *j, const wj_jdy_opts_t *o);
+/* Calls waiting for a login complete with WJ_JDY_TRANSIENT "client closed" (from the loop);
+ * calls in flight complete when the HTTP client finishes or aborts them. Memory is released
+ * after the last of them, and after the loop has run once. */
+void wj_jdy_free(wj_jdy_t *j);
+
+/* Called with {"app_token","domain","expires_ms","obtained_ms","app_key"} (JSON text, valid
+ * during the call) after each successful login, so that the token can be persisted. */
+void wj_jdy_set_token_hook(wj_jdy_t *j, void (*hook)(const char *token_json, void *arg), void *arg);
+/* Adopt a persisted token. 0, -EINVAL (malformed), -ESTALE (expired or about to: ignored). */
+int wj_jdy_restore_token(wj_jdy_t *j, const char *token_json);
+/* Whether a usable token is held. */
+bool wj_jdy_has_token(const wj_jdy_t *j);
+
+/* Generic call: path like "/jdy/v2/bd/material_detail", query values unencoded, body JSON or
+ * NULL. Logs in first when needed; retries once after errcode 1030002006.
+ * 0, -ENOMEM, or -EINVAL (bad arguments, client closing). */
+int wj_jdy_call(wj_jdy_t *j, const char *method, const char *path, const wj_kv_t *query,
+		size_t nq, const char *body, wj_jdy_cb cb, void *arg);
+
+/* Save a gain bill (V1 or V2 path per opts.api); on OK res->data is the save's data
+ * (see wj_jdy_saved_bill). */
+int wj_jdy_save(wj_jdy_t *j, const char *body_json, wj_jdy_cb cb, void *arg);
+/* Material / store by number; on OK res->data is the object (with "id"). An unknown number is
+ * WJ_JDY_PERMANENT with a message naming it. */
+int wj_jdy_material(wj_jdy_t *j, const char *number, wj_jdy_cb cb, void *arg);
+int wj_jdy_store(wj_jdy_t *j, const char *number, wj_jdy_cb cb, void *arg);
+/* List gain bills whose remark or number contains search (100 per page, page from 1);
+ * on OK res->data has "rows", "total_page", ... */
+int wj_jdy_find_bills(wj_jdy_t *j, const char *search, unsigned page, wj_jdy_cb cb, void *arg);
+
+const char *wj_jdy_class_name(wj_jdy_class_t cls);

@@ -1,0 +1,360 @@
+#!/usr/bin/env python3
+"""Self-test of the fake Kingdee gateway: python3 selftest_jdy.py PATH/TO/fake_jdy"""
+
+import http.client
+import os
+import re
+import socket
+import sys
+import time
+import urllib.error
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import wjfake_jdy as wj  # noqa: E402
+
+FAILS = []
+NET_ERRORS = (ConnectionError, urllib.error.URLError, http.client.HTTPException, socket.timeout,
+              TimeoutError)
+
+
+def check(cond, what):
+    if not cond:
+        FAILS.append(what)
+        print("FAIL: " + what, flush=True)
+    return cond
+
+
+def test_vectors():
+    s = wj.sign_string(
+        "GET", "/jdyconnector/app_management/kingdee_auth_token",
+        [("app_signature", "MzZlYTk0ODk4MWZlNjdiODNmNWU4YzViNzYxNGM5MTFlOGJkN2NjMzk0MTJkZGNhZGM0"
+                           "NzZhN2YxZDJmOTlkZA=="),
+         ("app_key", "bVZgAZOv1")],
+        "4427456950", "1670305063559")
+    want_s = ("GET\n%2Fjdyconnector%2Fapp_management%2Fkingdee_auth_token\napp_key=bVZgAZOv1&"
+              "app_signature=MzZlYTk0ODk4MWZlNjdiODNmNWU4YzViNzYxNGM5MTFlOGJkN2NjMzk0MTJkZGNhZGM0"
+              "NzZhN2YxZDJmOTlkZA%253D%253D\nx-api-nonce:4427456950\nx-api-timestamp:1670305063559\n")
+    check(s == want_s, "string to sign matches the API.md vector")
+    check(wj.hmac_b64hex("f2adcfef73369bfc4e1384677d38a0ff", want_s) ==
+          "OTFiZTliNDFiMjNkYTI3YzVhNzg4MDI4ZGU3MWY1ZTA5ZTk1NjVlNGM1YTI1ZjIxY2Y5YTA3ZGY2OGI1MGQ1MQ==",
+          "gateway signature vector")
+    check(wj.app_signature("abc", "abc123") ==
+          "ZDljMTI3NGIyNTE1MTRkYzlkNjc1MDNhYjUzMzgzNWMyY2M4YTdjMzdmNmM3YTVlNDkxMTkzNjdiOTFjNzUyZQ==",
+          "app_signature vector")
+
+
+def v1_body(remark, qty=3, material="M1", store="S01", unit="U2", date="2026-11-28"):
+    return {"billdate": date, "remark": remark, "material_entity": [
+        {"materialid_id": material, "stockid_id": store, "qty": qty, "unit_id": unit,
+         "billno": "PD001"}]}
+
+
+def v2_body(remark, lines=None, date="2026-11-28"):
+    if lines is None:
+        lines = [{"material_id": "M1", "stock_id": "S01", "qty": 2, "unit_id": "U2"}]
+    return {"bill_date": date, "remark": remark, "material_entity": lines}
+
+
+def test_main(binary):
+    with wj.FakeJdy(binary, ["--materials", "50", "--seed", "7"]) as f:
+        c = f.client()
+        # login refused for an unknown instance
+        bad = f.client(outer_id="nope")
+        st, _, b = bad.signed("POST", wj.PATH_AUTHORIZE, [("outerInstanceId", "nope")], body={})
+        check(st == 200 and b["errcode"] != 0, "unknown outerInstanceId refused")
+        auth = c.authorize()
+        check(auth["appKey"] == wj.DEFAULT_APP_KEY and auth["domain"] == f.url and
+              auth["appSecret"].startswith("appsecret-") and auth["status"] == "1",
+              "authorize answers appKey, appSecret, domain")
+        st, _, b = c.fetch_token(app_secret="wrong")
+        check(st == 200 and b["errcode"] != 0, "bad app_signature refused")
+        st, _, b = c.fetch_token()
+        check(st == 200 and b["errcode"] == 0 and b["data"]["app-token"] ==
+              b["data"]["access_token"], "token issued")
+        c.token = b["data"]["app-token"]
+        now_ms = time.time() * 1000
+        check(abs(b["data"]["expires"] - (now_ms + 86400000)) < 60000,
+              "expires is an absolute ms timestamp by default")
+
+        # gateway signature errors
+        st, _, b = c.signed("GET", "/jdy/v2/bd/material_detail", [("number", "SP00001")],
+                            extra={"app-token": c.token, "X-GW-Router-Addr": c.domain},
+                            secret="not-the-secret")
+        check(st == 519 and b.get("description_cn") == "签名校验失败", "bad signature → 519")
+        st, _, b = c.signed("GET", "/jdy/v2/bd/material_detail", [("number", "SP00001")],
+                            extra={"app-token": c.token, "X-GW-Router-Addr": c.domain},
+                            timestamp=int(time.time() * 1000) - 10 * 60 * 1000)
+        check(st == 519, "stale timestamp → 519")
+        other = f.client(client_id="someone-else")
+        other.token, other.domain = c.token, c.domain
+        st, _, b = other.call("GET", "/jdy/v2/bd/material_detail", [("number", "SP00001")])
+        check(st == 519, "unknown client id → 519")
+        # query tampered after signing
+        h = wj.gateway_headers(c.client_id, c.client_secret, "GET", "/jdy/v2/bd/material_detail",
+                               [("number", "SP00001")])
+        h.update({"app-token": c.token, "X-GW-Router-Addr": c.domain})
+        st, _, b = wj.http("GET", f.url + "/jdy/v2/bd/material_detail?number=SP00002", h)
+        check(st == 519, "changed query → 519")
+
+        # lookups
+        st, _, b = c.call("GET", "/jdy/v2/bd/material_detail", [("number", "SP00001")])
+        check(st == 200 and b["errcode"] == 0 and b["data"]["id"] == "M1" and
+              b["data"]["base_unit_id"] == "U2" and b["data"]["store_unit_id"] == "U2",
+              "material_detail SP00001")
+        st, _, b = c.call("GET", "/jdy/v2/bd/material_detail", [("number", "SP00050")])
+        check(b["errcode"] == 0 and b["data"]["id"] == "M50" and b["data"]["base_unit_id"] == "U3",
+              "material_detail SP00050")
+        for num in ("SP00051", "NOSUCH00001", "SP1", ""):
+            st, _, b = c.call("GET", "/jdy/v2/bd/material_detail", [("number", num)])
+            check(st == 200 and b["errcode"] != 0 and "物料不存在" in b["description"],
+                  "unknown material %r refused" % num)
+        st, _, b = c.call("GET", "/jdy/v2/bd/store_detail", [("number", "WH03")])
+        check(b["errcode"] == 0 and b["data"]["id"] == "S03", "store WH03")
+        st, _, b = c.call("GET", "/jdy/v2/bd/store_detail", [("number", "CK001")])
+        check(b["errcode"] == 0 and b["data"]["id"] == "S99", "store CK001")
+        st, _, b = c.call("GET", "/jdy/v2/bd/store_detail", [("number", "WH09")])
+        check(b["errcode"] != 0, "store WH09 unknown")
+        st, _, b = c.call("GET", "/jdy/v2/bd/material",
+                          [("search", "SP0000"), ("page", "2"), ("page_size", "5")])
+        d = b["data"]
+        check(d["count"] == 9 and d["total_page"] == 2 and len(d["rows"]) == 4 and
+              d["rows"][0]["number"] == "SP00006", "material list search and paging")
+        st, _, b = c.call("GET", "/jdy/v2/bd/material",
+                          [("search", ""), ("page", "1"), ("page_size", "500")])
+        check(b["data"]["page_size"] == 100 and b["data"]["count"] == 50 and
+              len(b["data"]["rows"]) == 50, "material list page_size cut to 100")
+
+        # saves
+        remark1 = "WDT:SI 001/测试=&+"
+        st, _, b = c.call("POST", "/jdy/inv/inv_check_gain_bill_save", body=v1_body(remark1))
+        check(st == 200 and b["success"] is True and b["errorCode"] == 0 and
+              len(b["data"]["successPkIds"]) == 1 and b["data"]["errorInfo"] == [],
+              "save v1 valid")
+        st, _, b = c.call("POST", "/jdy/inv/inv_check_gain_bill_save",
+                          body=v1_body("WDT:SI002", qty="3.5000", material="M4", unit="U2"))
+        check(b.get("success") is True, "save v1 with a numeric string qty")
+        for what, body, field in (
+                ("qty 0", v1_body("WDT:BAD1", qty=0), "qty"),
+                ("qty text", v1_body("WDT:BAD1", qty="abc"), "qty"),
+                ("unknown material", v1_body("WDT:BAD1", material="M999"), "materialid_id"),
+                ("unknown store", v1_body("WDT:BAD1", store="S09"), "stockid_id"),
+                ("wrong unit", v1_body("WDT:BAD1", unit="U1"), "unit_id"),
+                ("bad date", v1_body("WDT:BAD1", date="2026-02-30"), "billdate")):
+            st, _, b = c.call("POST", "/jdy/inv/inv_check_gain_bill_save", body=body)
+            check(st == 200 and b.get("success") is False and b["errorCode"] != 0 and
+                  b["data"]["successPkIds"] == [] and field in b["data"]["errorInfo"][0]["msg"],
+                  "save v1 rejects " + what)
+        st, _, b = c.call("POST", "/jdy/inv/inv_check_gain_bill_save", body=v1_body("x", qty=0))
+        check("第1行" in b["message"], "v1 message names the line")
+
+        st, _, b = c.call("POST", "/jdy/v2/scm/inv_check_gail_bill", body=v2_body("WDT:SI003"))
+        ok = check(st == 200 and b["errcode"] == 0 and len(b["data"]["ids"]) == 1, "save v2 valid")
+        if ok:
+            bid = b["data"]["ids"][0]
+            no = b["data"]["id_number_map"][bid]
+            check(re.fullmatch(r"PYD-20261128-\d{6}", no) is not None, "v2 bill number format")
+        lines = [{"material_id": "M1", "stock_id": "S01", "qty": 2, "unit_id": "U2"},
+                 {"material_id": "M77", "stock_id": "S01", "qty": 2, "unit_id": "U2"}]
+        st, _, b = c.call("POST", "/jdy/v2/scm/inv_check_gail_bill", body=v2_body("x", lines))
+        check(b["errcode"] != 0 and "第2行" in b["description"] and
+              "material_id" in b["description"], "save v2 names line and field")
+        for what, body in (("empty entries", v2_body("x", [])),
+                           ("missing date", {"remark": "x", "material_entity": lines[:1]}),
+                           ("missing qty", v2_body("x", [{"material_id": "M1", "stock_id": "S01",
+                                                          "unit_id": "U2"}])),
+                           ("negative qty", v2_body("x", [dict(lines[0], qty=-1)])),
+                           ("not JSON", b"{nope")):
+            st, _, b = c.call("POST", "/jdy/v2/scm/inv_check_gail_bill", body=body)
+            check(st == 200 and b["errcode"] != 0, "save v2 rejects " + what)
+        st, _, b = c.call("POST", "/jdy/v2/scm/inv_check_gail_bill", body=v2_body("WDT:SI003"))
+        check(b["errcode"] == 0, "duplicate remark accepted (the fake does not dedupe)")
+
+        # list with search
+        st, _, b = c.call("GET", "/jdy/v2/scm/inv_check_gail_bill",
+                          [("search", remark1), ("page", "1"), ("page_size", "100")])
+        check(b["errcode"] == 0 and b["data"]["count"] == 1 and
+              b["data"]["rows"][0]["remark"] == remark1 and
+              b["data"]["rows"][0]["bill_date"] == "2026-11-28", "list by remark with odd chars")
+        st, _, b = c.call("GET", "/jdy/v2/scm/inv_check_gail_bill",
+                          [("search", "WDT:"), ("page", "1"), ("page_size", "1000")])
+        check(b["data"]["count"] == 4 and b["data"]["page_size"] == 100, "list search WDT:")
+        st, _, b = c.call("GET", "/jdy/v2/scm/inv_check_gail_bill",
+                          [("search", "WDT:"), ("page", "2"), ("page_size", "3")])
+        check(len(b["data"]["rows"]) == 1 and b["data"]["total_page"] == 2, "list paging")
+        bno = b["data"]["rows"][0]["bill_no"]
+        st, _, b = c.call("GET", "/jdy/v2/scm/inv_check_gail_bill", [("search", bno)])
+        check(b["data"]["count"] == 1, "list by bill number")
+
+        # token and router checks
+        st, _, b = c.call("GET", "/jdy/v2/bd/store_detail", [("number", "WH01")], token="bogus")
+        check(st == 200 and b["errcode"] == 1030002006, "unknown token → 1030002006")
+        st, _, b = c.call("GET", "/jdy/v2/bd/store_detail", [("number", "WH01")],
+                          router="http://127.0.0.1:1")
+        check(st == 200 and b["errcode"] != 0, "wrong X-GW-Router-Addr refused")
+
+        # admin
+        bills = f.admin_get("/admin/bills")["bills"]
+        check(len(bills) == 4 and bills[0]["remark"] == remark1 and
+              bills[0]["body"]["material_entity"][0]["billno"] == "PD001" and
+              bills[0]["bill_no"].startswith("PYD-20261128-"), "admin bills keep body and remark")
+        s = f.admin_get("/admin/stats")
+        check(s["saves_ok"] == 4 and s["saves_rejected"] == 13 and s["sig_errors"] == 4 and
+              s["duplicate_remarks"] == 1 and s["tokens"] == 1 and
+              s["calls"]["material_detail"] >= 6 and s["auth_errors"] >= 4,
+              "admin stats counts: %s" % s)
+        f.admin_post("/admin/expire-tokens")
+        st, _, b = c.call("GET", "/jdy/v2/bd/store_detail", [("number", "WH01")])
+        check(b["errcode"] == 1030002006, "expire-tokens invalidates the token")
+        f.admin_post("/admin/reset-stats")
+        s = f.admin_get("/admin/stats")
+        check(s["saves_ok"] == 0 and s["calls"]["store_detail"] == 0, "reset-stats")
+        st, _, b = wj.http("POST", f.url + "/admin/faults", body={"no_such_knob": 1})
+        check(st == 400, "unknown fault knob refused")
+
+        # token endpoint rate limit (default 10/min; 2 used so far)
+        limited = None
+        for i in range(12):
+            st, h, b = c.fetch_token()
+            if st == 429:
+                limited = (i, h, b)
+                break
+        check(limited is not None and limited[0] == 8 and limited[2]["errcode"] != 0 and
+              int(limited[1].get("Retry-After", "0")) >= 1, "token endpoint limited at 10/min")
+        check(f.admin_get("/admin/stats")["logins"] == 9, "logins counted")
+        check(f.stop() == 0, "SIGTERM exits 0")
+
+
+def test_token_expiry(binary):
+    with wj.FakeJdy(binary, ["--token-ttl", "2", "--expires-mode", "duration"]) as f:
+        c = f.client()
+        c.login()
+        first = c.token
+        st, _, b = c.call("GET", "/jdy/v2/bd/store_detail", [("number", "WH02")])
+        check(b["errcode"] == 0, "fresh token works")
+        st, _, b = c.fetch_token()
+        check(b["data"]["expires"] == 2, "expires is the lifetime in duration mode")
+        second = b["data"]["app-token"]
+        st, _, b = c.call("GET", "/jdy/v2/bd/store_detail", [("number", "WH02")], token=first)
+        check(b["errcode"] == 0, "previous token stays valid until its own expiry")
+        time.sleep(2.3)
+        for tok in (first, second):
+            st, _, b = c.call("GET", "/jdy/v2/bd/store_detail", [("number", "WH02")], token=tok)
+            check(st == 200 and b["errcode"] == 1030002006 and
+                  b["description"] == "授权密钥无效或已过期", "expired token → 1030002006")
+        c.login()
+        st, _, b = c.call("GET", "/jdy/v2/bd/store_detail", [("number", "WH02")])
+        check(b["errcode"] == 0, "re-login works")
+        check(f.stop() == 0, "clean exit (token expiry)")
+
+
+def test_secret_rotation(binary):
+    with wj.FakeJdy(binary, ["--secret-rotate", "3"]) as f:
+        c = f.client()
+        s0 = c.authorize()["appSecret"]
+        s1 = s0
+        deadline = time.monotonic() + 5
+        while s1 == s0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            s1 = c.authorize()["appSecret"]
+        check(s1 != s0, "appSecret rotates")
+        st, _, b = c.fetch_token(app_secret=s0)
+        check(b["errcode"] == 0, "previous secret accepted within the grace")
+        time.sleep(2.2)
+        st, _, b = c.fetch_token(app_secret=s0)
+        check(b["errcode"] != 0, "previous secret refused after the grace")
+        st, _, b = c.fetch_token(app_secret=s1)
+        check(b["errcode"] == 0, "current secret accepted")
+        check(f.stop() == 0, "clean exit (secret rotation)")
+
+
+def test_rate_limit(binary):
+    with wj.FakeJdy(binary, ["--rate-limit", "5"]) as f:
+        c = f.client()
+        c.login()
+        codes = []
+        for _ in range(7):
+            st, h, b = c.call("GET", "/jdy/v2/bd/store_detail", [("number", "WH01")])
+            codes.append(st)
+        check(codes == [200] * 5 + [429] * 2, "6th call in a minute → 429: %s" % codes)
+        check(int(h.get("Retry-After", "0")) >= 50 and isinstance(b, dict) and
+              b["errcode"] != 0, "429 has Retry-After and a JSON body")
+        s = f.admin_get("/admin/stats")
+        check(s["rate_limited"] == 2 and s["max_calls_in_any_60s"] == 7, "rate limit stats")
+        f.admin_post("/admin/faults", {"rate_limit": 0})
+        st, _, b = c.call("GET", "/jdy/v2/bd/store_detail", [("number", "WH01")])
+        check(st == 200, "rate limit off at runtime")
+        check(f.stop() == 0, "clean exit (rate limit)")
+
+
+def test_faults(binary):
+    with wj.FakeJdy(binary, ["--drop-after-save", "100"]) as f:
+        c = f.client()
+        c.login()
+        try:
+            c.call("POST", "/jdy/v2/scm/inv_check_gail_bill", body=v2_body("WDT:DROP"), timeout=5)
+            dropped = False
+        except NET_ERRORS:
+            dropped = True
+        check(dropped, "drop-after-save closes the connection")
+        bills = f.admin_get("/admin/bills")["bills"]
+        check(len(bills) == 1 and bills[0]["remark"] == "WDT:DROP", "dropped save is stored")
+        st, _, b = c.call("GET", "/jdy/v2/bd/store_detail", [("number", "WH01")])
+        check(b["errcode"] == 0, "drop applies to saves only")
+
+        f.admin_post("/admin/faults", {"drop_after_save": 0, "slow_after_save": 100,
+                                       "slow_after_save_ms": 1500})
+        try:
+            c.call("POST", "/jdy/inv/inv_check_gain_bill_save", body=v1_body("WDT:SLOW"),
+                   timeout=0.5)
+            timed_out = False
+        except NET_ERRORS:
+            timed_out = True
+        check(timed_out, "slow-after-save outlasts the client timeout")
+        check(len(f.admin_get("/admin/bills")["bills"]) == 2, "slow save is stored")
+
+        f.admin_post("/admin/faults", {"slow_after_save": 0, "fail_5xx": 100})
+        st, _, b = c.call("POST", "/jdy/v2/scm/inv_check_gail_bill", body=v2_body("WDT:5XX"))
+        check(st in (500, 502, 503), "fail-5xx answers 5xx (%s)" % st)
+        st, _, b = c.call("GET", "/jdy/v2/bd/store_detail", [("number", "WH01")])
+        check(st in (500, 502, 503), "fail-5xx applies to lookups")
+        f.admin_post("/admin/faults", {"fail_5xx": 0, "fail_429": 100})
+        st, h, b = c.call("POST", "/jdy/v2/scm/inv_check_gail_bill", body=v2_body("WDT:429"))
+        check(st == 429 and h.get("Retry-After") == "1", "fail-429 answers 429, Retry-After 1")
+        check(len(f.admin_get("/admin/bills")["bills"]) == 2, "failed saves are not stored")
+
+        f.admin_post("/admin/faults", {"fail_429": 0, "max_saves_per_sec": 5})
+        t0 = time.monotonic()
+        for i in range(6):
+            st, _, b = c.call("POST", "/jdy/v2/scm/inv_check_gail_bill",
+                              body=v2_body("WDT:T%d" % i))
+        dt = time.monotonic() - t0
+        check(b["errcode"] == 0 and dt >= 0.9, "max-saves-per-sec throttles (%.2fs)" % dt)
+
+        f.admin_post("/admin/faults", {"max_saves_per_sec": 0, "latency_ms": 300})
+        t0 = time.monotonic()
+        c.call("GET", "/jdy/v2/bd/store_detail", [("number", "WH01")])
+        check(time.monotonic() - t0 >= 0.3, "latency-ms delays calls")
+        s = f.admin_get("/admin/stats")
+        check(s["dropped"] == 1 and s["slowed"] == 1 and s["faults_5xx"] == 2 and
+              s["faults_429"] == 1, "fault stats: %s" % s)
+        check(f.stop() == 0, "clean exit (faults)")
+
+
+def main():
+    if len(sys.argv) != 2:
+        print("usage: selftest_jdy.py FAKE_JDY_BINARY", file=sys.stderr)
+        return 2
+    binary = sys.argv[1]
+    t0 = time.monotonic()
+    test_vectors()
+    for t in (test_main, test_token_expiry, test_secret_rotation, test_rate_limit, test_faults):
+        try:
+            t(binary)
+        except Exception as e:  # report and go on with the next group
+            check(False, "%s raised %r" % (t.__name__, e))
+    print("selftest_jdy: %d failure(s) in %.1fs" % (len(FAILS), time.monotonic() - t0))
+    return 1 if FAILS else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -192,3 +192,100 @@ class NotifySocket:
 
 def tempdir():
     return tempfile.mkdtemp(prefix="wj-it-")
+
+
+# ---- end-to-end stacks: fake WDT + fake Kingdee + the daemon ------------------------------
+
+def fake_jdy_binary():
+    return os.environ.get("WJ_FAKE_JDY", os.path.join(BUILD, "test", "fake", "fake_jdy"))
+
+
+class Stack:
+    """Both fakes and a daemon on one temporary state directory."""
+
+    def __init__(self, wdt_args=(), jdy_args=(), api="qimen", kingdee_api="v1", tmp=None,
+                 **cfg_over):
+        import wjfake
+        import wjfake_jdy
+        self.tmp = tmp or tempdir()
+        self.wdt = wjfake.start_wdt(*wdt_args)
+        self.jdy = wjfake_jdy.FakeJdy(fake_jdy_binary(), list(jdy_args))
+        wdt_url = self.wdt.url + ("/router/qm" if api == "qimen" else "/openapi2/")
+        self.cfg = base_config(self.tmp, wdt_url=wdt_url, jdy_url=self.jdy.url)
+        self.cfg["wdt"]["api"] = api
+        self.cfg["kingdee"]["api"] = kingdee_api
+        for path, value in cfg_over.items():
+            node = self.cfg
+            keys = path.split("__")
+            for k in keys[:-1]:
+                node = node[int(k)] if isinstance(node, list) else node[k]
+            node[keys[-1]] = value
+        self.cfg_path = os.path.join(self.tmp, "wdt2jdy.json")
+        self.write()
+        self.daemon = None
+        self.log = os.path.join(self.tmp, "wdt2jdy.log")
+        self.status_path = os.path.join(self.tmp, "status.json")
+
+    def write(self):
+        write_config(self.cfg_path, self.cfg)
+
+    def start(self):
+        self.daemon = Daemon(self.cfg_path).start()
+        return self
+
+    def status(self):
+        return read_json(self.status_path) or {}
+
+    def eligible(self):
+        return self.wdt.admin_get("/admin/orders?eligible=1")["orders"]
+
+    def bills(self):
+        return self.jdy.admin_get("/admin/bills")["bills"]
+
+    def jdy_stats(self):
+        return self.jdy.admin_get("/admin/stats")
+
+    def state(self):
+        """wdt2jdyctl status --json: counts straight from LMDB."""
+        p = ctl(self.cfg_path, "status", "--json")
+        try:
+            return json.loads(p.stdout)
+        except ValueError:
+            return {}
+
+    def settled(self, expect_bills, expect_dead=0):
+        """True when the fake holds expect_bills bills and the queue is empty."""
+        st = self.state()
+        q = st.get("queue", {})
+        busy = q.get("ready", 1) + q.get("delayed", 1) + q.get("in_flight", 1)
+        return (busy == 0 and st.get("dead", -1) == expect_dead
+                and len(self.bills()) >= expect_bills)
+
+    def close(self):
+        rc = None
+        if self.daemon and self.daemon.alive():
+            rc = self.daemon.stop()
+        for f in (self.wdt, self.jdy):
+            try:
+                f.stop()
+            except Exception:
+                pass
+        return rc
+
+
+def remark_counts(bills):
+    counts = {}
+    for b in bills:
+        counts[b.get("remark")] = counts.get(b.get("remark"), 0) + 1
+    return counts
+
+
+def rss_kb(pid):
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except FileNotFoundError:
+        pass
+    return 0

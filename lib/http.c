@@ -28,6 +28,7 @@ struct http_req {
 	char *url;
 	char *body;
 	size_t body_len;
+	size_t body_pos;   /* read position of the body (POST) */
 	wj_buf_t resp;
 	uint64_t sent;     /* request bytes handed to the connection (headers + body) */
 	uint64_t start_ms; /* monotonic, when added to the multi */
@@ -319,6 +320,27 @@ static int socket_cb(CURL *easy, curl_socket_t fd, int action, void *userp, void
 	return 0;
 }
 
+static size_t read_cb(char *buf, size_t size, size_t nmemb, void *userdata)
+{
+	struct http_req *r = userdata;
+	size_t n = size * nmemb, left = r->body_len - r->body_pos;
+	if (n > left)
+		n = left;
+	if (n)
+		memcpy(buf, r->body + r->body_pos, n);
+	r->body_pos += n;
+	return n;
+}
+
+static int seek_cb(void *userdata, curl_off_t offset, int origin)
+{
+	struct http_req *r = userdata;
+	/* Rewinding is harmless only while nothing of the body has been handed out. */
+	if (origin != SEEK_SET || offset != 0 || r->body_pos != 0)
+		return CURL_SEEKFUNC_FAIL;
+	return CURL_SEEKFUNC_OK;
+}
+
 static size_t write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 {
 	struct http_req *r = userdata;
@@ -460,9 +482,16 @@ static int req_setup(wj_http_t *h, struct http_req *r, const wj_http_req_t *req)
 	SET(CURLOPT_ERRORBUFFER, r->errbuf);
 	SET(CURLOPT_PRIVATE, r);
 	if (!strcmp(req->method, "POST")) {
+		/* The body goes through a read callback whose seek refuses to rewind once any of
+		 * it was read: curl silently re-sends a request whose reused connection died
+		 * without an answer, and a POST (a save) must never be repeated behind our back.
+		 * Such a transfer fails instead, with maybe_sent set, and the caller decides. */
 		SET(CURLOPT_POST, 1L);
 		SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
-		SET(CURLOPT_POSTFIELDS, r->body ? r->body : "");
+		SET(CURLOPT_READFUNCTION, read_cb);
+		SET(CURLOPT_READDATA, r);
+		SET(CURLOPT_SEEKFUNCTION, seek_cb);
+		SET(CURLOPT_SEEKDATA, r);
 	} else {
 		SET(CURLOPT_HTTPGET, 1L);
 	}

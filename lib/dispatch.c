@@ -40,6 +40,7 @@ struct job {
 	bool orphan;      /* dispatcher gone: free on completion */
 	bool reconciled;
 	uint64_t started;
+	int64_t sent_at;  /* wall ms when the save was sent (0: not sent in this attempt) */
 	/* outcome */
 	outcome_t out;
 	bool unknown;     /* the last attempt may have reached Kingdee */
@@ -175,6 +176,7 @@ static void do_save(void *arg)
 	}
 	char *text = json_dumps(j->body, JSON_COMPACT);
 	j->calling = true;
+	j->sent_at = wj_now_ms();
 	if (!text || wj_jdy_save(j->d->e->jdy, text, on_save, j) < 0) {
 		j->calling = false;
 		snprintf(j->reason, sizeof(j->reason), "save: cannot start the request");
@@ -462,10 +464,22 @@ static void start_job(job_t *j)
 		finish(j, O_DEAD);
 		return;
 	}
-	if (json_is_true(json_object_get(j->doc, "unknown")))
-		gate_enter(&j->d->e->jdy_gate, do_find, j);
-	else
+	if (!json_is_true(json_object_get(j->doc, "unknown"))) {
 		map_job(j);
+		return;
+	}
+	/* A request of an earlier attempt may still be on its way through Kingdee: ask only
+	 * when it must have finished (twice the request timeout after it was sent). */
+	int64_t since = json_integer_value(json_object_get(j->doc, "unknown_at"));
+	int64_t settle = since + 2 * (int64_t)j->d->e->cfg->kingdee.timeout_ms - wj_now_ms();
+	if (settle > 0) {
+		j->unknown = true;
+		j->delay_ms = settle;
+		snprintf(j->reason, sizeof(j->reason), "waiting for an earlier attempt to settle");
+		finish(j, O_DELAY);
+		return;
+	}
+	gate_enter(&j->d->e->jdy_gate, do_find, j);
 }
 
 /* ---- outcomes ------------------------------------------------------------------------------- */
@@ -554,10 +568,14 @@ static void apply_outcome(wj_txn_t *t, job_t *j, outcome_t *final)
 			out = O_DEAD;
 		}
 	}
-	if (j->unknown)
+	if (j->unknown) {
 		json_object_set_new(doc, "unknown", json_true());
-	else
+		if (j->sent_at)
+			json_object_set_new(doc, "unknown_at", json_integer(j->sent_at));
+	} else {
 		json_object_del(doc, "unknown");
+		json_object_del(doc, "unknown_at");
+	}
 
 	switch (out) {
 	case O_SAVED:
@@ -824,10 +842,11 @@ static int recover_fn(wj_txn_t *t, void *arg)
 	if (wj_iter_open(t, WJ_DB_INFLIGHT, &it) < 0)
 		return t->err;
 	for (int r = wj_iter_seek(&it, NULL, 0); r == 0; r = wj_iter_next(&it)) {
-		wj_val_t k = wj_iter_key(&it);
+		wj_val_t k = wj_iter_key(&it), v = wj_iter_val(&it);
 		char key[WJ_DOC_KEY_MAX];
 		size_t kl = k.len < sizeof(key) ? k.len : sizeof(key);
 		memcpy(key, k.data, kl);
+		int64_t taken_at = v.len == 8 ? (int64_t)wj_u64be_get(v.data) : wj_now_ms();
 		wj_iter_del(&it);
 		wj_val_t dv;
 		json_t *doc = NULL;
@@ -836,6 +855,7 @@ static int recover_fn(wj_txn_t *t, void *arg)
 		if (doc) {
 			json_object_set_new(doc, "state", json_string("queued"));
 			json_object_set_new(doc, "unknown", json_true());
+			json_object_set_new(doc, "unknown_at", json_integer(taken_at));
 			put_json(t, WJ_DB_DOCS, key, kl, doc);
 			uint64_t seq;
 			wj_txn_seq_next(t, &seq);

@@ -351,6 +351,16 @@ static const json_t *resolve(const ctx_t *c, const json_t *line, const char *pat
 	return json_object_get(line ? line : c->order, path);
 }
 
+/* A value as shown in an error message; never leaves buf unset. */
+static void shown_text(const json_t *v, char *buf, size_t size)
+{
+	if (wj_json_text(v, buf, size) == 0)
+		return;
+	const char *what = json_is_string(v) ? "(a long text)" : json_is_object(v) ? "(an object)" :
+			   json_is_array(v) ? "(an array)" : json_is_true(v) ? "true" : "false";
+	snprintf(buf, size, "%s", what);
+}
+
 static json_t *field_value(ctx_t *c, const field_t *f, const json_t *line, const char *where)
 {
 	char text[512];
@@ -370,7 +380,11 @@ static json_t *field_value(ctx_t *c, const field_t *f, const json_t *line, const
 	case SRC_LOOKUP:
 		for (size_t i = 0; i < f->n_paths && !src; i++) {
 			const json_t *v = resolve(c, line, f->paths[i]);
-			if (v && !json_is_null(v) && !(json_is_string(v) && !json_string_length(v))) {
+			/* WDT writes unset times as "0000-00-00 00:00:00": fall through to the next. */
+			bool zero_time = f->conv == CONV_DATE && json_is_string(v) &&
+					 !strncmp(json_string_value(v), "0000-00-00", 10);
+			if (v && !json_is_null(v) && !(json_is_string(v) && !json_string_length(v)) &&
+			    !zero_time) {
 				src = v;
 				used = f->paths[i];
 			}
@@ -408,13 +422,13 @@ static json_t *field_value(ctx_t *c, const field_t *f, const json_t *line, const
 	case CONV_NUMBER: {
 		double d;
 		if (wj_json_number(src, &d) < 0 || !isfinite(d)) {
-			wj_json_text(src, text, sizeof(text));
+			shown_text(src, text, sizeof(text));
 			set_err(c->err, c->errsize, "order %s: %s%s: expected a number, got \"%s\"",
 				c->stockin_no, where, used, text);
 			return NULL;
 		}
 		if (f->positive && !(d > 0)) {
-			wj_json_text(src, text, sizeof(text));
+			shown_text(src, text, sizeof(text));
 			set_err(c->err, c->errsize, "order %s: %s%s: must be > 0, got \"%s\"",
 				c->stockin_no, where, used, text);
 			return NULL;

@@ -35,6 +35,8 @@ static void usage(FILE *f)
 		"  review show ORDER | review done ORDER\n"
 		"  cursor show [FLOW]              where each flow's polling stands\n"
 		"  cursor set FLOW \"YYYY-MM-DD HH:MM:SS\"\n"
+		"  backfill FLOW --from T --to T [--no-wait]\n"
+		"                                  re-read a past period below live priority\n"
 		"  check-config                    validate the configuration\n"
 		"  sign qimen|openapi2 --secret S KEY=VALUE...\n"
 		"  sign kingdee --secret S --method M --path P --nonce N --timestamp T [KEY=VALUE...]\n"
@@ -664,6 +666,136 @@ static int cmd_cursor(int argc, char **argv)
 	return rc;
 }
 
+/* ---- backfill ------------------------------------------------------------------------------ */
+
+typedef struct bf_set {
+	char key[WJ_DOC_KEY_MAX_CTL];
+	size_t kl;
+	int64_t from, to;
+} bf_set_t;
+
+static int bf_set_fn(wj_txn_t *t, void *arg)
+{
+	bf_set_t *b = arg;
+	json_t *o = json_pack("{s:I, s:I, s:I, s:I}", "from", (json_int_t)b->from, "to",
+			      (json_int_t)b->to, "cursor", (json_int_t)b->from, "started",
+			      (json_int_t)wj_now());
+	put_json(t, WJ_DB_CURSORS, b->key, b->kl, o);
+	json_decref(o);
+	return t->err;
+}
+
+static bool daemon_running(const wj_config_t *cfg)
+{
+	json_t *st = cfg->status_file ? json_load_file(cfg->status_file, 0, NULL) : NULL;
+	long long pid = st ? num(st, "pid") : 0;
+	json_decref(st);
+	return pid > 0 && kill((pid_t)pid, 0) == 0;
+}
+
+static int cmd_backfill(int argc, char **argv)
+{
+	const char *from = NULL, *to = NULL;
+	bool wait = true;
+	static const struct option opts[] = {
+		{"from", required_argument, NULL, 'f'},
+		{"to", required_argument, NULL, 't'},
+		{"no-wait", no_argument, NULL, 'n'},
+		{NULL, 0, NULL, 0},
+	};
+	optind = 0;
+	int c;
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (c) {
+		case 'f': from = optarg; break;
+		case 't': to = optarg; break;
+		case 'n': wait = false; break;
+		default: usage(stderr); return 1;
+		}
+	}
+	if (optind != argc - 1 || !from || !to) {
+		fprintf(stderr, "wdt2jdyctl: usage: backfill FLOW --from T --to T [--no-wait]\n");
+		return 1;
+	}
+	const char *flow = argv[optind];
+	wj_config_t *cfg = load_config();
+	bf_set_t b = {0};
+	int rc = 1;
+	bool known = false;
+	for (size_t i = 0; i < cfg->n_flows; i++)
+		known |= !strcmp(cfg->flows[i].name, flow);
+	if (!known) {
+		fprintf(stderr, "wdt2jdyctl: no flow named \"%s\" in %s\n", flow, cfg->path);
+		wj_config_free(cfg);
+		return 1;
+	}
+	if (wj_time_parse(from, cfg->tz_offset, &b.from) < 0 ||
+	    wj_time_parse(to, cfg->tz_offset, &b.to) < 0 || b.to <= b.from) {
+		fprintf(stderr, "wdt2jdyctl: expected --from and --to like \"2026-11-01 00:00:00\", "
+				"from before to\n");
+		wj_config_free(cfg);
+		return 1;
+	}
+	size_t fl = strlen(flow);
+	memcpy(b.key, flow, fl);
+	b.key[fl] = '\0';
+	memcpy(b.key + fl + 1, "backfill", 8);
+	b.kl = fl + 9;
+	wj_store_t *s = open_store(cfg);
+	if (wj_store_write(s, bf_set_fn, &b) < 0) {
+		fprintf(stderr, "wdt2jdyctl: %s\n", wj_store_strerror());
+		goto out;
+	}
+	printf("backfill of %s from %s to %s queued\n", flow, from, to);
+	rc = 0;
+	if (!wait)
+		goto out;
+	if (!daemon_running(cfg)) {
+		printf("the daemon is not running: it starts the backfill when it runs\n");
+		goto out;
+	}
+	bool tty = isatty(STDOUT_FILENO);
+	int64_t last_line = 0;
+	for (;;) {
+		wj_txn_t t;
+		int64_t cur = b.from;
+		if (wj_txn_begin(s, &t, false) == 0) {
+			json_t *o = get_json(&t, WJ_DB_CURSORS, b.key, b.kl);
+			cur = json_integer_value(json_object_get(o, "cursor"));
+			json_decref(o);
+			wj_txn_abort(&t);
+		}
+		double frac = (double)(cur - b.from) / (double)(b.to - b.from);
+		if (frac > 1)
+			frac = 1;
+		char at[WJ_TIME_LEN];
+		wj_time_format(cur, cfg->tz_offset, at);
+		if (tty) {
+			int w = (int)(frac * 40);
+			printf("\r[%.*s%*s] %5.1f%%  %s", w, "########################################",
+			       40 - w, "", 100 * frac, at);
+			fflush(stdout);
+		} else if (wj_now() - last_line >= 10 || frac >= 1) {
+			printf("backfill %s: %.1f%% (at %s)\n", flow, 100 * frac, at);
+			fflush(stdout);
+			last_line = wj_now();
+		}
+		if (cur >= b.to)
+			break;
+		if (!daemon_running(cfg)) {
+			printf("%sthe daemon stopped; the backfill resumes when it runs again\n",
+			       tty ? "\n" : "");
+			goto out;
+		}
+		sleep(1);
+	}
+	printf("%sbackfill of %s done\n", tty ? "\n" : "", flow);
+out:
+	wj_store_close(s);
+	wj_config_free(cfg);
+	return rc;
+}
+
 int main(int argc, char **argv)
 {
 	int c;
@@ -704,6 +836,8 @@ int main(int argc, char **argv)
 		return cmd_review(sub_argc, sub_argv);
 	if (!strcmp(cmd, "cursor"))
 		return cmd_cursor(sub_argc, sub_argv);
+	if (!strcmp(cmd, "backfill"))
+		return cmd_backfill(sub_argc, sub_argv);
 	fprintf(stderr, "wdt2jdyctl: unknown command \"%s\"\n", cmd);
 	usage(stderr);
 	return 1;

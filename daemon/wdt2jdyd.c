@@ -55,6 +55,64 @@ static void print_errors(const wj_errors_t *errs)
 
 /* ---- status ---------------------------------------------------------------------------- */
 
+/* Prometheus text exposition for node_exporter's textfile collector. */
+static void metric(wj_buf_t *b, const char *name, const char *type, const char *help)
+{
+	wj_buf_printf(b, "# HELP wdt2jdy_%s %s\n# TYPE wdt2jdy_%s %s\n", name, help, name, type);
+}
+
+static void write_metrics(json_t *st)
+{
+	const char *path = d.cfg->metrics_file;
+	if (!path || !path[0])
+		return;
+	wj_buf_t b = {0};
+	json_t *q = json_object_get(st, "queue");
+	metric(&b, "up", "gauge", "1 while the daemon runs.");
+	wj_buf_printf(&b, "wdt2jdy_up 1\n");
+	metric(&b, "bills_posted_total", "counter", "Gain bills saved in Kingdee.");
+	wj_buf_printf(&b, "wdt2jdy_bills_posted_total %lld\n",
+		      (long long)json_integer_value(json_object_get(st, "posted")));
+	metric(&b, "attempts_failed_total", "counter", "Save attempts that failed and were retried.");
+	wj_buf_printf(&b, "wdt2jdy_attempts_failed_total %lld\n",
+		      (long long)json_integer_value(json_object_get(st, "failed")));
+	metric(&b, "dead_letters", "gauge", "Orders parked in the dead-letter list.");
+	wj_buf_printf(&b, "wdt2jdy_dead_letters %lld\n",
+		      (long long)json_integer_value(json_object_get(st, "dead")));
+	metric(&b, "review", "gauge", "Orders changed after their bill was posted.");
+	wj_buf_printf(&b, "wdt2jdy_review %lld\n",
+		      (long long)json_integer_value(json_object_get(st, "review")));
+	metric(&b, "queue", "gauge", "Queue entries by state.");
+	static const char *states[] = {"ready", "delayed", "in_flight"};
+	for (size_t i = 0; i < 3; i++)
+		wj_buf_printf(&b, "wdt2jdy_queue{state=\"%s\"} %lld\n", states[i],
+			      (long long)json_integer_value(json_object_get(q, states[i])));
+	metric(&b, "api_calls_total", "counter", "Remote API calls by endpoint and outcome.");
+	const char *ep, *oc;
+	json_t *o, *v;
+	json_object_foreach(json_object_get(st, "api_calls"), ep, o)
+		json_object_foreach(o, oc, v)
+			wj_buf_printf(&b, "wdt2jdy_api_calls_total{endpoint=\"%s\",outcome=\"%s\"} %lld\n",
+				      ep, oc, (long long)json_integer_value(v));
+	metric(&b, "flow_lag_seconds", "gauge", "How far each flow's cursor is behind now.");
+	size_t i;
+	json_array_foreach(json_object_get(st, "flows"), i, o)
+		wj_buf_printf(&b, "wdt2jdy_flow_lag_seconds{flow=\"%s\"} %lld\n",
+			      json_string_value(json_object_get(o, "name")),
+			      (long long)json_integer_value(json_object_get(o, "lag_s")));
+	metric(&b, "flow_paused", "gauge", "1 while a flow's polling is paused by backpressure.");
+	json_array_foreach(json_object_get(st, "flows"), i, o)
+		wj_buf_printf(&b, "wdt2jdy_flow_paused{flow=\"%s\"} %d\n",
+			      json_string_value(json_object_get(o, "name")),
+			      json_is_true(json_object_get(o, "paused")));
+	if (b.data) {
+		int r = wj_write_file_atomic(path, b.data, b.len, 0644);
+		if (r < 0)
+			wj_warn(MOD, NULL, "cannot write metrics file %s: %s", path, strerror(-r));
+	}
+	wj_buf_free(&b);
+}
+
 static void write_status(void)
 {
 	const wj_config_t *cfg = d.cfg;
@@ -75,6 +133,7 @@ static void write_status(void)
 	json_object_set_new(st, "reload_failures", json_integer(d.reload_failures));
 	json_object_set_new(st, "last_reload_error",
 			    d.last_reload_error[0] ? json_string(d.last_reload_error) : json_null());
+	write_metrics(st);
 	if (cfg->status_file && cfg->status_file[0]) {
 		char *text = json_dumps(st, JSON_INDENT(2) | JSON_SORT_KEYS);
 		if (text) {

@@ -27,6 +27,9 @@ struct poller {
 	uv_timer_t timer;
 	int64_t origin;   /* where the flow started (for backfill progress) */
 	int64_t cursor;   /* end of the last window fully stored */
+	/* backfill job (from `wdt2jdyctl backfill`), run when the live cursor has caught up */
+	bool bf_active, bf_mode;
+	int64_t bf_from, bf_to, bf_cursor;
 	/* window in progress */
 	bool busy, querying, orphan, stopped, paused, timer_closed;
 	int64_t w_start, w_end;
@@ -75,6 +78,32 @@ static int load_cursor(poller_t *p)
 	}
 	wj_txn_abort(&t);
 	return 0;
+}
+
+/* The backfill job of a flow lives in the cursors database under "FLOW\0backfill". */
+static size_t backfill_key(const poller_t *p, char *buf)
+{
+	return wj_doc_key(buf, p->name, "backfill");
+}
+
+static void load_backfill(poller_t *p)
+{
+	wj_txn_t t;
+	wj_val_t v;
+	char key[WJ_DOC_KEY_MAX];
+	size_t kl = backfill_key(p, key);
+	p->bf_active = false;
+	if (wj_txn_begin(p->e->store, &t, false) < 0)
+		return;
+	if (wj_txn_get(&t, WJ_DB_CURSORS, key, kl, &v) == 0) {
+		json_t *j = json_loadb(v.data, v.len, 0, NULL);
+		p->bf_from = json_integer_value(json_object_get(j, "from"));
+		p->bf_to = json_integer_value(json_object_get(j, "to"));
+		p->bf_cursor = json_integer_value(json_object_get(j, "cursor"));
+		p->bf_active = j && p->bf_cursor < p->bf_to;
+		json_decref(j);
+	}
+	wj_txn_abort(&t);
 }
 
 /* ---- storing a window ------------------------------------------------------------------ */
@@ -211,6 +240,16 @@ static int store_window_fn(wj_txn_t *t, void *arg)
 		if (r < 0)
 			return r;
 	}
+	if (p->bf_mode) {
+		char key[WJ_DOC_KEY_MAX];
+		size_t kl = backfill_key(p, key);
+		json_t *bf = json_pack("{s:I, s:I, s:I, s:I}", "from", (json_int_t)p->bf_from, "to",
+				       (json_int_t)p->bf_to, "cursor", (json_int_t)p->w_end,
+				       "updated", (json_int_t)wj_now());
+		put_json(t, WJ_DB_CURSORS, key, kl, bf);
+		json_decref(bf);
+		return t->err;
+	}
 	json_t *cur = json_pack("{s:I, s:I, s:I}", "cursor", (json_int_t)p->w_end, "origin",
 				(json_int_t)p->origin, "updated", (json_int_t)wj_now());
 	put_json(t, WJ_DB_CURSORS, p->name, strlen(p->name), cur);
@@ -227,7 +266,8 @@ static bool is_live(const poller_t *p)
 
 static void window_done(poller_t *p)
 {
-	store_ctx_t c = {.p = p, .prio = is_live(p) ? p->flow->priority : p->flow->backfill_priority};
+	store_ctx_t c = {.p = p, .prio = is_live(p) && !p->bf_mode ? p->flow->priority
+								  : p->flow->backfill_priority};
 	int r = wj_engine_write(p->e, store_window_fn, &c);
 	json_decref(p->records);
 	p->records = NULL;
@@ -238,7 +278,15 @@ static void window_done(poller_t *p)
 		schedule(p, 5000);
 		return;
 	}
-	p->cursor = p->w_end;
+	if (p->bf_mode) {
+		p->bf_cursor = p->w_end;
+		if (p->bf_cursor >= p->bf_to) {
+			p->bf_active = false;
+			wj_info("poller", p->fields, "backfill finished");
+		}
+	} else {
+		p->cursor = p->w_end;
+	}
 	p->windows++;
 	p->stored += c.n_new;
 	p->unchanged += c.n_unchanged;
@@ -342,13 +390,14 @@ static void on_page(wj_wdt_result_t *res, void *arg)
 	if (p->page == 0) {
 		p->total = res->total_count;
 		unsigned th = split_threshold(p);
+		int64_t base = p->bf_mode ? p->bf_cursor : p->cursor;
 		if (p->total > (int64_t)th && p->w_end > p->w_start) {
 			int64_t mid = p->w_start + (p->w_end - p->w_start) / 2;
-			if (mid <= p->cursor && p->w_start < p->cursor) {
-				p->w_start = p->cursor; /* drop the overlap before splitting further */
+			if (mid <= base && p->w_start < base) {
+				p->w_start = base; /* drop the overlap before splitting further */
 				mid = p->w_start + (p->w_end - p->w_start) / 2;
 			}
-			if (mid > p->cursor) {
+			if (mid > base) {
 				p->w_end = mid;
 				p->splits++;
 				restart_window(p);
@@ -437,8 +486,26 @@ static void start_window(poller_t *p)
 	load_cursor(p); /* picks up `wdt2jdyctl cursor set` */
 	int64_t now = wj_now();
 	int64_t limit = now - (int64_t)(f->lag_ms / 1000);
+	p->bf_mode = false;
 	if (p->cursor >= limit) {
-		schedule(p, f->interval_ms);
+		/* Live is up to date: use the wait for a backfill window, if one is pending. */
+		load_backfill(p);
+		if (!p->bf_active) {
+			schedule(p, f->interval_ms);
+			return;
+		}
+		int64_t end = p->bf_cursor + (int64_t)(f->window_ms / 1000);
+		if (end > p->bf_to)
+			end = p->bf_to;
+		if (end - p->bf_cursor > MAX_SPAN_S)
+			end = p->bf_cursor + MAX_SPAN_S;
+		p->bf_mode = true;
+		p->w_start = p->bf_cursor;
+		p->w_end = end > p->bf_cursor ? end : p->bf_cursor + 1;
+		p->rereads = 0;
+		p->busy = true;
+		p->window_started = wj_mono_ms();
+		restart_window(p);
 		return;
 	}
 	int64_t start = p->cursor - (int64_t)(f->overlap_ms / 1000);
@@ -510,6 +577,7 @@ poller_t *poller_new(wj_engine_t *e, const wj_flow_cfg_t *flow)
 		free(p);
 		return NULL;
 	}
+	load_backfill(p);
 	uv_timer_init(e->loop, &p->timer);
 	p->timer.data = p;
 	schedule(p, 0);
@@ -582,6 +650,19 @@ json_t *poller_status(poller_t *p)
 		json_object_set_new(o, "window", json_null());
 	}
 	json_object_set_new(o, "last_window", json_string(p->last_window));
+	if (p->bf_active) {
+		char a[WJ_TIME_LEN], b[WJ_TIME_LEN], c[WJ_TIME_LEN];
+		wj_time_format(p->bf_from, tz, a);
+		wj_time_format(p->bf_to, tz, b);
+		wj_time_format(p->bf_cursor, tz, c);
+		double bp = p->bf_to > p->bf_from ? (double)(p->bf_cursor - p->bf_from) /
+							(double)(p->bf_to - p->bf_from)
+						  : 1.0;
+		json_object_set_new(o, "backfill", json_pack("{s:s, s:s, s:s, s:f}", "from", a, "to",
+							       b, "cursor", c, "progress", bp));
+	} else {
+		json_object_set_new(o, "backfill", json_null());
+	}
 	json_object_set_new(o, "last_error", p->last_error[0] ? json_string(p->last_error)
 							       : json_null());
 	return o;

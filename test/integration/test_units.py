@@ -147,6 +147,24 @@ for page, sec in PAGES:
 if not groff and not have_man:
     print("# neither groff nor man found: pages not rendered")
 
+# The example of wdt2jdy.json(5) is a valid configuration.
+with open(os.path.join(SOURCE, "man", "wdt2jdy.json.5")) as f:
+    m = re.search(r"^\.SH EXAMPLE\n\.RS 4\n\.nf\n(.*?)^\.fi\n", f.read(), re.M | re.S)
+check(m is not None, "wdt2jdy.json(5) has an EXAMPLE block")
+if m:
+    example = os.path.join(tmp, "example.json")
+    with open(example, "w") as f:
+        f.write(m.group(1).replace("\\-", "-"))
+    cred = os.path.join(tmp, "credentials")
+    os.makedirs(cred)
+    for name in template_creds:
+        with open(os.path.join(cred, name), "w") as f:
+            f.write("example-secret-" + name + "\n")
+    p = run([DAEMON, "--check", "-c", example], {"CREDENTIALS_DIRECTORY": cred})
+    check(p.returncode == 0 and p.stdout.strip() == "configuration OK",
+          "the example of wdt2jdy.json(5) passes wdt2jdyd --check" +
+          ("\n" + p.stderr if p.stderr else ""))
+
 # The pages document every command line flag and command the programs print in --help.
 for prog, page in [(DAEMON, "wdt2jdyd.8"),
                    (os.environ.get("WJ_CTL", os.path.join(BUILD, "daemon", "wdt2jdyctl")),

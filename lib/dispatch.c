@@ -614,12 +614,12 @@ static void apply_outcome(wj_txn_t *t, job_t *j, outcome_t *final)
 	default: {
 		json_object_set_new(doc, "state", json_string("dead"));
 		json_t *order = json_object_get(doc, "order");
-		json_t *dl = json_pack("{s:s, s:s, s:s, s:s, s:O, s:O, s:i, s:I, s:O, s:O}", "flow",
+		const char *first = json_string_value(json_object_get(doc, "first_error"));
+		const char *last = json_string_value(json_object_get(doc, "last_error"));
+		json_t *dl = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:I, s:O, s:O}", "flow",
 				       j->flow, "stockin_id", j->id, "stockin_no", j->stockin_no,
-				       "reason", reason, "first_error",
-				       json_object_get(doc, "first_error") ?: json_string(reason),
-				       "last_error",
-				       json_object_get(doc, "last_error") ?: json_string(reason),
+				       "reason", reason, "first_error", first ? first : reason,
+				       "last_error", last ? last : reason,
 				       "attempts", attempts, "ts", (json_int_t)wj_now(), "order",
 				       order ? order : json_null(), "body",
 				       j->body ? j->body : json_null());

@@ -59,27 +59,36 @@ size_t wj_engine_depth(wj_engine_t *e)
 int wj_engine_write(wj_engine_t *e, int (*fn)(wj_txn_t *, void *), void *arg)
 {
 	int r = wj_store_write(e->store, fn, arg);
+	uint64_t now = wj_mono_ms();
 	if (r == 0) {
-		if (e->store_error) {
+		/* Say so once the trouble is over (a minute without errors), not per commit. */
+		if (e->store_error && now - e->store_error_at > 60000) {
 			wj_info(MOD, NULL, "state store writable again");
 			e->store_error = 0;
 		}
 		return 0;
 	}
-	uint64_t now = wj_mono_ms();
-	if (r != e->store_error || now - e->store_error_logged > 60000) {
+	e->store_error = r;
+	e->store_error_at = now;
+	if (!e->store_error_logged || now - e->store_error_logged > 60000) {
+		/* One clear line a minute, however many commits fail. */
 		if (r == -ENOSPC)
 			wj_error(MOD, NULL,
 				 "state store full (store.map_max %llu bytes reached or disk full): "
-				 "polling paused until space returns",
+				 "polling paused, dispatching continues",
 				 (unsigned long long)e->cfg->map_max);
 		else
 			wj_error(MOD, NULL, "state store write failed: %s", wj_store_strerror());
 		e->store_error_logged = now;
 	}
-	e->store_error = r;
 	wj_engine_set_error(e, "state store write failed: %s", strerror(-r));
 	return r;
+}
+
+bool wj_engine_store_full(const wj_engine_t *e)
+{
+	/* Polling stays paused for 10 s after the last failed commit. */
+	return e->store_error == -ENOSPC && wj_mono_ms() - e->store_error_at < 10000;
 }
 
 /* ---- gates ---------------------------------------------------------------------------- */
@@ -363,6 +372,9 @@ void wj_engine_reload(wj_engine_t *e, const wj_config_t *cfg)
 		wj_error(MOD, NULL, "%s: keeping the previous mapping", err);
 	}
 	e->cfg = cfg;
+	wj_store_set_max(e->store, cfg->map_max); /* room for a full store: raise map_max, reload */
+	if (e->store_error == -ENOSPC)
+		e->store_error_at = 0; /* try again now */
 	wj_wdt_opts_t wo;
 	wj_jdy_opts_t jo;
 	wdt_opts(cfg, &wo);

@@ -60,6 +60,7 @@ struct wj_engine {
 	bool closing;
 	int store_error;       /* last -ENOSPC etc. from a commit (0 when healthy) */
 	uint64_t store_error_logged;
+	uint64_t store_error_at;  /* monotonic ms of the last failed commit */
 	uint64_t calls[EP_COUNT][OC_COUNT];
 	char last_error[512];
 	char last_error_at[WJ_TIME_LEN];
@@ -77,6 +78,8 @@ void wj_engine_count(wj_engine_t *e, int endpoint, int outcome);
 size_t wj_engine_depth(wj_engine_t *e);
 /* Commit fn via wj_store_write; on failure log once per minute and remember it. */
 int wj_engine_write(wj_engine_t *e, int (*fn)(wj_txn_t *, void *), void *arg);
+/* The store refused a commit for lack of space recently: polling waits. */
+bool wj_engine_store_full(const wj_engine_t *e);
 void gate_init(gate_t *g, wj_engine_t *e, const char *name, wj_rate_t rate);
 void gate_enter(gate_t *g, gate_fn fn, void *arg);
 void gate_pause(gate_t *g, int64_t ms);

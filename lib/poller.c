@@ -32,6 +32,7 @@ struct poller {
 	int64_t bf_from, bf_to, bf_cursor;
 	/* window in progress */
 	bool busy, querying, orphan, stopped, paused, timer_closed;
+	bool store_paused; /* the store refused a window for lack of space */
 	int64_t w_start, w_end;
 	unsigned page, rereads, failures;
 	int64_t total;
@@ -277,6 +278,10 @@ static void window_done(poller_t *p)
 		snprintf(p->last_error, sizeof(p->last_error), "cannot store window: %s", strerror(-r));
 		schedule(p, 5000);
 		return;
+	}
+	if (p->store_paused) {
+		wj_info("poller", p->fields, "state store writable again: polling resumed");
+		p->store_paused = false;
 	}
 	if (p->bf_mode) {
 		p->bf_cursor = p->w_end;
@@ -531,10 +536,18 @@ static void on_timer(uv_timer_t *t)
 	poller_t *p = t->data;
 	if (p->busy || p->stopped || p->e->stopping)
 		return;
+	/* A full store: wait (quietly: the engine logs the error once a minute). */
+	if (wj_engine_store_full(p->e)) {
+		if (!p->store_paused)
+			wj_warn("poller", p->fields, "state store full: polling paused");
+		p->store_paused = true;
+		schedule(p, 1000);
+		return;
+	}
 	/* Backpressure: pause at the high watermark, resume below the low one. */
 	size_t depth = wj_engine_depth(p->e), cap = p->e->cfg->queue.capacity;
 	size_t low = cap - cap / 4;
-	if (p->e->store_error == -ENOSPC || depth >= cap || (p->paused && depth > low)) {
+	if (depth >= cap || (p->paused && depth > low)) {
 		if (!p->paused)
 			wj_info("poller", p->fields, "queue at %zu of %zu: polling paused", depth, cap);
 		p->paused = true;

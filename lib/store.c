@@ -312,6 +312,11 @@ int wj_store_reader_check(wj_store_t *s, int *dead)
 	return rc ? mdb_fail(rc, "mdb_reader_check") : 0;
 }
 
+void wj_store_set_max(wj_store_t *s, uint64_t map_max)
+{
+	s->map_max = map_max > s->map_size ? map_max : s->map_size;
+}
+
 int wj_store_grow(wj_store_t *s)
 {
 	if (atomic_load(&s->ntxn) != 0) {

@@ -122,6 +122,8 @@ int wj_store_reader_check(wj_store_t *s, int *dead);
 /* Double the map (capped at map_max). No transaction of this process may be open: -EBUSY
  * otherwise; -ENOSPC when the map is already at map_max. 0 or -errno. */
 int wj_store_grow(wj_store_t *s);
+/* Change the growth limit (configuration reload); never below the current map size. */
+void wj_store_set_max(wj_store_t *s, uint64_t map_max);
 
 /* Run fn in a fresh write transaction and commit. If fn, any operation or the commit fails with
  * -ENOSPC, the transaction is aborted, the map grown and fn run again from the start, so fn must

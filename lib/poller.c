@@ -442,10 +442,26 @@ reread:
 		restart_window(p);
 		return;
 	}
-	/* Still moving: records that moved left this window for a later modified time, and a
-	 * later window reads them; records that stayed were read. Store what we have. */
-	wj_warn("poller", p->fields, "window kept changing during %d re-reads; storing it",
-		MAX_REREADS);
+	/* Still moving. Storing what we have could miss a record that slid onto a page already
+	 * read, so never do that: read a smaller window (fewer pages, less time to change). */
+	{
+		int64_t base = p->bf_mode ? p->bf_cursor : p->cursor;
+		int64_t mid = p->w_start + (p->w_end - p->w_start) / 2;
+		if (mid <= base && p->w_start < base) {
+			p->w_start = base;
+			mid = p->w_start + (p->w_end - p->w_start) / 2;
+		}
+		p->rereads = 0;
+		if (mid > base) {
+			wj_info("poller", p->fields, "window kept changing while paging: splitting it");
+			p->w_end = mid;
+			p->splits++;
+			restart_window(p);
+		} else {
+			retry_later(p, 2000, "window kept changing while paging; reading it again later");
+		}
+		return;
+	}
 done:
 	window_done(p);
 }

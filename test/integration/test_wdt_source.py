@@ -6,7 +6,7 @@ import os
 import signal
 import time
 
-from wjtest import Stack, check, finish, remark_counts, wait_for
+from wjtest import Daemon, Stack, check, finish, read, remark_counts, wait_for
 import wjfake
 
 FAST_JDY = ["--rate-limit", "0"]
@@ -60,7 +60,32 @@ def backlog(api, orders, seed, threshold):
 
 
 backlog("qimen", 5000, 11, 400)
-backlog("openapi2", 1500, 12, 100)
+backlog("openapi2", 5000, 12, 400)
+
+# ---- the host's TZ does not matter ----------------------------------------------------------
+
+
+def windows_under(tz):
+    s = Stack(wdt_args=["--orders", "300", "--seed", "51", "--start", "2026-06-01 00:00:00",
+                        "--span-days", "20", "--rate-limit", "0"],
+              jdy_args=FAST_JDY, wdt__rate_limit="100000/min", kingdee__rate_limit="100000/min")
+    s.cfg["flows"][0]["cursor"].update({"start": "2026-06-01 00:00:00", "window": "2d",
+                                        "lag": "1s", "interval": "1s"})
+    s.write()
+    try:
+        s.daemon = Daemon(s.cfg_path, env={"TZ": tz}).start()
+        wait_for(lambda: cursor_of(s) >= wjfake.parse_wdt_time("2026-06-21 00:00:00"), timeout=60)
+        return [line[line.index("window_start"):line.index(" total=")]
+                for line in read(s.log).splitlines() if "window stored" in line][:10]
+    finally:
+        s.close()
+
+
+utc, ny = windows_under("UTC"), windows_under("America/New_York")
+check(len(utc) == 10 and utc == ny, "TZ=UTC and TZ=America/New_York give identical windows (%s)"
+      % (utc[:1]))
+check(utc and utc[0] == 'window_start="2026-06-01 00:00:00" window_end="2026-06-03 00:00:00"',
+      "windows are in the configured +08:00, whatever the host TZ")
 
 # ---- live changes while paging -------------------------------------------------------------
 now = time.time()

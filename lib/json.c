@@ -182,3 +182,55 @@ int wj_json_hash(const json_t *v, uint8_t out[32])
 	free(s);
 	return ok == 1 && len == 32 ? 0 : -EIO;
 }
+
+/* Length of the valid UTF-8 sequence at p (1..4), or 0 when invalid or cut short. */
+static size_t utf8_seq(const unsigned char *p, size_t left)
+{
+	unsigned char c = p[0];
+	size_t n;
+	uint32_t min, cp;
+	if (c < 0x80)
+		return 1;
+	if ((c & 0xE0) == 0xC0)
+		n = 2, min = 0x80, cp = c & 0x1F;
+	else if ((c & 0xF0) == 0xE0)
+		n = 3, min = 0x800, cp = c & 0x0F;
+	else if ((c & 0xF8) == 0xF0)
+		n = 4, min = 0x10000, cp = c & 0x07;
+	else
+		return 0;
+	if (n > left)
+		return 0;
+	for (size_t i = 1; i < n; i++) {
+		if ((p[i] & 0xC0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (p[i] & 0x3F);
+	}
+	if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+		return 0;
+	return n;
+}
+
+int wj_utf8_repair(const char *in, size_t len, wj_buf_t *out)
+{
+	const unsigned char *p = (const unsigned char *)in;
+	size_t i = 0, start = 0;
+	int repaired = 0;
+	while (i < len) {
+		size_t n = utf8_seq(p + i, len - i);
+		if (n) {
+			i += n;
+			continue;
+		}
+		if (!repaired)
+			wj_buf_reset(out);
+		if (wj_buf_append(out, in + start, i - start) < 0 ||
+		    wj_buf_append(out, "\xEF\xBF\xBD", 3) < 0)
+			return -ENOMEM;
+		repaired = 1;
+		start = ++i;
+	}
+	if (repaired && wj_buf_append(out, in + start, len - start) < 0)
+		return -ENOMEM;
+	return repaired;
+}

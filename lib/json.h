@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "lib/util.h"
+
 /* The string value of obj[key], or NULL when absent or not a string. Borrowed from obj. */
 const char *wj_json_str(const json_t *obj, const char *key);
 
@@ -25,3 +27,8 @@ int wj_json_int(const json_t *v, int64_t *out);
 /* SHA-256 of the canonical dump (sorted keys, compact): a content hash independent of key
  * order. 0, -EINVAL (NULL), -ENOMEM or -EIO (digest failure). */
 int wj_json_hash(const json_t *v, uint8_t out[32]);
+
+/* Replace every invalid UTF-8 sequence of in[0..len) by U+FFFD, so that a remote answer with
+ * one bad name still parses. Returns 0 when in is valid (out untouched), 1 when the repaired
+ * text is in out, or -ENOMEM. */
+int wj_utf8_repair(const char *in, size_t len, wj_buf_t *out);

@@ -146,6 +146,11 @@ static int store_order(wj_txn_t *t, store_ctx_t *c, json_t *order)
 	char id[128], key[WJ_DOC_KEY_MAX], hex[65];
 	uint8_t hash[32];
 	if (!json_is_object(order) || wj_wdt_order_key(order, id, sizeof(id)) < 0) {
+		char no[128] = "?", f[300] = "";
+		wj_json_text(json_object_get(order, "stockin_no"), no, sizeof(no));
+		wj_logfmt_kv(f, sizeof(f), "flow", p->name);
+		wj_logfmt_kv(f, sizeof(f), "stockin_no", no);
+		wj_warn("poller", f, "order with no stockin_id: cannot be tracked, ignored");
 		c->n_ignored++;
 		return 0;
 	}

@@ -199,12 +199,35 @@ static void test_hash(void **state)
 	json_decref(d);
 }
 
+static void test_utf8_repair(void **state)
+{
+	(void)state;
+	wj_buf_t b = {0};
+	const char *ok = "{\"n\":\"蓝色棉T恤\"}";
+	assert_int_equal(wj_utf8_repair(ok, strlen(ok), &b), 0);
+	assert_null(b.data);
+	/* a lone continuation byte, a cut 3-byte sequence, an overlong '/', a surrogate */
+	const char bad[] = "{\"n\":\"a\x80" "b\xE8\x93" "c\xC0\xAF" "d\xED\xA0\x80\"}";
+	assert_int_equal(wj_utf8_repair(bad, sizeof(bad) - 1, &b), 1);
+	json_t *j = json_loadb(b.data, b.len, 0, NULL);
+	assert_non_null(j);
+	assert_string_equal(json_string_value(json_object_get(j, "n")),
+			    "a\xEF\xBF\xBD" "b\xEF\xBF\xBD\xEF\xBF\xBD" "c\xEF\xBF\xBD\xEF\xBF\xBD"
+			    "d\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");
+	json_decref(j);
+	/* the repaired text is whole: reusing the buffer for a second input starts afresh */
+	assert_int_equal(wj_utf8_repair("x\xFF" "y", 3, &b), 1);
+	assert_int_equal(b.len, 5);
+	assert_memory_equal(b.data, "x\xEF\xBF\xBD" "y", 5);
+	wj_buf_free(&b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_str),    cmocka_unit_test(test_text),
 		cmocka_unit_test(test_number), cmocka_unit_test(test_int),
-		cmocka_unit_test(test_hash),
+		cmocka_unit_test(test_hash),   cmocka_unit_test(test_utf8_repair),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,236 @@
+/* Unit tests for lib/mapping: the built-in default (v1, v2), a declarative mapping with every
+ * kind of field, and refusals that name the order, the line and the field. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "lib/mapping.h"
+
+static const char *ORDER =
+	"{\"stockin_id\": 7, \"stockin_no\": \"RK001\", \"warehouse_no\": \"WH01\","
+	" \"src_order_no\": \"PD9\", \"stockin_time\": \"2026-11-02 10:11:12\","
+	" \"modified\": \"2026-11-03 00:00:00\", \"details_list\": ["
+	"  {\"spec_no\": \"SP00001\", \"goods_count\": \"3.0000\"},"
+	"  {\"spec_no\": \"SP00002\", \"goods_count\": 2}]}";
+
+static json_t *material(const char *id, const char *unit)
+{
+	return json_pack("{s:s, s:s}", "id", id, "base_unit_id", unit);
+}
+
+typedef struct catalogue {
+	json_t *m1, *m2, *s1;
+	int calls;
+	bool empty;
+} catalogue_t;
+
+static const json_t *lookup(void *arg, char kind, const char *number)
+{
+	catalogue_t *c = arg;
+	c->calls++;
+	if (c->empty)
+		return NULL;
+	if (kind == 'm' && !strcmp(number, "SP00001"))
+		return c->m1;
+	if (kind == 'm' && !strcmp(number, "SP00002"))
+		return c->m2;
+	if (kind == 's' && !strcmp(number, "WH01"))
+		return c->s1;
+	return NULL;
+}
+
+static json_t *apply(const wj_mapping_t *m, const char *order_text, catalogue_t *c, int *rc,
+		     char *err)
+{
+	json_t *order = json_loads(order_text, 0, NULL);
+	assert_non_null(order);
+	json_t *body = wj_mapping_apply(m, order, lookup, c, rc, err, 512);
+	json_decref(order);
+	return body;
+}
+
+static void test_default_v1_v2(void **state)
+{
+	(void)state;
+	catalogue_t c = {material("M1", "U2"), material("M2", "U3"),
+			 json_pack("{s:s}", "id", "S01"), 0, false};
+	wj_mapping_t *m;
+	char err[512] = "";
+	int rc;
+	assert_int_equal(wj_mapping_compile(NULL, WJ_JDY_V1, NULL, &m, err, sizeof(err)), 0);
+	json_t *body = apply(m, ORDER, &c, &rc, err);
+	assert_int_equal(rc, 0);
+	json_t *want = json_loads(
+		"{\"billdate\": \"2026-11-02\", \"remark\": \"WDT:RK001\", \"material_entity\": ["
+		" {\"materialid_id\": \"M1\", \"stockid_id\": \"S01\", \"qty\": 3.0,"
+		"  \"unit_id\": \"U2\", \"billno\": \"PD9\"},"
+		" {\"materialid_id\": \"M2\", \"stockid_id\": \"S01\", \"qty\": 2.0,"
+		"  \"unit_id\": \"U3\", \"billno\": \"PD9\"}]}", 0, NULL);
+	assert_true(json_equal(body, want));
+	char marker[64];
+	json_t *order = json_loads(ORDER, 0, NULL);
+	assert_int_equal(wj_mapping_marker(m, order, marker, sizeof(marker)), 0);
+	assert_string_equal(marker, "WDT:RK001");
+	json_decref(order);
+	json_decref(body);
+	json_decref(want);
+	wj_mapping_free(m);
+
+	assert_int_equal(wj_mapping_compile(NULL, WJ_JDY_V2, "JDY-{stockin_no}-{src_order_no}", &m,
+					    err, sizeof(err)), 0);
+	body = apply(m, ORDER, &c, &rc, err);
+	assert_int_equal(rc, 0);
+	want = json_loads(
+		"{\"bill_date\": \"2026-11-02\", \"remark\": \"JDY-RK001-PD9\", \"material_entity\": ["
+		" {\"material_id\": \"M1\", \"stock_id\": \"S01\", \"qty\": 3.0, \"unit_id\": \"U2\"},"
+		" {\"material_id\": \"M2\", \"stock_id\": \"S01\", \"qty\": 2.0, \"unit_id\": \"U3\"}]}",
+		0, NULL);
+	assert_true(json_equal(body, want));
+	json_decref(body);
+	json_decref(want);
+
+	/* lookups not yet known: -EAGAIN, and the callback heard of each number */
+	c.empty = true;
+	c.calls = 0;
+	assert_null(apply(m, ORDER, &c, &rc, err));
+	assert_int_equal(rc, -EAGAIN);
+	assert_true(c.calls >= 3);
+	wj_mapping_free(m);
+	json_decref(c.m1);
+	json_decref(c.m2);
+	json_decref(c.s1);
+}
+
+static void test_declarative(void **state)
+{
+	(void)state;
+	json_t *spec = json_loads(
+		"{\"bill\": {\"date\": {\"path\": \"check_time\", \"fallback\": [\"modified\"],"
+		"                       \"convert\": \"date\"},"
+		"            \"remark\": {\"template\": \"X:{stockin_no}\"},"
+		"            \"source\": {\"const\": \"WDT\"}},"
+		" \"lines\": {\"m\": {\"lookup\": \"material.id\", \"path\": \"spec_no\"},"
+		"             \"n\": {\"path\": \"goods_count\", \"convert\": \"number\"},"
+		"             \"w\": {\"path\": \"order.warehouse_no\"}}}", 0, NULL);
+	catalogue_t c = {material("M1", "U2"), material("M2", "U3"), NULL, 0, false};
+	wj_mapping_t *m;
+	char err[512] = "";
+	int rc;
+	assert_int_equal(wj_mapping_compile(spec, WJ_JDY_V1, NULL, &m, err, sizeof(err)), 0);
+	json_t *body = apply(m, ORDER, &c, &rc, err);
+	assert_int_equal(rc, 0);
+	json_t *want = json_loads(
+		"{\"date\": \"2026-11-03\", \"remark\": \"X:RK001\", \"source\": \"WDT\","
+		" \"material_entity\": [{\"m\": \"M1\", \"n\": 3.0, \"w\": \"WH01\"},"
+		"                       {\"m\": \"M2\", \"n\": 2.0, \"w\": \"WH01\"}]}", 0, NULL);
+	assert_true(json_equal(body, want));
+	json_decref(body);
+	json_decref(want);
+	wj_mapping_free(m);
+	json_decref(spec);
+	json_decref(c.m1);
+	json_decref(c.m2);
+}
+
+static void test_compile_errors(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *spec, *msg;
+	} cases[] = {
+		{"[]", "mapping: expected \"default\" or an object"},
+		{"{\"bill\": {\"remark\": {\"template\": \"x\"}}, \"lines\": {}, \"x\": 1}",
+		 "mapping.x: unknown key"},
+		{"{\"bill\": {\"remark\": {\"template\": \"x\"}}, \"lines\": {}}",
+		 "mapping.lines: expected a non-empty object of fields"},
+		{"{\"bill\": {\"remark\": {\"template\": \"x\"}},"
+		 " \"lines\": {\"q\": {\"path\": \"a\", \"const\": 1}}}",
+		 "mapping.lines.q: give exactly one of \"path\", \"const\", \"template\", \"lookup\""},
+		{"{\"bill\": {\"remark\": {\"template\": \"x\"}},"
+		 " \"lines\": {\"q\": {\"path\": \"a\", \"convert\": \"int\"}}}",
+		 "mapping.lines.q.convert: expected \"string\", \"number\" or \"date\""},
+		{"{\"bill\": {\"remark\": {\"template\": \"x\"}},"
+		 " \"lines\": {\"q\": {\"lookup\": \"material.name\", \"path\": \"spec_no\"}}}",
+		 "mapping.lines.q.lookup: expected \"material.id\", \"material.base_unit_id\" or "
+		 "\"store.id\""},
+		{"{\"bill\": {\"d\": {\"path\": \"x\"}}, \"lines\": {\"q\": {\"path\": \"a\"}}}",
+		 "mapping.bill.remark: required (it carries the marker used to detect duplicates)"},
+		{"{\"bill\": {\"remark\": {\"template\": \"x\"}, \"s\": {\"lookup\": \"store.id\","
+		 " \"path\": \"warehouse_no\"}}, \"lines\": {\"q\": {\"path\": \"a\"}}}",
+		 "mapping.bill.s: lookups are only allowed in lines"},
+		{"{\"bill\": {\"remark\": {\"template\": \"x\", \"colour\": 1}},"
+		 " \"lines\": {\"q\": {\"path\": \"a\"}}}",
+		 "mapping.bill.remark.colour: unknown key"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		json_t *spec = json_loads(cases[i].spec, 0, NULL);
+		assert_non_null(spec);
+		wj_mapping_t *m = NULL;
+		char err[512] = "";
+		assert_int_equal(wj_mapping_compile(spec, WJ_JDY_V1, NULL, &m, err, sizeof(err)),
+				 -EINVAL);
+		assert_null(m);
+		assert_string_equal(err, cases[i].msg);
+		json_decref(spec);
+	}
+}
+
+static void test_refusals(void **state)
+{
+	(void)state;
+	catalogue_t c = {material("M1", "U2"), material("M2", "U3"),
+			 json_pack("{s:s}", "id", "S01"), 0, false};
+	wj_mapping_t *m;
+	char err[512] = "";
+	int rc;
+	assert_int_equal(wj_mapping_compile(NULL, WJ_JDY_V1, NULL, &m, err, sizeof(err)), 0);
+	static const struct {
+		const char *order, *msg;
+	} cases[] = {
+		{"{\"stockin_no\": \"RK1\", \"warehouse_no\": \"WH01\", \"src_order_no\": \"P\","
+		 " \"stockin_time\": \"2026-11-02 10:11:12\", \"details_list\": []}",
+		 "order RK1: details_list: no lines"},
+		{"{\"stockin_no\": \"RK2\", \"warehouse_no\": \"WH01\", \"src_order_no\": \"P\","
+		 " \"stockin_time\": \"2026-11-02 10:11:12\", \"details_list\": ["
+		 " {\"spec_no\": \"SP00001\", \"goods_count\": \"1\"},"
+		 " {\"spec_no\": \"SP00002\", \"goods_count\": \"0.0000\"}]}",
+		 "order RK2: details_list[1].goods_count: must be > 0, got \"0.0000\""},
+		{"{\"stockin_no\": \"RK3\", \"warehouse_no\": \"WH01\", \"src_order_no\": \"P\","
+		 " \"stockin_time\": \"2026-11-02 10:11:12\", \"details_list\": ["
+		 " {\"goods_count\": \"1\"}]}",
+		 "order RK3: details_list[0].spec_no: missing"},
+		{"{\"stockin_no\": \"RK4\", \"warehouse_no\": \"WH01\", \"src_order_no\": \"P\","
+		 " \"details_list\": [{\"spec_no\": \"SP00001\", \"goods_count\": \"1\"}]}",
+		 "order RK4: stockin_time: missing"},
+		{"{\"stockin_no\": \"RK5\", \"warehouse_no\": \"WH01\", \"src_order_no\": \"P\","
+		 " \"stockin_time\": \"2026-11-02 10:11:12\", \"details_list\": ["
+		 " {\"spec_no\": \"SP00001\", \"goods_count\": \"-2\"}]}",
+		 "order RK5: details_list[0].goods_count: must be > 0, got \"-2\""},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		err[0] = '\0';
+		assert_null(apply(m, cases[i].order, &c, &rc, err));
+		assert_int_equal(rc, -EINVAL);
+		assert_string_equal(err, cases[i].msg);
+	}
+	wj_mapping_free(m);
+	json_decref(c.m1);
+	json_decref(c.m2);
+	json_decref(c.s1);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_default_v1_v2),
+		cmocka_unit_test(test_declarative),
+		cmocka_unit_test(test_compile_errors),
+		cmocka_unit_test(test_refusals),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

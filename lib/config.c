@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "lib/config.h"
+#include "lib/mapping.h"
 #include "lib/log.h"
 #include "lib/util.h"
 
@@ -100,8 +101,13 @@ static void set_str(ctx_t *c, char **dst, const char *s)
 static const char *join(char *out, const char *path, const char *key)
 {
 	int r = snprintf(out, PATH_LEN, "%s%s%s", path, *path ? "." : "", key);
-	if (r < 0 || r >= PATH_LEN)
-		memcpy(out + PATH_LEN - 4, "...", 4);
+	if (r < 0 || r >= PATH_LEN) {
+		/* cut before a whole character, not inside a multi-byte one */
+		size_t k = PATH_LEN - 4;
+		while (k > 0 && ((unsigned char)out[k] & 0xC0) == 0x80)
+			k--;
+		memcpy(out + k, "...", 4);
+	}
 	return out;
 }
 
@@ -899,6 +905,24 @@ static void cross_checks(ctx_t *c, wj_config_t *cfg, json_t *doc)
 	    asprintf(&cfg->status_file, "%s/status.json", cfg->state_dir) < 0) {
 		cfg->status_file = NULL;
 		c->oom = true;
+	}
+	/* A mapping that does not compile is refused here, not when the daemon starts. */
+	for (size_t i = 0; i < cfg->n_flows; i++) {
+		const wj_flow_cfg_t *f = &cfg->flows[i];
+		if (!f->mapping)
+			continue;
+		wj_mapping_t *m = NULL;
+		char msg[512], path[600];
+		if (wj_mapping_compile(f->mapping, cfg->kingdee.api, f->remark_template, &m, msg,
+				       sizeof(msg)) == 0) {
+			wj_mapping_free(m);
+			continue;
+		}
+		char *sep = strstr(msg, ": ");
+		if (sep)
+			*sep = '\0';
+		snprintf(path, sizeof(path), "flows[%zu].%s", i, msg);
+		err(c, path, "%s", sep ? sep + 2 : "invalid mapping");
 	}
 }
 

@@ -324,7 +324,8 @@ static void test_values(void **state)
 		"     \"source\": {\"method\": \"wdt.other\", \"params\": {\"warehouse_no\": \"WH01\", \"order_type\": 4}},\n"
 		"     \"cursor\": {\"start\": \"2026-11-01\", \"window\": \"30d\", \"lag\": \"0s\", \"overlap\": \"0s\",\n"
 		"                \"interval\": \"1s\", \"page_size\": 1, \"split_threshold\": 100000},\n"
-		"     \"mapping\": {\"fields\": {\"remark\": \"x\"}},\n"
+		"     \"mapping\": {\"bill\": {\"remark\": {\"template\": \"x\"}},"
+		" \"lines\": {\"q\": {\"path\": \"goods_count\"}}},\n"
 		"     \"remark_template\": \"sync {stockin_no}\"},\n"
 		"    {\"name\": \"second\", \"priority\": 0, \"backfill_priority\": 0, \"mapping\": \"default\"}\n"
 		"  ]\n"
@@ -380,8 +381,8 @@ static void test_values(void **state)
 	assert_int_equal(f->page_size, 1);
 	assert_int_equal(f->split_threshold, 100000);
 	assert_non_null(f->mapping);
-	assert_string_equal(json_string_value(json_object_get(json_object_get(f->mapping, "fields"),
-							      "remark")), "x");
+	json_t *remark = json_object_get(json_object_get(f->mapping, "bill"), "remark");
+	assert_string_equal(json_string_value(json_object_get(remark, "template")), "x");
 	assert_ptr_equal(f->mapping, json_object_get(json_array_get(json_object_get(cfg->doc, "flows"),
 								    0), "mapping"));
 	assert_int_equal(f->mapping->refcount, 2); /* document + flow */
@@ -589,6 +590,11 @@ static const struct bad {
 	 "cfg.json: flows[0].mapping: expected \"default\" or an object"},
 	{CFG(WDT, JDY, FLOW_WITH(", \"mapping\": \"custom\""), ""),
 	 "cfg.json: flows[0].mapping: expected \"default\" or an object"},
+	{CFG(WDT, JDY, FLOW_WITH(", \"mapping\": {\"bill\": {\"remark\": {\"template\": \"x\"}},"
+				 " \"lines\": {\"q\": {\"path\": \"a\", \"convert\": \"int\"}}}"), ""),
+	 "cfg.json: flows[0].mapping.lines.q.convert: expected \"string\", \"number\" or \"date\""},
+	{CFG(WDT, JDY, FLOW_WITH(", \"mapping\": {\"bill\": {}, \"lines\": {\"q\": {\"path\": \"a\"}}}"), ""),
+	 "cfg.json: flows[0].mapping.bill: expected a non-empty object of fields"},
 	{CFG(WDT, JDY, FLOW_WITH(", \"remark_template\": \"WDT:{stockin_id}\""), ""),
 	 "cfg.json: flows[0].remark_template: must contain {stockin_no}"},
 	{CFG(WDT, JDY, FLOW_WITH(", \"source\": {\"params\": {\"order_type\": true}}"), ""),

@@ -356,6 +356,14 @@ int main(int argc, char **argv)
 	}
 
 	signal(SIGPIPE, SIG_IGN);
+	/* Hold TERM/INT/HUP until the loop's handlers are in place: a stop requested during
+	 * start-up is then a clean stop, not a kill. */
+	sigset_t held;
+	sigemptyset(&held);
+	sigaddset(&held, SIGTERM);
+	sigaddset(&held, SIGINT);
+	sigaddset(&held, SIGHUP);
+	sigprocmask(SIG_BLOCK, &held, NULL);
 	wj_log_set_secrets(wj_config_secrets(d.cfg));
 	int r = wj_log_open(d.cfg->log_file, d.cfg->log_level, d.cfg->tz_offset);
 	if (r < 0) {
@@ -396,6 +404,7 @@ int main(int argc, char **argv)
 	uv_signal_start(&d.sig_hup, on_signal, SIGHUP);
 	uv_signal_start(&d.sig_term, on_signal, SIGTERM);
 	uv_signal_start(&d.sig_int, on_signal, SIGINT);
+	sigprocmask(SIG_UNBLOCK, &held, NULL);
 	uv_timer_init(&d.loop, &d.status_timer);
 	uv_timer_init(&d.loop, &d.watchdog_timer);
 	uv_timer_start(&d.status_timer, on_status_timer, 0, d.cfg->status_interval_ms);

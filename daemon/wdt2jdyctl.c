@@ -70,25 +70,6 @@ static wj_store_t *open_store(const wj_config_t *cfg)
 	return s;
 }
 
-static json_t *get_json(wj_txn_t *t, wj_db_t db, const void *k, size_t kl)
-{
-	wj_val_t v;
-	if (wj_txn_get(t, db, k, kl, &v) < 0)
-		return NULL;
-	return json_loadb(v.data, v.len, 0, NULL);
-}
-
-static void put_json(wj_txn_t *t, wj_db_t db, const void *k, size_t kl, json_t *v)
-{
-	char *s = json_dumps(v, JSON_COMPACT);
-	if (!s) {
-		t->err = -ENOMEM;
-		return;
-	}
-	wj_txn_put(t, db, k, kl, s, strlen(s));
-	free(s);
-}
-
 /* ---- sign ----------------------------------------------------------------------------------- */
 
 static int parse_kv(int argc, char **argv, wj_kv_t **out, size_t *n)
@@ -220,7 +201,7 @@ static int cmd_status(int argc, char **argv)
 		wj_txn_count(&t, WJ_DB_REVIEW, &review);
 		wj_txn_count(&t, WJ_DB_DOCS, &docs);
 		for (size_t i = 0; i < cfg->n_flows; i++) {
-			json_t *c = get_json(&t, WJ_DB_CURSORS, cfg->flows[i].name,
+			json_t *c = wj_txn_get_json(&t, WJ_DB_CURSORS, cfg->flows[i].name,
 					     strlen(cfg->flows[i].name));
 			if (c)
 				json_object_set_new(cursors, cfg->flows[i].name, c);
@@ -407,7 +388,7 @@ static int show_entry(wj_store_t *s, wj_db_t db, const char *want)
 	if (find_key(&t, db, want, key, &kl) < 0) {
 		fprintf(stderr, "wdt2jdyctl: %s: no such entry in %s\n", want, wj_db_name(db));
 	} else {
-		json_t *o = get_json(&t, db, key, kl);
+		json_t *o = wj_txn_get_json(&t, db, key, kl);
 		char *text = json_dumps(o, JSON_INDENT(2) | JSON_SORT_KEYS);
 		printf("%s\n", text ? text : "{}");
 		free(text);
@@ -427,7 +408,7 @@ typedef struct dlq_op {
 
 static int requeue(wj_txn_t *t, const char *key, size_t kl)
 {
-	json_t *doc = get_json(t, WJ_DB_DOCS, key, kl);
+	json_t *doc = wj_txn_get_json(t, WJ_DB_DOCS, key, kl);
 	if (!doc)
 		return -ENOENT;
 	json_object_set_new(doc, "state", json_string("queued"));
@@ -436,12 +417,12 @@ static int requeue(wj_txn_t *t, const char *key, size_t kl)
 	json_object_del(doc, "first_error");
 	json_object_del(doc, "last_error");
 	if (!json_object_get(doc, "order")) {
-		json_t *dl = get_json(t, WJ_DB_DEAD, key, kl);
+		json_t *dl = wj_txn_get_json(t, WJ_DB_DEAD, key, kl);
 		if (dl && json_object_get(dl, "order"))
 			json_object_set(doc, "order", json_object_get(dl, "order"));
 		json_decref(dl);
 	}
-	put_json(t, WJ_DB_DOCS, key, kl, doc);
+	wj_txn_put_json(t, WJ_DB_DOCS, key, kl, doc);
 	json_decref(doc);
 	uint64_t seq;
 	if (wj_txn_seq_next(t, &seq) < 0)
@@ -494,11 +475,11 @@ static int dlq_fn(wj_txn_t *t, void *arg)
 			requeue(t, key, kl);
 		} else {
 			/* Keep a tombstone so the same content is not queued again by the poller. */
-			json_t *doc = get_json(t, WJ_DB_DOCS, key, kl);
+			json_t *doc = wj_txn_get_json(t, WJ_DB_DOCS, key, kl);
 			if (doc) {
 				json_object_set_new(doc, "state", json_string("dropped"));
 				json_object_del(doc, "order");
-				put_json(t, WJ_DB_DOCS, key, kl, doc);
+				wj_txn_put_json(t, WJ_DB_DOCS, key, kl, doc);
 				json_decref(doc);
 			}
 		}
@@ -599,7 +580,7 @@ static int cursor_set_fn(wj_txn_t *t, void *arg)
 	json_t *cur = json_pack("{s:I, s:I, s:I, s:b}", "cursor", (json_int_t)c->at, "origin",
 				(json_int_t)c->origin, "updated", (json_int_t)wj_now(), "set_by_ctl",
 				1);
-	put_json(t, WJ_DB_CURSORS, c->flow, strlen(c->flow), cur);
+	wj_txn_put_json(t, WJ_DB_CURSORS, c->flow, strlen(c->flow), cur);
 	json_decref(cur);
 	return t->err;
 }
@@ -620,7 +601,7 @@ static int cmd_cursor(int argc, char **argv)
 				const char *name = cfg->flows[i].name;
 				if (argc > 2 && strcmp(argv[2], name))
 					continue;
-				json_t *c = get_json(&t, WJ_DB_CURSORS, name, strlen(name));
+				json_t *c = wj_txn_get_json(&t, WJ_DB_CURSORS, name, strlen(name));
 				char buf[WJ_TIME_LEN];
 				if (c) {
 					wj_time_format(json_integer_value(json_object_get(c, "cursor")),
@@ -680,7 +661,7 @@ static int bf_set_fn(wj_txn_t *t, void *arg)
 	json_t *o = json_pack("{s:I, s:I, s:I, s:I}", "from", (json_int_t)b->from, "to",
 			      (json_int_t)b->to, "cursor", (json_int_t)b->from, "started",
 			      (json_int_t)wj_now());
-	put_json(t, WJ_DB_CURSORS, b->key, b->kl, o);
+	wj_txn_put_json(t, WJ_DB_CURSORS, b->key, b->kl, o);
 	json_decref(o);
 	return t->err;
 }
@@ -760,7 +741,7 @@ static int cmd_backfill(int argc, char **argv)
 		wj_txn_t t;
 		int64_t cur = b.from;
 		if (wj_txn_begin(s, &t, false) == 0) {
-			json_t *o = get_json(&t, WJ_DB_CURSORS, b.key, b.kl);
+			json_t *o = wj_txn_get_json(&t, WJ_DB_CURSORS, b.key, b.kl);
 			cur = json_integer_value(json_object_get(o, "cursor"));
 			json_decref(o);
 			wj_txn_abort(&t);

@@ -500,18 +500,6 @@ static void finish(job_t *j, outcome_t out)
 	}
 }
 
-static void put_json(wj_txn_t *t, wj_db_t db, const void *k, size_t kl, json_t *v)
-{
-	char *s = json_dumps(v, JSON_COMPACT);
-	if (!s) {
-		if (!t->err)
-			t->err = -ENOMEM;
-		return;
-	}
-	wj_txn_put(t, db, k, kl, s, strlen(s));
-	free(s);
-}
-
 static void meta_add(wj_txn_t *t, const char *key, uint64_t n)
 {
 	wj_val_t v;
@@ -592,7 +580,7 @@ static void apply_outcome(wj_txn_t *t, job_t *j, outcome_t *final)
 					       "bill_id", j->bill_id, "seen", (json_int_t)wj_now(),
 					       "order", changed, "note",
 					       "changed while its bill was being posted");
-			put_json(t, WJ_DB_REVIEW, j->key, j->klen, rv);
+			wj_txn_put_json(t, WJ_DB_REVIEW, j->key, j->klen, rv);
 			json_decref(rv);
 			json_object_set_new(doc, "review", json_true());
 		}
@@ -623,7 +611,7 @@ static void apply_outcome(wj_txn_t *t, job_t *j, outcome_t *final)
 				       "attempts", attempts, "ts", (json_int_t)wj_now(), "order",
 				       order ? order : json_null(), "body",
 				       j->body ? j->body : json_null());
-		put_json(t, WJ_DB_DEAD, j->key, j->klen, dl);
+		wj_txn_put_json(t, WJ_DB_DEAD, j->key, j->klen, dl);
 		json_decref(dl);
 		break;
 	}
@@ -631,7 +619,7 @@ static void apply_outcome(wj_txn_t *t, job_t *j, outcome_t *final)
 	if (changed && out != O_SAVED)
 		json_object_set(doc, "order", changed); /* post the newer content next time */
 	json_decref(changed);
-	put_json(t, WJ_DB_DOCS, j->key, j->klen, doc);
+	wj_txn_put_json(t, WJ_DB_DOCS, j->key, j->klen, doc);
 	json_decref(doc);
 	*final = out;
 }
@@ -781,7 +769,7 @@ static int take_fn(wj_txn_t *t, void *arg)
 		const char *state = json_string_value(json_object_get(doc, "state")) ?: "";
 		if (doc && (!strcmp(state, "queued")) && json_object_get(doc, "order")) {
 			json_object_set_new(doc, "state", json_string("inflight"));
-			put_json(t, WJ_DB_DOCS, key, kl, doc);
+			wj_txn_put_json(t, WJ_DB_DOCS, key, kl, doc);
 			wj_txn_put(t, WJ_DB_INFLIGHT, key, kl, inflight_v, sizeof(inflight_v));
 			json_array_append_new(c->taken, json_pack("{s:s%, s:o}", "key", key, kl, "doc",
 								  doc));
@@ -856,7 +844,7 @@ static int recover_fn(wj_txn_t *t, void *arg)
 			json_object_set_new(doc, "state", json_string("queued"));
 			json_object_set_new(doc, "unknown", json_true());
 			json_object_set_new(doc, "unknown_at", json_integer(taken_at));
-			put_json(t, WJ_DB_DOCS, key, kl, doc);
+			wj_txn_put_json(t, WJ_DB_DOCS, key, kl, doc);
 			uint64_t seq;
 			wj_txn_seq_next(t, &seq);
 			uint8_t qk[9];

@@ -128,18 +128,6 @@ static bool param_matches(const wj_flow_cfg_t *f, const char *key, const json_t 
 	return true;
 }
 
-static void put_json(wj_txn_t *t, wj_db_t db, const void *k, size_t kl, json_t *v)
-{
-	char *s = json_dumps(v, JSON_COMPACT);
-	if (!s) {
-		if (!t->err)
-			t->err = -ENOMEM;
-		return;
-	}
-	wj_txn_put(t, db, k, kl, s, strlen(s));
-	free(s);
-}
-
 static int store_order(wj_txn_t *t, store_ctx_t *c, json_t *order)
 {
 	poller_t *p = c->p;
@@ -173,7 +161,7 @@ static int store_order(wj_txn_t *t, store_ctx_t *c, json_t *order)
 		json_t *doc = json_pack("{s:s, s:s, s:s, s:i, s:i, s:O, s:I}", "state", "queued",
 					"hash", hex, "stockin_no", no, "attempts", 0, "prio",
 					c->prio, "order", order, "first_seen", (json_int_t)wj_now());
-		put_json(t, WJ_DB_DOCS, key, kl, doc);
+		wj_txn_put_json(t, WJ_DB_DOCS, key, kl, doc);
 		json_decref(doc);
 		uint8_t qk[9];
 		qk[0] = (uint8_t)c->prio;
@@ -202,7 +190,7 @@ static int store_order(wj_txn_t *t, store_ctx_t *c, json_t *order)
 				       json_object_get(doc, "bill_no") ?: json_null(), "bill_id",
 				       json_object_get(doc, "bill_id") ?: json_null(), "seen",
 				       (json_int_t)wj_now(), "order", order);
-		put_json(t, WJ_DB_REVIEW, key, kl, rv);
+		wj_txn_put_json(t, WJ_DB_REVIEW, key, kl, rv);
 		json_decref(rv);
 		json_object_set_new(doc, "review", json_true());
 		char f[256] = "";
@@ -223,13 +211,13 @@ static int store_order(wj_txn_t *t, store_ctx_t *c, json_t *order)
 				if (dl) {
 					json_object_set(dl, "order", order);
 					json_object_set_new(dl, "changed_since", json_true());
-					put_json(t, WJ_DB_DEAD, key, kl, dl);
+					wj_txn_put_json(t, WJ_DB_DEAD, key, kl, dl);
 					json_decref(dl);
 				}
 			}
 		}
 	}
-	put_json(t, WJ_DB_DOCS, key, kl, doc);
+	wj_txn_put_json(t, WJ_DB_DOCS, key, kl, doc);
 	json_decref(doc);
 	return t->err;
 }
@@ -252,13 +240,13 @@ static int store_window_fn(wj_txn_t *t, void *arg)
 		json_t *bf = json_pack("{s:I, s:I, s:I, s:I}", "from", (json_int_t)p->bf_from, "to",
 				       (json_int_t)p->bf_to, "cursor", (json_int_t)p->w_end,
 				       "updated", (json_int_t)wj_now());
-		put_json(t, WJ_DB_CURSORS, key, kl, bf);
+		wj_txn_put_json(t, WJ_DB_CURSORS, key, kl, bf);
 		json_decref(bf);
 		return t->err;
 	}
 	json_t *cur = json_pack("{s:I, s:I, s:I}", "cursor", (json_int_t)p->w_end, "origin",
 				(json_int_t)p->origin, "updated", (json_int_t)wj_now());
-	put_json(t, WJ_DB_CURSORS, p->name, strlen(p->name), cur);
+	wj_txn_put_json(t, WJ_DB_CURSORS, p->name, strlen(p->name), cur);
 	json_decref(cur);
 	return t->err;
 }

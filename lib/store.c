@@ -13,6 +13,8 @@
 
 #include "lib/store.h"
 
+#include <jansson.h>
+
 #define WJ_STORE_MAXREADERS 126
 #define WJ_STORE_GROW_ROUNDS 64
 
@@ -621,4 +623,25 @@ void wj_iter_close(wj_iter_t *it)
 		mdb_cursor_close(it->cur);
 	it->cur = NULL;
 	it->valid = false;
+}
+
+void wj_txn_put_json(wj_txn_t *t, wj_db_t db, const void *k, size_t kl, const json_t *v)
+{
+	if (t->err)
+		return;
+	char *s = json_dumps(v, JSON_COMPACT);
+	if (!s) {
+		t->err = -ENOMEM;
+		return;
+	}
+	wj_txn_put(t, db, k, kl, s, strlen(s));
+	free(s);
+}
+
+json_t *wj_txn_get_json(wj_txn_t *t, wj_db_t db, const void *k, size_t kl)
+{
+	wj_val_t v;
+	if (wj_txn_get(t, db, k, kl, &v) < 0)
+		return NULL;
+	return json_loadb(v.data, v.len, 0, NULL);
 }

@@ -143,6 +143,11 @@ int wj_txn_begin(wj_store_t *s, wj_txn_t *txn, bool write);
 int wj_txn_get(wj_txn_t *t, wj_db_t db, const void *k, size_t kl, wj_val_t *out);
 /* Insert or replace. Errors are kept in t->err. */
 void wj_txn_put(wj_txn_t *t, wj_db_t db, const void *k, size_t kl, const void *v, size_t vl);
+/* JSON values (jansson): put the compact dump; get parses it (NULL when missing or not JSON;
+ * caller owns the result). */
+struct json_t;
+void wj_txn_put_json(wj_txn_t *t, wj_db_t db, const void *k, size_t kl, const struct json_t *v);
+struct json_t *wj_txn_get_json(wj_txn_t *t, wj_db_t db, const void *k, size_t kl);
 /* Delete; a missing key is not an error. Errors are kept in t->err. */
 void wj_txn_del(wj_txn_t *t, wj_db_t db, const void *k, size_t kl);
 /* Number of entries in db. 0 or -errno (kept in t->err). */

@@ -264,6 +264,11 @@ static int cmd_status(int argc, char **argv)
 		       100 * (prog > 1 ? 1 : prog < 0 ? 0 : prog),
 		       live ? (json_is_true(json_object_get(live, "paused")) ? "yes" : "no") : "-",
 		       live ? str(live, "last_window") : "-");
+		json_t *bf = json_object_get(live, "backfill");
+		if (json_is_object(bf))
+			printf("%-16s backfill %s .. %s at %s (%.1f%%)\n", "", str(bf, "from"),
+			       str(bf, "to"), str(bf, "cursor"),
+			       100 * json_number_value(json_object_get(bf, "progress")));
 	}
 	json_t *dq = json_object_get(st, "queue");
 	printf("\nqueue       ready %zu, delayed %zu, in flight %zu (capacity %u)\n", ready, delayed,

@@ -192,8 +192,14 @@ static bool env_code(const json_t *doc, long long *code, char *text, size_t size
 			return true;
 		}
 		if (json_is_real(v)) {
-			*code = (long long)json_real_value(v);
-			snprintf(text, size, "%lld", *code);
+			/* beyond long long it is no code we know: an error all the same */
+			double d = json_real_value(v);
+			bool fits = d >= -9223372036854775808.0 && d < 9223372036854775808.0;
+			*code = fits ? (long long)d : -1;
+			if (fits)
+				snprintf(text, size, "%lld", *code);
+			else
+				snprintf(text, size, "%g", d);
 			return true;
 		}
 		if (json_is_string(v)) {
@@ -203,6 +209,7 @@ static bool env_code(const json_t *doc, long long *code, char *text, size_t size
 			long long c = strtoll(s, &end, 10);
 			*code = (*s && !*end && !errno) ? c : (*s ? -1 : 0);
 			snprintf(text, size, "%s", s);
+			utf8_trim(text, size);
 			return true;
 		}
 	}
@@ -747,7 +754,8 @@ static int64_t json_number(const json_t *v, bool *ok)
 	*ok = true;
 	if (json_is_integer(v))
 		return (int64_t)json_integer_value(v);
-	if (json_is_real(v))
+	if (json_is_real(v) && json_real_value(v) >= -9223372036854775808.0 &&
+	    json_real_value(v) < 9223372036854775808.0)
 		return (int64_t)json_real_value(v);
 	if (json_is_string(v)) {
 		char *end;

@@ -43,8 +43,20 @@ static void set_err(char *err, size_t size, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(err, size, fmt, ap);
+	int n = vsnprintf(err, size, fmt, ap);
 	va_end(ap);
+	if (n < 0 || (size_t)n < size || size == 0)
+		return;
+	/* cut short: drop a multi-byte character left incomplete at the end */
+	size_t len = strlen(err), k = len;
+	while (k > 0 && ((unsigned char)err[k - 1] & 0xC0) == 0x80)
+		k--;
+	if (k > 0 && ((unsigned char)err[k - 1] & 0x80)) {
+		unsigned char lead = (unsigned char)err[k - 1];
+		size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
+		if (len - (k - 1) < need)
+			err[k - 1] = '\0';
+	}
 }
 
 /* ---- built-in default (DESIGN.md "Default mapping") ---------------------------------- */
@@ -351,6 +363,18 @@ static const json_t *resolve(const ctx_t *c, const json_t *line, const char *pat
 	return json_object_get(line ? line : c->order, path);
 }
 
+/* s (at least 10 bytes) starts with "YYYY-MM-DD": digits where digits belong, so that the cut
+ * after it is a whole date and never inside a multi-byte character. */
+static bool date_prefix(const char *s)
+{
+	for (int i = 0; i < 10; i++) {
+		bool dash = i == 4 || i == 7;
+		if (dash ? s[i] != '-' : !(s[i] >= '0' && s[i] <= '9'))
+			return false;
+	}
+	return true;
+}
+
 /* A value as shown in an error message; never leaves buf unset. */
 static void shown_text(const json_t *v, char *buf, size_t size)
 {
@@ -436,8 +460,8 @@ static json_t *field_value(ctx_t *c, const field_t *f, const json_t *line, const
 		return json_real(d);
 	}
 	case CONV_DATE:
-		if (wj_json_text(src, text, sizeof(text)) < 0 || strlen(text) < 10 || text[4] != '-' ||
-		    text[7] != '-') {
+		if (wj_json_text(src, text, sizeof(text)) < 0 || strlen(text) < 10 ||
+		    !date_prefix(text)) {
 			set_err(c->err, c->errsize, "order %s: %s%s: expected a time like "
 				"\"2026-11-01 12:00:00\"", c->stockin_no, where, used);
 			return NULL;

@@ -426,15 +426,27 @@ int wj_wdt_parse(long http_status, const char *body, size_t len, int64_t retry_a
 		set_error(out, WJ_WDT_TRANSIENT, "wdt: no response");
 		goto fail;
 	}
+	/* One order with a broken name must not make the whole page unreadable. */
+	wj_buf_t fixed = {0};
+	if (body && wj_utf8_repair(body, len, &fixed) == 1) {
+		body = fixed.data;
+		len = fixed.len;
+	}
 	root = body ? json_loadb(body, len, 0, &jerr) : NULL;
+	wj_buf_free(&fixed);
 	if (!json_is_object(root)) {
 		if (!http_ok(http_status))
 			set_error(out, http_class(http_status), "wdt: HTTP %ld", http_status);
-		else if (!root)
+		else if (!root) {
+			/* jansson's " near 'TOKEN'" may end inside a multi-byte character */
+			char *near = body ? strstr(jerr.text, " near '") : NULL;
+			if (near)
+				*near = '\0';
 			set_error(out, WJ_WDT_TRANSIENT, "wdt: response: malformed JSON: %s",
 				  body ? jerr.text : "empty body");
-		else
+		} else {
 			set_error(out, WJ_WDT_TRANSIENT, "wdt: response: not an object");
+		}
 		goto fail;
 	}
 	/* Qimen wraps answers in "response", gateway errors in "error_response"; openapi2 answers

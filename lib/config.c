@@ -252,7 +252,8 @@ static char *read_secret(ctx_t *c, const char *path, const char *file, bool chec
 			 bool credential)
 {
 	char *buf = NULL;
-	int fd = open(file, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	/* O_NONBLOCK: a FIFO or device named by mistake must not hang the load. */
+	int fd = open(file, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	if (fd < 0) {
 		if (credential && errno == ENOENT)
 			err(c, path, "%s: no such credential", file);

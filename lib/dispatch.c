@@ -241,7 +241,7 @@ static void map_job(job_t *j)
 	json_object_clear(j->missing);
 	int rc;
 	char err[600];
-	json_t *body = wj_mapping_apply(j->d->e->mapping, job_order(j), lookup_cb, &c, &rc, err,
+	json_t *body = wj_mapping_apply(wj_engine_mapping(j->d->e, j->flow), job_order(j), lookup_cb, &c, &rc, err,
 					sizeof(err));
 	if (c.txn_ok)
 		wj_txn_abort(&c.txn);
@@ -458,7 +458,7 @@ static void do_find(void *arg)
 
 static void start_job(job_t *j)
 {
-	if (wj_mapping_marker(j->d->e->mapping, job_order(j), j->marker, sizeof(j->marker)) < 0) {
+	if (wj_mapping_marker(wj_engine_mapping(j->d->e, j->flow), job_order(j), j->marker, sizeof(j->marker)) < 0) {
 		snprintf(j->reason, sizeof(j->reason), "order %s: cannot build the marker (remark)",
 			 j->stockin_no);
 		finish(j, O_DEAD);

@@ -246,15 +246,43 @@ static void jdy_opts(const wj_config_t *c, wj_jdy_opts_t *o)
 			     .timeout_ms = c->kingdee.timeout_ms};
 }
 
-static int compile_mapping(const wj_config_t *cfg, wj_mapping_t **out, char *err, size_t size)
+/* One compiled mapping per flow, in the order of cfg->flows. */
+static void free_mappings(wj_mapping_t **m, size_t n)
 {
-	const wj_flow_cfg_t *f = &cfg->flows[0];
-	char sub[400];
-	int r = wj_mapping_compile(f->mapping, cfg->kingdee.api, f->remark_template, out, sub,
-				   sizeof(sub));
-	if (r < 0)
-		snprintf(err, size, "flows[0].%s", sub);
-	return r;
+	for (size_t i = 0; m && i < n; i++)
+		wj_mapping_free(m[i]);
+	free(m);
+}
+
+static int compile_mappings(const wj_config_t *cfg, wj_mapping_t ***out, char *err, size_t size)
+{
+	wj_mapping_t **m = calloc(cfg->n_flows, sizeof(*m));
+	if (!m) {
+		snprintf(err, size, "out of memory");
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < cfg->n_flows; i++) {
+		const wj_flow_cfg_t *f = &cfg->flows[i];
+		char sub[400];
+		int r = wj_mapping_compile(f->mapping, cfg->kingdee.api, f->remark_template, &m[i],
+					   sub, sizeof(sub));
+		if (r < 0) {
+			snprintf(err, size, "flows[%zu].%s", i, sub);
+			free_mappings(m, cfg->n_flows);
+			return r;
+		}
+	}
+	*out = m;
+	return 0;
+}
+
+const wj_mapping_t *wj_engine_mapping(const wj_engine_t *e, const char *flow)
+{
+	size_t n = e->n_mappings < e->cfg->n_flows ? e->n_mappings : e->cfg->n_flows;
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(e->cfg->flows[i].name, flow))
+			return e->mappings[i];
+	return e->mappings[0]; /* a flow removed from the configuration: its orders still post */
 }
 
 /* ---- housekeeping ---------------------------------------------------------------------- */
@@ -280,9 +308,10 @@ int wj_engine_new(uv_loop_t *loop, const wj_config_t *cfg, wj_store_t *store, wj
 	e->loop = loop;
 	e->cfg = cfg;
 	e->store = store;
-	int r = compile_mapping(cfg, &e->mapping, err, errsize);
+	int r = compile_mappings(cfg, &e->mappings, err, errsize);
 	if (r < 0)
 		goto fail;
+	e->n_mappings = cfg->n_flows;
 	r = -ENOMEM;
 	e->wdt_http = wj_http_new(loop, &(wj_http_opts_t){.max_inflight = cfg->wdt.concurrency,
 							  .ca_file = cfg->wdt.ca_file});
@@ -355,7 +384,7 @@ fail:
 		wj_http_free(e->wdt_http);
 	if (e->jdy_http)
 		wj_http_free(e->jdy_http);
-	wj_mapping_free(e->mapping);
+	free_mappings(e->mappings, e->n_mappings);
 	if (!e->open_handles)
 		free(e);
 	return r;
@@ -364,12 +393,14 @@ fail:
 void wj_engine_reload(wj_engine_t *e, const wj_config_t *cfg)
 {
 	char err[512];
-	wj_mapping_t *m = NULL;
-	if (compile_mapping(cfg, &m, err, sizeof(err)) == 0) {
-		wj_mapping_free(e->mapping);
-		e->mapping = m;
+	wj_mapping_t **m = NULL;
+	if (compile_mappings(cfg, &m, err, sizeof(err)) == 0) {
+		free_mappings(e->mappings, e->n_mappings);
+		e->mappings = m;
+		e->n_mappings = cfg->n_flows;
 	} else {
-		wj_error(MOD, NULL, "%s: keeping the previous mapping", err);
+		/* Cannot happen for a validated configuration, except out of memory. */
+		wj_error(MOD, NULL, "%s: keeping the previous mappings", err);
 	}
 	e->cfg = cfg;
 	wj_store_set_max(e->store, cfg->map_max); /* room for a full store: raise map_max, reload */
@@ -472,7 +503,7 @@ void wj_engine_free(wj_engine_t *e)
 	dispatcher_free(e->disp);
 	wj_wdt_free(e->wdt);
 	wj_jdy_free(e->jdy);
-	wj_mapping_free(e->mapping);
+	free_mappings(e->mappings, e->n_mappings);
 	/* e itself goes when its last uv handle is closed (engine_handle_closed). */
 }
 

@@ -51,7 +51,8 @@ struct wj_engine {
 	wj_wdt_t *wdt;
 	wj_jdy_t *jdy;
 	gate_t wdt_gate, jdy_gate;
-	wj_mapping_t *mapping; /* compiled from flows[0].mapping (one Kingdee target) */
+	wj_mapping_t **mappings; /* one per flow, in the order of cfg->flows */
+	size_t n_mappings;
 	poller_t **pollers;
 	size_t n_pollers;
 	dispatcher_t *disp;
@@ -84,6 +85,8 @@ void gate_init(gate_t *g, wj_engine_t *e, const char *name, wj_rate_t rate);
 void gate_enter(gate_t *g, gate_fn fn, void *arg);
 void gate_pause(gate_t *g, int64_t ms);
 void gate_close(gate_t *g);
+/* The compiled mapping of a flow (by name). */
+const wj_mapping_t *wj_engine_mapping(const wj_engine_t *e, const char *flow);
 /* Doc key "flow\0id" into buf; returns its length. */
 size_t wj_doc_key(char *buf, const char *flow, const char *id);
 

@@ -430,8 +430,13 @@ static void on_page(wj_wdt_result_t *res, void *arg)
 reread:
 	p->rereads_total++;
 	if (++p->rereads <= MAX_REREADS) {
-		wj_info("poller", p->fields, "window changed while paging (total %lld): reading it again",
-			(long long)p->total);
+		char a[WJ_TIME_LEN], b[WJ_TIME_LEN];
+		wj_time_format(p->w_start, p->e->cfg->tz_offset, a);
+		wj_time_format(p->w_end, p->e->cfg->tz_offset, b);
+		wj_info("poller", p->fields,
+			"window %s..%s changed while paging (total %lld, read %zu on %u pages): "
+			"reading it again", a, b, (long long)p->total, json_array_size(p->records),
+			p->page + 1);
 		restart_window(p);
 		return;
 	}

@@ -39,7 +39,9 @@ try:
     check(s and s["dead"] == len(bad), "status.json dead = invalid orders")
     check(s and s["api_calls"]["kingdee.save"]["ok"] == stats["saves_ok"],
           "status.json kingdee.save ok = the fake's saves_ok (%s)" % stats["saves_ok"])
-    check(s and s["api_calls"]["wdt.query"]["ok"] == st.wdt.admin_get("/admin/stats")["ok"],
+    # the poller keeps polling each second: compare between two polls
+    check(wait_for(lambda: st.status()["api_calls"]["wdt.query"]["ok"] ==
+                   st.wdt.admin_get("/admin/stats")["ok"], timeout=20, step=0.1),
           "status.json wdt.query ok = the fake WDT's ok calls")
     m = metrics(st.cfg["status"]["metrics_file"])
     check(m.get("wdt2jdy_bills_posted_total") == nb, "metrics: bills_posted_total = bills")

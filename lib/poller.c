@@ -390,11 +390,9 @@ static void on_page(wj_wdt_result_t *res, void *arg)
 		unsigned th = split_threshold(p);
 		int64_t base = p->bf_mode ? p->bf_cursor : p->cursor;
 		if (p->total > (int64_t)th && p->w_end > p->w_start) {
+			/* Split only while the window still ends past the cursor; the overlap behind
+			 * it is never dropped (a dense overlap is paged through instead). */
 			int64_t mid = p->w_start + (p->w_end - p->w_start) / 2;
-			if (mid <= base && p->w_start < base) {
-				p->w_start = base; /* drop the overlap before splitting further */
-				mid = p->w_start + (p->w_end - p->w_start) / 2;
-			}
 			if (mid > base) {
 				p->w_end = mid;
 				p->splits++;
@@ -445,10 +443,6 @@ reread:
 	{
 		int64_t base = p->bf_mode ? p->bf_cursor : p->cursor;
 		int64_t mid = p->w_start + (p->w_end - p->w_start) / 2;
-		if (mid <= base && p->w_start < base) {
-			p->w_start = base;
-			mid = p->w_start + (p->w_end - p->w_start) / 2;
-		}
 		p->rereads = 0;
 		if (mid > base) {
 			wj_info("poller", p->fields, "window kept changing while paging: splitting it");

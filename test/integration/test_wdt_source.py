@@ -167,4 +167,25 @@ try:
 finally:
     s.close()
 
+# ---- orders committed late, densely, behind the cursor (inside the overlap) -----------------
+from e2e import close_stack, derived_order, e2e_stack, wait_settled  # noqa: E402
+
+st = e2e_stack(100, span_days=2, seed=61)
+try:
+    elig = st.eligible()
+    st.start()
+    wait_settled(st, len(elig), timeout=120)
+    now = int(time.time())
+    late = [derived_order(elig[0], 2000 + i, wjfake.wdt_time(now - 200 + i // 7))
+            for i in range(1400)]
+    st.wdt.admin_post("/admin/orders", late)
+    took, nb, nd = wait_settled(st, len(elig) + len(late), timeout=300)
+    counts = remark_counts(st.bills())
+    check(took is not None and all(counts.get("WDT:" + o["stockin_no"]) == 1 for o in late),
+          "late: 1,400 orders modified behind the cursor (within the overlap) all posted once "
+          "(%d bills)" % nb)
+    check(close_stack(st) == 0, "late: daemon exits 0")
+finally:
+    close_stack(st)
+
 finish()

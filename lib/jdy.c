@@ -781,6 +781,21 @@ static void call_hook(wj_jdy_t *j)
 	json_decref(o);
 }
 
+/* Parse the answer of one login step; on failure record it (with the step's name) and return
+ * false. *root must be released by the caller either way. */
+static bool login_answer(wj_jdy_t *j, const wj_http_resp_t *resp, const char *step,
+			 wj_jdy_result_t *r, json_t **root)
+{
+	wj_jdy_parse(resp->status, resp->body, resp->body_len, resp->retry_after_ms, false, r, root);
+	if (r->cls == WJ_JDY_OK)
+		return true;
+	if (resp->status == 0)
+		login_failed(j, WJ_JDY_TRANSIENT, 0, "%s: %s", step, resp->error);
+	else
+		login_failed(j, login_class(r->cls), r->retry_after_ms, "%s: %s", step, r->error);
+	return false;
+}
+
 static void on_token(const wj_http_resp_t *resp, void *arg)
 {
 	wj_jdy_t *j = arg;
@@ -788,14 +803,8 @@ static void on_token(const wj_http_resp_t *resp, void *arg)
 		return;
 	wj_jdy_result_t r;
 	json_t *root = NULL;
-	wj_jdy_parse(resp->status, resp->body, resp->body_len, resp->retry_after_ms, false, &r, &root);
-	if (r.cls != WJ_JDY_OK) {
-		if (resp->status == 0)
-			login_failed(j, WJ_JDY_TRANSIENT, 0, "token: %s", resp->error);
-		else
-			login_failed(j, login_class(r.cls), r.retry_after_ms, "token: %s", r.error);
+	if (!login_answer(j, resp, "token", &r, &root))
 		goto out;
-	}
 	const char *token = str_field(r.data, "app-token");
 	if (!token)
 		token = str_field(r.data, "access_token");
@@ -854,14 +863,8 @@ static void on_authorize(const wj_http_resp_t *resp, void *arg)
 		return;
 	wj_jdy_result_t r;
 	json_t *root = NULL;
-	wj_jdy_parse(resp->status, resp->body, resp->body_len, resp->retry_after_ms, false, &r, &root);
-	if (r.cls != WJ_JDY_OK) {
-		if (resp->status == 0)
-			login_failed(j, WJ_JDY_TRANSIENT, 0, "authorize: %s", resp->error);
-		else
-			login_failed(j, login_class(r.cls), r.retry_after_ms, "authorize: %s", r.error);
+	if (!login_answer(j, resp, "authorize", &r, &root))
 		goto out;
-	}
 	const json_t *a = json_is_array(r.data) ? json_array_get(r.data, 0) : r.data;
 	const char *key = str_field(a, "appKey"), *secret = str_field(a, "appSecret");
 	const char *domain = str_field(a, "domain");

@@ -421,10 +421,15 @@ static int requeue(wj_txn_t *t, const char *key, size_t kl)
 	json_object_set_new(doc, "prio", json_integer(PRIO_REPLAY));
 	json_object_del(doc, "first_error");
 	json_object_del(doc, "last_error");
-	if (!json_object_get(doc, "order")) {
+	wj_val_t ov;
+	if (wj_txn_get(t, WJ_DB_ORDERS, key, kl, &ov) < 0) {
+		/* the order text was released: post the one the dead letter keeps */
 		json_t *dl = wj_txn_get_json(t, WJ_DB_DEAD, key, kl);
-		if (dl && json_object_get(dl, "order"))
-			json_object_set(doc, "order", json_object_get(dl, "order"));
+		size_t len;
+		char *text = wj_json_canon(json_object_get(dl, "order"), &len);
+		if (text)
+			wj_txn_put(t, WJ_DB_ORDERS, key, kl, text, len);
+		free(text);
 		json_decref(dl);
 	}
 	wj_txn_put_json(t, WJ_DB_DOCS, key, kl, doc);
@@ -437,6 +442,19 @@ static int requeue(wj_txn_t *t, const char *key, size_t kl)
 	wj_key_u64be(qk + 1, seq);
 	wj_txn_put(t, WJ_DB_QUEUE, qk, sizeof(qk), key, kl);
 	return t->err;
+}
+
+/* Keep a tombstone (with the content hash) so the same content is not queued again by the
+ * poller; the order text goes. */
+static void drop_doc(wj_txn_t *t, const char *key, size_t kl)
+{
+	json_t *doc = wj_txn_get_json(t, WJ_DB_DOCS, key, kl);
+	if (!doc)
+		doc = json_object();
+	json_object_set_new(doc, "state", json_string("dropped"));
+	wj_txn_put_json(t, WJ_DB_DOCS, key, kl, doc);
+	json_decref(doc);
+	wj_txn_del(t, WJ_DB_ORDERS, key, kl);
 }
 
 static int dlq_fn(wj_txn_t *t, void *arg)
@@ -462,7 +480,7 @@ static int dlq_fn(wj_txn_t *t, void *arg)
 			if (op->retry)
 				requeue(t, key, kl);
 			else
-				wj_txn_put(t, WJ_DB_DOCS, key, kl, "{\"state\":\"dropped\"}", 19);
+				drop_doc(t, key, kl);
 			wj_txn_del(t, WJ_DB_DEAD, key, kl);
 			op->done++;
 			if (t->err)
@@ -479,14 +497,7 @@ static int dlq_fn(wj_txn_t *t, void *arg)
 		if (op->retry) {
 			requeue(t, key, kl);
 		} else {
-			/* Keep a tombstone so the same content is not queued again by the poller. */
-			json_t *doc = wj_txn_get_json(t, WJ_DB_DOCS, key, kl);
-			if (doc) {
-				json_object_set_new(doc, "state", json_string("dropped"));
-				json_object_del(doc, "order");
-				wj_txn_put_json(t, WJ_DB_DOCS, key, kl, doc);
-				json_decref(doc);
-			}
+			drop_doc(t, key, kl);
 		}
 		wj_txn_del(t, WJ_DB_DEAD, key, kl);
 		op->done++;

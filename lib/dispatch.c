@@ -32,6 +32,7 @@ struct job {
 	char stockin_no[128];
 	char marker[256];
 	json_t *doc;      /* the doc record as taken */
+	json_t *order;    /* the order being posted (from the orders database) */
 	json_t *resolved; /* "m:NUMBER"/"s:NUMBER" → Kingdee object */
 	json_t *missing;  /* lookups the last mapping attempt needed */
 	json_t *body;
@@ -63,6 +64,7 @@ struct dispatcher {
 	job_t *jobs;       /* active: taken and not yet committed as finished */
 	unsigned n_jobs;
 	lookup_t *lookups; /* in flight, one per distinct number */
+	json_t *lk_mem;    /* parsed lookup cache entries: key → {"data", "expires_ms"} */
 	uv_timer_t flush_timer;
 	bool flush_pending, stopped, closing;
 	uint64_t saved, retried, dead, reconciled_found, reconciled_missing, lookups_done;
@@ -77,6 +79,7 @@ static void finish(job_t *j, outcome_t out);
 static void job_free(job_t *j)
 {
 	json_decref(j->doc);
+	json_decref(j->order);
 	json_decref(j->resolved);
 	json_decref(j->missing);
 	json_decref(j->body);
@@ -92,7 +95,7 @@ static void job_fields(const job_t *j, char *buf, size_t size)
 
 static const json_t *job_order(const job_t *j)
 {
-	return json_object_get(j->doc, "order");
+	return j->order;
 }
 
 static int outcome_of(wj_jdy_class_t c)
@@ -201,6 +204,15 @@ static const char *map_number(const wj_kv_t *map, size_t n, const char *number)
 	return number;
 }
 
+#define LK_MEM_MAX 20000 /* parsed entries kept; the store holds them all */
+
+static void lk_mem_put(dispatcher_t *d, const char *key, json_t *entry)
+{
+	if (json_object_size(d->lk_mem) >= LK_MEM_MAX)
+		json_object_clear(d->lk_mem);
+	json_object_set(d->lk_mem, key, entry);
+}
+
 static const json_t *lookup_cb(void *arg, char kind, const char *number)
 {
 	lk_ctx_t *c = arg;
@@ -215,18 +227,22 @@ static const json_t *lookup_cb(void *arg, char kind, const char *number)
 	const json_t *o = json_object_get(j->resolved, key);
 	if (o)
 		return o;
+	/* The parsed entry from memory, else from the store (then kept in memory). */
+	json_t *entry = json_incref(json_object_get(j->d->lk_mem, key));
 	wj_val_t v;
-	if (c->txn_ok && wj_txn_get(&c->txn, WJ_DB_LOOKUP, key, strlen(key), &v) == 0) {
-		json_t *entry = json_loadb(v.data, v.len, 0, NULL);
-		json_t *obj = json_object_get(entry, "data");
-		int64_t exp = json_integer_value(json_object_get(entry, "expires_ms"));
-		if (obj && exp > wj_now_ms()) {
-			json_object_set(j->resolved, key, obj);
-			json_decref(entry);
-			return json_object_get(j->resolved, key);
-		}
-		json_decref(entry);
+	if (!entry && c->txn_ok && wj_txn_get(&c->txn, WJ_DB_LOOKUP, key, strlen(key), &v) == 0) {
+		entry = json_loadb(v.data, v.len, 0, NULL);
+		if (entry)
+			lk_mem_put(j->d, key, entry);
 	}
+	json_t *obj = json_object_get(entry, "data");
+	int64_t exp = json_integer_value(json_object_get(entry, "expires_ms"));
+	if (obj && exp > wj_now_ms()) {
+		json_object_set(j->resolved, key, obj);
+		json_decref(entry);
+		return json_object_get(j->resolved, key);
+	}
+	json_decref(entry);
 	/* Remember which WDT-side number asked for it, for error messages. */
 	json_object_set_new(j->missing, key, json_string(number));
 	return NULL;
@@ -292,7 +308,8 @@ static void lookup_done(lookup_t *l, const wj_jdy_result_t *res)
 		char *text = json_dumps(entry, JSON_COMPACT);
 		if (text) {
 			cache_put_t cp = {l->key, text};
-			wj_engine_write(d->e, cache_put_fn, &cp);
+			if (wj_engine_write(d->e, cache_put_fn, &cp) == 0)
+				lk_mem_put(d, l->key, entry);
 			free(text);
 		}
 		json_decref(entry);
@@ -572,7 +589,7 @@ static void apply_outcome(wj_txn_t *t, job_t *j, outcome_t *final)
 		json_object_set_new(doc, "bill_no", json_string(j->bill_no));
 		json_object_set_new(doc, "saved_at", json_integer(wj_now()));
 		json_object_del(doc, "unknown");
-		json_object_del(doc, "order"); /* keep the record small once posted */
+		wj_txn_del(t, WJ_DB_ORDERS, j->key, j->klen); /* posted: the order is not needed */
 		meta_add(t, "stat:saved", 1);
 		if (changed) {
 			json_t *rv = json_pack("{s:s, s:s, s:s, s:s, s:I, s:O, s:s}", "flow", j->flow,
@@ -601,7 +618,7 @@ static void apply_outcome(wj_txn_t *t, job_t *j, outcome_t *final)
 	case O_DEAD:
 	default: {
 		json_object_set_new(doc, "state", json_string("dead"));
-		json_t *order = json_object_get(doc, "order");
+		json_t *order = j->order;
 		const char *first = json_string_value(json_object_get(doc, "first_error"));
 		const char *last = json_string_value(json_object_get(doc, "last_error"));
 		json_t *dl = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:I, s:O, s:O}", "flow",
@@ -616,8 +633,16 @@ static void apply_outcome(wj_txn_t *t, job_t *j, outcome_t *final)
 		break;
 	}
 	}
-	if (changed && out != O_SAVED)
-		json_object_set(doc, "order", changed); /* post the newer content next time */
+	if (changed && out != O_SAVED) {
+		/* post the newer content next time */
+		size_t len;
+		char *text = wj_json_canon(changed, &len);
+		if (text)
+			wj_txn_put(t, WJ_DB_ORDERS, j->key, j->klen, text, len);
+		else
+			t->err = t->err ? t->err : -ENOMEM;
+		free(text);
+	}
 	json_decref(changed);
 	wj_txn_put_json(t, WJ_DB_DOCS, j->key, j->klen, doc);
 	json_decref(doc);
@@ -718,17 +743,35 @@ static void on_flush(uv_timer_t *t)
 
 /* ---- taking work ---------------------------------------------------------------------------- */
 
+#define TAKE_MAX 64 /* ≥ the highest kingdee.concurrency */
+
+typedef struct taken {
+	char key[WJ_DOC_KEY_MAX + 1];
+	size_t klen;
+	json_t *doc, *order;
+} taken_t;
+
 typedef struct take_ctx {
 	dispatcher_t *d;
 	unsigned want;
-	json_t *taken; /* array of [key (hex), doc] */
+	taken_t taken[TAKE_MAX];
+	size_t n;
 	size_t moved;
 } take_ctx_t;
+
+static void taken_clear(take_ctx_t *c)
+{
+	for (size_t i = 0; i < c->n; i++) {
+		json_decref(c->taken[i].doc);
+		json_decref(c->taken[i].order);
+	}
+	c->n = 0;
+}
 
 static int take_fn(wj_txn_t *t, void *arg)
 {
 	take_ctx_t *c = arg;
-	json_array_clear(c->taken);
+	taken_clear(c); /* a batch may be redone after the map grew */
 	c->moved = 0;
 	int64_t now = wj_now_ms();
 	wj_iter_t it;
@@ -755,27 +798,32 @@ static int take_fn(wj_txn_t *t, void *arg)
 		return t->err;
 	uint8_t inflight_v[8];
 	wj_key_u64be(inflight_v, (uint64_t)now);
-	for (int r = wj_iter_seek(&it, NULL, 0); r == 0 && json_array_size(c->taken) < c->want;
+	for (int r = wj_iter_seek(&it, NULL, 0); r == 0 && c->n < c->want && c->n < TAKE_MAX;
 	     r = wj_iter_next(&it)) {
 		wj_val_t k = wj_iter_val(&it);
-		char key[WJ_DOC_KEY_MAX];
-		size_t kl = k.len < sizeof(key) ? k.len : sizeof(key);
-		memcpy(key, k.data, kl);
+		taken_t *tk = &c->taken[c->n];
+		tk->klen = k.len < WJ_DOC_KEY_MAX ? k.len : WJ_DOC_KEY_MAX;
+		memcpy(tk->key, k.data, tk->klen);
+		tk->key[tk->klen] = '\0';
 		wj_iter_del(&it); /* cursor now on the next entry */
-		wj_val_t dv;
-		json_t *doc = NULL;
-		if (wj_txn_get(t, WJ_DB_DOCS, key, kl, &dv) == 0)
+		wj_val_t dv, ov;
+		json_t *doc = NULL, *order = NULL;
+		if (wj_txn_get(t, WJ_DB_DOCS, tk->key, tk->klen, &dv) == 0)
 			doc = json_loadb(dv.data, dv.len, 0, NULL);
 		const char *state = json_string_value(json_object_get(doc, "state")) ?: "";
-		if (doc && (!strcmp(state, "queued")) && json_object_get(doc, "order")) {
-			json_object_set_new(doc, "state", json_string("inflight"));
-			wj_txn_put_json(t, WJ_DB_DOCS, key, kl, doc);
-			wj_txn_put(t, WJ_DB_INFLIGHT, key, kl, inflight_v, sizeof(inflight_v));
-			json_array_append_new(c->taken, json_pack("{s:s%, s:o}", "key", key, kl, "doc",
-								  doc));
-		} else {
+		if (doc && !strcmp(state, "queued") &&
+		    wj_txn_get(t, WJ_DB_ORDERS, tk->key, tk->klen, &ov) == 0)
+			order = json_loadb(ov.data, ov.len, 0, NULL); /* before any put moves it */
+		if (!order) {
 			json_decref(doc); /* stale entry (saved, dead or gone): drop it */
+			continue;
 		}
+		json_object_set_new(doc, "state", json_string("inflight"));
+		wj_txn_put_json(t, WJ_DB_DOCS, tk->key, tk->klen, doc);
+		wj_txn_put(t, WJ_DB_INFLIGHT, tk->key, tk->klen, inflight_v, sizeof(inflight_v));
+		tk->doc = doc;
+		tk->order = order;
+		c->n++;
 	}
 	wj_iter_close(&it);
 	return t->err;
@@ -789,24 +837,31 @@ void dispatcher_pump(dispatcher_t *d)
 	unsigned cap = e->cfg->kingdee.concurrency;
 	if (d->n_jobs >= cap)
 		return;
-	take_ctx_t c = {.d = d, .want = cap - d->n_jobs, .taken = json_array()};
-	if (wj_engine_write(e, take_fn, &c) < 0) {
-		json_decref(c.taken);
+	take_ctx_t *c = calloc(1, sizeof(*c));
+	if (!c)
+		return;
+	c->d = d;
+	c->want = cap - d->n_jobs;
+	if (wj_engine_write(e, take_fn, c) < 0) {
+		taken_clear(c);
+		free(c);
 		return;
 	}
-	size_t i;
-	json_t *item;
-	json_array_foreach(c.taken, i, item) {
+	for (size_t i = 0; i < c->n; i++) {
+		taken_t *tk = &c->taken[i];
 		job_t *j = calloc(1, sizeof(*j));
 		if (!j)
 			break; /* stays in flight in the store; settled at the next start */
 		j->d = d;
-		const char *key = json_string_value(json_object_get(item, "key"));
-		j->klen = json_string_length(json_object_get(item, "key"));
-		memcpy(j->key, key, j->klen);
-		snprintf(j->flow, sizeof(j->flow), "%s", key);
-		snprintf(j->id, sizeof(j->id), "%s", key + strlen(key) + 1);
-		j->doc = json_incref(json_object_get(item, "doc"));
+		j->klen = tk->klen;
+		memcpy(j->key, tk->key, tk->klen);
+		size_t fl = strnlen(tk->key, tk->klen);
+		snprintf(j->flow, sizeof(j->flow), "%.*s", (int)fl, tk->key);
+		snprintf(j->id, sizeof(j->id), "%.*s", (int)(fl < tk->klen ? tk->klen - fl - 1 : 0),
+			 tk->key + (fl < tk->klen ? fl + 1 : fl));
+		j->doc = tk->doc;
+		j->order = tk->order;
+		tk->doc = tk->order = NULL;
 		snprintf(j->stockin_no, sizeof(j->stockin_no), "%s",
 			 json_string_value(json_object_get(j->doc, "stockin_no")) ?: "?");
 		j->resolved = json_object();
@@ -817,7 +872,8 @@ void dispatcher_pump(dispatcher_t *d)
 		d->n_jobs++;
 		start_job(j);
 	}
-	json_decref(c.taken);
+	taken_clear(c);
+	free(c);
 }
 
 /* ---- lifecycle -------------------------------------------------------------------------------- */
@@ -876,6 +932,7 @@ dispatcher_t *dispatcher_new(wj_engine_t *e)
 	if (!d)
 		return NULL;
 	d->e = e;
+	d->lk_mem = json_object();
 	uv_timer_init(e->loop, &d->flush_timer);
 	d->flush_timer.data = d;
 	return d;
@@ -893,7 +950,9 @@ unsigned dispatcher_active(const dispatcher_t *d)
 
 static void on_flush_timer_closed(uv_handle_t *h)
 {
-	free(h->data);
+	dispatcher_t *d = h->data;
+	json_decref(d->lk_mem);
+	free(d);
 }
 
 void dispatcher_free(dispatcher_t *d)

@@ -170,17 +170,35 @@ int wj_json_int(const json_t *v, int64_t *out)
 	return 0;
 }
 
+char *wj_json_canon(const json_t *v, size_t *len)
+{
+	*len = 0;
+	if (!v)
+		return NULL;
+	char *s = json_dumps(v, JSON_SORT_KEYS | JSON_COMPACT | JSON_ENCODE_ANY);
+	if (s)
+		*len = strlen(s);
+	return s;
+}
+
+int wj_sha256(const void *data, size_t len, uint8_t out[32])
+{
+	unsigned n = 0;
+	int ok = EVP_Digest(data, len, out, &n, EVP_sha256(), NULL);
+	return ok == 1 && n == 32 ? 0 : -EIO;
+}
+
 int wj_json_hash(const json_t *v, uint8_t out[32])
 {
 	if (!v)
 		return -EINVAL;
-	char *s = json_dumps(v, JSON_SORT_KEYS | JSON_COMPACT | JSON_ENCODE_ANY);
+	size_t len;
+	char *s = wj_json_canon(v, &len);
 	if (!s)
 		return -ENOMEM;
-	unsigned len = 0;
-	int ok = EVP_Digest(s, strlen(s), out, &len, EVP_sha256(), NULL);
+	int r = wj_sha256(s, len, out);
 	free(s);
-	return ok == 1 && len == 32 ? 0 : -EIO;
+	return r;
 }
 
 /* Length of the valid UTF-8 sequence at p (1..4), or 0 when invalid or cut short. */

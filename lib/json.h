@@ -24,8 +24,15 @@ int wj_json_number(const json_t *v, double *out);
  * 0, -EINVAL or -ERANGE. */
 int wj_json_int(const json_t *v, int64_t *out);
 
-/* SHA-256 of the canonical dump (sorted keys, compact): a content hash independent of key
- * order. 0, -EINVAL (NULL), -ENOMEM or -EIO (digest failure). */
+/* The canonical dump of v (sorted keys, compact), malloc'ed, its length in *len; NULL when v is
+ * NULL or memory runs out. This is the text stored for an order and the text its hash covers. */
+char *wj_json_canon(const json_t *v, size_t *len);
+
+/* SHA-256 of data[0..len). 0 or -EIO. */
+int wj_sha256(const void *data, size_t len, uint8_t out[32]);
+
+/* SHA-256 of the canonical dump: a content hash independent of key order.
+ * 0, -EINVAL (NULL), -ENOMEM or -EIO (digest failure). */
 int wj_json_hash(const json_t *v, uint8_t out[32]);
 
 /* Replace every invalid UTF-8 sequence of in[0..len) by U+FFFD, so that a remote answer with

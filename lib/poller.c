@@ -19,6 +19,19 @@
 #define MAX_SPAN_S (30 * 86400 - 1)
 #define MAX_REREADS 3
 
+/* One record of a window, reduced on arrival to what storing it needs: holding a window as
+ * parsed JSON costs several times its text. */
+typedef enum { REC_OK, REC_NO_ID, REC_FILTERED } rec_kind_t;
+typedef struct prec {
+	rec_kind_t kind;
+	char key[WJ_DOC_KEY_MAX];
+	size_t kl;
+	char no[128];
+	char hex[65];
+	char *text; /* canonical JSON of the order (REC_OK) */
+	size_t tlen;
+} prec_t;
+
 struct poller {
 	wj_engine_t *e;
 	const wj_flow_cfg_t *flow;
@@ -36,7 +49,8 @@ struct poller {
 	int64_t w_start, w_end;
 	unsigned page, rereads, failures;
 	int64_t total;
-	json_t *records;
+	prec_t *recs;     /* records of the window read so far, as canonical text */
+	size_t n_recs, cap_recs;
 	uint64_t window_started;
 	/* counters */
 	uint64_t windows, splits, rereads_total, stored, unchanged, changed, ignored;
@@ -128,29 +142,74 @@ static bool param_matches(const wj_flow_cfg_t *f, const char *key, const json_t 
 	return true;
 }
 
-static int store_order(wj_txn_t *t, store_ctx_t *c, json_t *order)
+static void recs_clear(poller_t *p)
+{
+	for (size_t i = 0; i < p->n_recs; i++)
+		free(p->recs[i].text);
+	free(p->recs);
+	p->recs = NULL;
+	p->n_recs = p->cap_recs = 0;
+}
+
+/* Reduce an order of a page to a record; -ENOMEM or 0. */
+static int rec_add(poller_t *p, const json_t *order)
+{
+	if (p->n_recs == p->cap_recs) {
+		size_t cap = p->cap_recs ? 2 * p->cap_recs : 128;
+		prec_t *r = realloc(p->recs, cap * sizeof(*r));
+		if (!r)
+			return -ENOMEM;
+		p->recs = r;
+		p->cap_recs = cap;
+	}
+	prec_t *r = &p->recs[p->n_recs];
+	*r = (prec_t){.no = "?"};
+	wj_json_text(json_object_get(order, "stockin_no"), r->no, sizeof(r->no));
+	char id[128];
+	if (!json_is_object(order) || wj_wdt_order_key(order, id, sizeof(id)) < 0) {
+		r->kind = REC_NO_ID;
+	} else if (!param_matches(p->flow, "order_type", order) ||
+		   !param_matches(p->flow, "status", order)) {
+		r->kind = REC_FILTERED;
+		r->kl = wj_doc_key(r->key, p->name, id);
+	} else {
+		uint8_t hash[32];
+		r->kind = REC_OK;
+		r->kl = wj_doc_key(r->key, p->name, id);
+		r->text = wj_json_canon(order, &r->tlen);
+		if (!r->text || wj_sha256(r->text, r->tlen, hash) < 0) {
+			free(r->text);
+			return -ENOMEM;
+		}
+		wj_hex(hash, sizeof(hash), r->hex, false);
+	}
+	p->n_recs++;
+	return 0;
+}
+
+/* The order of a record as JSON, for the rare paths that embed it in another record. */
+static json_t *rec_order(const prec_t *r)
+{
+	return json_loadb(r->text, r->tlen, 0, NULL) ?: json_null();
+}
+
+static int store_order(wj_txn_t *t, store_ctx_t *c, const prec_t *rec)
 {
 	poller_t *p = c->p;
-	char id[128], key[WJ_DOC_KEY_MAX], hex[65];
-	uint8_t hash[32];
-	if (!json_is_object(order) || wj_wdt_order_key(order, id, sizeof(id)) < 0) {
-		char no[128] = "?", f[300] = "";
-		wj_json_text(json_object_get(order, "stockin_no"), no, sizeof(no));
+	if (rec->kind == REC_NO_ID) {
+		char f[300] = "";
 		wj_logfmt_kv(f, sizeof(f), "flow", p->name);
-		wj_logfmt_kv(f, sizeof(f), "stockin_no", no);
+		wj_logfmt_kv(f, sizeof(f), "stockin_no", rec->no);
 		wj_warn("poller", f, "order with no stockin_id: cannot be tracked, ignored");
 		c->n_ignored++;
 		return 0;
 	}
-	if (!param_matches(p->flow, "order_type", order) || !param_matches(p->flow, "status", order)) {
+	if (rec->kind == REC_FILTERED) {
 		c->n_ignored++;
 		return 0;
 	}
-	size_t kl = wj_doc_key(key, p->name, id);
-	wj_json_hash(order, hash);
-	wj_hex(hash, sizeof(hash), hex, false);
-	char no[128] = "";
-	wj_json_text(json_object_get(order, "stockin_no"), no, sizeof(no));
+	const char *key = rec->key, *no = rec->no, *hex = rec->hex;
+	size_t kl = rec->kl;
 
 	wj_val_t v;
 	int r = wj_txn_get(t, WJ_DB_DOCS, key, kl, &v);
@@ -158,11 +217,12 @@ static int store_order(wj_txn_t *t, store_ctx_t *c, json_t *order)
 		uint64_t seq;
 		if (wj_txn_seq_next(t, &seq) < 0)
 			return t->err;
-		json_t *doc = json_pack("{s:s, s:s, s:s, s:i, s:i, s:O, s:I}", "state", "queued",
+		json_t *doc = json_pack("{s:s, s:s, s:s, s:i, s:i, s:I}", "state", "queued",
 					"hash", hex, "stockin_no", no, "attempts", 0, "prio",
-					c->prio, "order", order, "first_seen", (json_int_t)wj_now());
+					c->prio, "first_seen", (json_int_t)wj_now());
 		wj_txn_put_json(t, WJ_DB_DOCS, key, kl, doc);
 		json_decref(doc);
+		wj_txn_put(t, WJ_DB_ORDERS, key, kl, rec->text, rec->tlen);
 		uint8_t qk[9];
 		qk[0] = (uint8_t)c->prio;
 		wj_key_u64be(qk + 1, seq);
@@ -185,11 +245,11 @@ static int store_order(wj_txn_t *t, store_ctx_t *c, json_t *order)
 	json_object_set_new(doc, "hash", json_string(hex));
 	if (!strcmp(state, "saved")) {
 		/* Posted already: never a second bill; the operator reviews the change. */
-		json_t *rv = json_pack("{s:s, s:s, s:O, s:O, s:I, s:O}", "flow", p->name,
+		json_t *rv = json_pack("{s:s, s:s, s:O, s:O, s:I, s:o}", "flow", p->name,
 				       "stockin_no", no, "bill_no",
 				       json_object_get(doc, "bill_no") ?: json_null(), "bill_id",
 				       json_object_get(doc, "bill_id") ?: json_null(), "seen",
-				       (json_int_t)wj_now(), "order", order);
+				       (json_int_t)wj_now(), "order", rec_order(rec));
 		wj_txn_put_json(t, WJ_DB_REVIEW, key, kl, rv);
 		json_decref(rv);
 		json_object_set_new(doc, "review", json_true());
@@ -199,17 +259,17 @@ static int store_order(wj_txn_t *t, store_ctx_t *c, json_t *order)
 		wj_warn("poller", f, "order changed after its bill was posted: recorded for review");
 	} else if (!strcmp(state, "inflight")) {
 		/* Being posted now: keep the new content; the outcome handler sends it to review. */
-		json_object_set(doc, "changed_order", order);
+		json_object_set_new(doc, "changed_order", rec_order(rec));
 	} else {
 		/* queued, delayed or dead: the new content is what will be posted. */
-		json_object_set(doc, "order", order);
+		wj_txn_put(t, WJ_DB_ORDERS, key, kl, rec->text, rec->tlen);
 		json_object_set_new(doc, "stockin_no", json_string(no));
 		if (!strcmp(state, "dead")) {
 			wj_val_t dv;
 			if (wj_txn_get(t, WJ_DB_DEAD, key, kl, &dv) == 0) {
 				json_t *dl = json_loadb(dv.data, dv.len, 0, NULL);
 				if (dl) {
-					json_object_set(dl, "order", order);
+					json_object_set_new(dl, "order", rec_order(rec));
 					json_object_set_new(dl, "changed_since", json_true());
 					wj_txn_put_json(t, WJ_DB_DEAD, key, kl, dl);
 					json_decref(dl);
@@ -227,10 +287,8 @@ static int store_window_fn(wj_txn_t *t, void *arg)
 	store_ctx_t *c = arg;
 	poller_t *p = c->p;
 	c->n_new = c->n_unchanged = c->n_changed = c->n_ignored = 0;
-	size_t i;
-	json_t *order;
-	json_array_foreach(p->records, i, order) {
-		int r = store_order(t, c, order);
+	for (size_t i = 0; i < p->n_recs; i++) {
+		int r = store_order(t, c, &p->recs[i]);
 		if (r < 0)
 			return r;
 	}
@@ -263,8 +321,7 @@ static void window_done(poller_t *p)
 	store_ctx_t c = {.p = p, .prio = is_live(p) && !p->bf_mode ? p->flow->priority
 								  : p->flow->backfill_priority};
 	int r = wj_engine_write(p->e, store_window_fn, &c);
-	json_decref(p->records);
-	p->records = NULL;
+	recs_clear(p);
 	p->busy = false;
 	if (r < 0) {
 		/* Nothing of this window is stored and the cursor did not move: read it again later. */
@@ -320,10 +377,35 @@ static unsigned split_threshold(poller_t *p)
 	return (unsigned)(room < th ? (room ? room : 1) : th);
 }
 
+static int key_cmp(const void *a, const void *b)
+{
+	const prec_t *x = *(prec_t *const *)a, *y = *(prec_t *const *)b;
+	size_t n = x->kl < y->kl ? x->kl : y->kl;
+	int c = memcmp(x->key, y->key, n);
+	return c ? c : (x->kl > y->kl) - (x->kl < y->kl);
+}
+
+/* Distinct stockin ids among the records read (records without one are not counted). */
+static size_t distinct_ids(poller_t *p)
+{
+	prec_t **v = malloc((p->n_recs ? p->n_recs : 1) * sizeof(*v));
+	if (!v)
+		return 0; /* read again: never store on a count we could not check */
+	size_t n = 0, d = 0;
+	for (size_t i = 0; i < p->n_recs; i++)
+		if (p->recs[i].kind != REC_NO_ID)
+			v[n++] = &p->recs[i];
+	qsort(v, n, sizeof(*v), key_cmp);
+	for (size_t i = 0; i < n; i++)
+		if (i == 0 || key_cmp(&v[i - 1], &v[i]))
+			d++;
+	free(v);
+	return d;
+}
+
 static void restart_window(poller_t *p)
 {
-	json_decref(p->records);
-	p->records = json_array();
+	recs_clear(p);
 	p->page = 0;
 	p->total = -1;
 	gate_enter(&p->e->wdt_gate, fetch_page, p);
@@ -338,8 +420,7 @@ static void retry_later(poller_t *p, uint64_t ms, const char *why)
 	wj_warn("poller", f, "%s", why);
 	snprintf(p->last_error, sizeof(p->last_error), "%s", why);
 	wj_engine_set_error(p->e, "flow %s: %s", p->name, why);
-	json_decref(p->records);
-	p->records = NULL;
+	recs_clear(p);
 	p->busy = false;
 	schedule(p, ms);
 }
@@ -357,8 +438,7 @@ static void on_page(wj_wdt_result_t *res, void *arg)
 		 : OC_PERMANENT;
 	wj_engine_count(p->e, EP_WDT_QUERY, oc);
 	if (p->stopped) {
-		json_decref(p->records);
-		p->records = NULL;
+		recs_clear(p);
 		p->busy = false;
 		return;
 	}
@@ -405,8 +485,12 @@ static void on_page(wj_wdt_result_t *res, void *arg)
 	}
 	size_t i;
 	json_t *o;
-	json_array_foreach(res->orders, i, o)
-		json_array_append(p->records, o);
+	json_array_foreach(res->orders, i, o) {
+		if (rec_add(p, o) < 0) {
+			retry_later(p, 1000, "out of memory");
+			return;
+		}
+	}
 	unsigned ps = p->flow->page_size;
 	if ((int64_t)(p->page + 1) * ps < p->total && json_array_size(res->orders) > 0) {
 		p->page++;
@@ -415,13 +499,7 @@ static void on_page(wj_wdt_result_t *res, void *arg)
 	}
 	/* Consistency: the distinct ids read must be exactly total_count. */
 	{
-		json_t *ids = json_object();
-		char id[128];
-		json_array_foreach(p->records, i, o)
-			if (wj_wdt_order_key(o, id, sizeof(id)) == 0)
-				json_object_set_new(ids, id, json_true());
-		size_t distinct = json_object_size(ids);
-		json_decref(ids);
+		size_t distinct = distinct_ids(p);
 		if ((int64_t)distinct == p->total)
 			goto done;
 	}
@@ -433,7 +511,7 @@ reread:
 		wj_time_format(p->w_end, p->e->cfg->tz_offset, b);
 		wj_info("poller", p->fields,
 			"window %s..%s changed while paging (total %lld, read %zu on %u pages): "
-			"reading it again", a, b, (long long)p->total, json_array_size(p->records),
+			"reading it again", a, b, (long long)p->total, p->n_recs,
 			p->page + 1);
 		restart_window(p);
 		return;
@@ -638,8 +716,7 @@ void poller_free(poller_t *p)
 	if (!p)
 		return;
 	uv_timer_stop(&p->timer);
-	json_decref(p->records);
-	p->records = NULL;
+	recs_clear(p);
 	p->orphan = true; /* memory goes when the timer is closed and no query is pending */
 	uv_close((uv_handle_t *)&p->timer, on_timer_closed);
 }

@@ -38,6 +38,7 @@ static const char *const db_names[WJ_DB_COUNT] = {
 	[WJ_DB_DEAD] = "dead",
 	[WJ_DB_REVIEW] = "review",
 	[WJ_DB_LOOKUP] = "lookup",
+	[WJ_DB_ORDERS] = "orders",
 };
 
 static __thread char last_err[256];
@@ -107,7 +108,72 @@ static void refresh_map_size(wj_store_t *s)
 		s->map_size = info.me_mapsize;
 }
 
-/* Check (or, in a write txn of a new store, write) the schema version. */
+static uint32_t be32(const void *data)
+{
+	const uint8_t *p = data;
+	return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+
+static int put_schema(wj_store_t *s, MDB_txn *txn, uint32_t version)
+{
+	uint8_t ver[4] = {(uint8_t)(version >> 24), (uint8_t)(version >> 16),
+			  (uint8_t)(version >> 8), (uint8_t)version};
+	MDB_val k = {.mv_size = 6, .mv_data = (void *)"schema"};
+	MDB_val v = {.mv_size = sizeof(ver), .mv_data = ver};
+	int rc = mdb_put(txn, s->dbi[WJ_DB_META], &k, &v, 0);
+	return rc ? mdb_fail(rc, "write schema version") : 0;
+}
+
+/* Version 1 → 2: move each doc's "order" into the orders database as canonical text. */
+static int upgrade_v1(wj_store_t *s, MDB_txn *txn, const char *dir)
+{
+	MDB_cursor *cur;
+	MDB_val k, v;
+	int rc = mdb_cursor_open(txn, s->dbi[WJ_DB_DOCS], &cur);
+	if (rc != 0)
+		return mdb_fail(rc, "mdb_cursor_open");
+	int ret = 0;
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		json_t *doc = json_loadb(v.mv_data, v.mv_size, 0, NULL);
+		json_t *order = json_object_get(doc, "order");
+		if (!order) {
+			json_decref(doc);
+			continue;
+		}
+		char *text = json_dumps(order, JSON_SORT_KEYS | JSON_COMPACT | JSON_ENCODE_ANY);
+		json_object_del(doc, "order");
+		char *small = json_dumps(doc, JSON_COMPACT);
+		json_decref(doc);
+		if (!text || !small) {
+			free(text);
+			free(small);
+			ret = -ENOMEM;
+			break;
+		}
+		MDB_val ov = {.mv_size = strlen(text), .mv_data = text};
+		MDB_val dv = {.mv_size = strlen(small), .mv_data = small};
+		rc = mdb_put(txn, s->dbi[WJ_DB_ORDERS], &k, &ov, 0);
+		if (rc == 0)
+			rc = mdb_cursor_put(cur, &k, &dv, MDB_CURRENT);
+		free(text);
+		free(small);
+		if (rc != 0)
+			break;
+	}
+	mdb_cursor_close(cur);
+	if (ret == 0 && rc != 0 && rc != MDB_NOTFOUND)
+		ret = mdb_fail(rc, "upgrade docs");
+	if (ret == 0)
+		ret = put_schema(s, txn, 2);
+	if (ret != 0)
+		set_err("store %s: cannot upgrade from schema version 1: %s", dir,
+			ret == -ENOMEM ? "out of memory" : last_err);
+	return ret;
+}
+
+/* Check the schema version; in a write txn, write it (new store) or upgrade an older one.
+ * 1: an upgrade is needed (read-only txn). */
 static int check_schema(wj_store_t *s, MDB_txn *txn, bool write, const char *dir)
 {
 	MDB_val k = {.mv_size = 6, .mv_data = (void *)"schema"}, v;
@@ -117,9 +183,9 @@ static int check_schema(wj_store_t *s, MDB_txn *txn, bool write, const char *dir
 			set_err("store %s: bad schema version record", dir);
 			return -EPROTO;
 		}
-		const uint8_t *p = v.mv_data;
-		uint32_t ver = ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) |
-			       ((uint32_t)p[2] << 8) | p[3];
+		uint32_t ver = be32(v.mv_data);
+		if (ver == 1 && WJ_STORE_SCHEMA == 2)
+			return write ? upgrade_v1(s, txn, dir) : 1;
 		if (ver != WJ_STORE_SCHEMA) {
 			set_err("store %s has schema version %" PRIu32 ", this program needs %u", dir,
 				ver, WJ_STORE_SCHEMA);
@@ -141,14 +207,7 @@ static int check_schema(wj_store_t *s, MDB_txn *txn, bool write, const char *dir
 			return -EPROTO;
 		}
 	}
-	uint8_t ver[4] = {(uint8_t)(WJ_STORE_SCHEMA >> 24), (uint8_t)(WJ_STORE_SCHEMA >> 16),
-			  (uint8_t)(WJ_STORE_SCHEMA >> 8), (uint8_t)WJ_STORE_SCHEMA};
-	v.mv_size = sizeof(ver);
-	v.mv_data = ver;
-	rc = mdb_put(txn, s->dbi[WJ_DB_META], &k, &v, 0);
-	if (rc != 0)
-		return mdb_fail(rc, "write schema version");
-	return 0;
+	return put_schema(s, txn, WJ_STORE_SCHEMA);
 }
 
 /* Open the named databases: first read-only (no writer lock needed when they exist, so
@@ -177,7 +236,7 @@ static int open_dbs(wj_store_t *s, const char *dir)
 			txn = NULL;
 			return rc ? mdb_fail(rc, "mdb_txn_commit") : 0;
 		}
-		if (ret != -ENOENT)
+		if (ret != -ENOENT && ret != 1)
 			goto fail;
 	}
 	mdb_txn_abort(txn);

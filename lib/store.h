@@ -7,7 +7,9 @@
  *             "jdy_token"  → cached Kingdee token record
  *             "stat:NAME"  → u64 BE lifetime counters (saved, failed, ...)
  *   cursors   flow name    → JSON cursor of that flow (last fully stored window)
- *   docs      doc key      → doc record (content hash, state, attempts, payload)
+ *   docs      doc key      → doc record (content hash, state, attempts, errors, bill): small
+ *   orders    doc key      → the order as read from WDT, canonical JSON text (sorted keys,
+ *             compact; its SHA-256 is the doc's "hash"), kept until its bill is saved
  *   queue     priority(u8) seq(u64 BE)   → doc key, ready to dispatch, lowest key first
  *   delayed   due_ms(u64 BE) seq(u64 BE) → priority(u8) doc key; retry not before due_ms
  *             (epoch ms), then moved to queue under the same priority and seq
@@ -37,7 +39,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define WJ_STORE_SCHEMA 1u
+/* 2: the order text moved out of the doc record into "orders" (a store of version 1 is
+ * upgraded in place when opened). */
+#define WJ_STORE_SCHEMA 2u
 
 typedef enum wj_db {
 	WJ_DB_META = 0,
@@ -49,6 +53,7 @@ typedef enum wj_db {
 	WJ_DB_DEAD,
 	WJ_DB_REVIEW,
 	WJ_DB_LOOKUP,
+	WJ_DB_ORDERS,
 	WJ_DB_COUNT
 } wj_db_t;
 

@@ -134,6 +134,46 @@ static void test_u64be(void **state)
 	assert_string_equal(wj_db_name(WJ_DB_LOOKUP), "lookup");
 }
 
+/* A store of schema version 1 kept the order inside the doc record; opening it moves the order
+ * to the orders database as canonical text and leaves everything else as it was. */
+static void test_upgrade_v1(void **state)
+{
+	fixture_t *f = *state;
+	wj_store_t *s = NULL;
+	wj_txn_t t;
+	wj_val_t v;
+	static const char k1[] = "pd\0001", k2[] = "pd\0002";
+	assert_int_equal(wj_store_open(f->dir, 1 * MiB, 8 * MiB, &s), 0);
+	assert_int_equal(wj_txn_begin(s, &t, true), 0);
+	const uint8_t v1[4] = {0, 0, 0, 1};
+	wj_txn_put(&t, WJ_DB_META, "schema", 6, v1, 4);
+	const char *queued = "{\"state\":\"queued\",\"hash\":\"ab\",\"order\":"
+			     "{\"z\":1,\"stockin_no\":\"RK1\",\"a\":[{\"y\":\"2\",\"b\":\"盘\"}]}}";
+	const char *saved = "{\"state\":\"saved\",\"bill_no\":\"B1\"}";
+	wj_txn_put(&t, WJ_DB_DOCS, k1, sizeof(k1) - 1, queued, strlen(queued));
+	wj_txn_put(&t, WJ_DB_DOCS, k2, sizeof(k2) - 1, saved, strlen(saved));
+	assert_int_equal(wj_txn_commit(&t), 0);
+	wj_store_close(s);
+
+	assert_int_equal(wj_store_open(f->dir, 1 * MiB, 8 * MiB, &s), 0);
+	assert_int_equal(wj_txn_begin(s, &t, false), 0);
+	assert_int_equal(wj_txn_get(&t, WJ_DB_META, "schema", 6, &v), 0);
+	const uint8_t v2[4] = {0, 0, 0, 2};
+	assert_memory_equal(v.data, v2, 4);
+	assert_int_equal(wj_txn_get(&t, WJ_DB_DOCS, k1, sizeof(k1) - 1, &v), 0);
+	assert_int_equal(v.len, strlen("{\"state\":\"queued\",\"hash\":\"ab\"}"));
+	assert_memory_equal(v.data, "{\"state\":\"queued\",\"hash\":\"ab\"}", v.len);
+	assert_int_equal(wj_txn_get(&t, WJ_DB_ORDERS, k1, sizeof(k1) - 1, &v), 0);
+	const char *canon = "{\"a\":[{\"b\":\"盘\",\"y\":\"2\"}],\"stockin_no\":\"RK1\",\"z\":1}";
+	assert_int_equal(v.len, strlen(canon));
+	assert_memory_equal(v.data, canon, v.len);
+	assert_int_equal(wj_txn_get(&t, WJ_DB_DOCS, k2, sizeof(k2) - 1, &v), 0);
+	assert_memory_equal(v.data, saved, strlen(saved));
+	assert_int_equal(wj_txn_get(&t, WJ_DB_ORDERS, k2, sizeof(k2) - 1, &v), -ENOENT);
+	wj_txn_abort(&t);
+	wj_store_close(s);
+}
+
 static void test_open_schema(void **state)
 {
 	fixture_t *f = *state;
@@ -154,7 +194,7 @@ static void test_open_schema(void **state)
 	assert_int_equal(wj_txn_begin(s, &t, false), 0);
 	assert_int_equal(wj_txn_get(&t, WJ_DB_META, "schema", 6, &v), 0);
 	assert_int_equal(v.len, 4);
-	const uint8_t want[4] = {0, 0, 0, 1};
+	const uint8_t want[4] = {0, 0, 0, 2};
 	assert_memory_equal(v.data, want, 4);
 	for (int i = 0; i < WJ_DB_COUNT; i++) {
 		size_t n = 99;
@@ -169,7 +209,7 @@ static void test_open_schema(void **state)
 	/* reopen: same schema, fine */
 	assert_int_equal(wj_store_open(f->dir, 1 * MiB, 8 * MiB, &s), 0);
 	assert_int_equal(wj_txn_begin(s, &t, true), 0);
-	const uint8_t other[4] = {0, 0, 0, 2};
+	const uint8_t other[4] = {0, 0, 0, 3};
 	wj_txn_put(&t, WJ_DB_META, "schema", 6, other, 4);
 	assert_int_equal(wj_txn_commit(&t), 0);
 	wj_store_close(s);
@@ -177,8 +217,8 @@ static void test_open_schema(void **state)
 	s = (wj_store_t *)1;
 	assert_int_equal(wj_store_open(f->dir, 1 * MiB, 8 * MiB, &s), -EPROTO);
 	assert_null(s);
-	assert_non_null(strstr(wj_store_strerror(), "schema version 2"));
-	assert_non_null(strstr(wj_store_strerror(), "needs 1"));
+	assert_non_null(strstr(wj_store_strerror(), "schema version 3"));
+	assert_non_null(strstr(wj_store_strerror(), "needs 2"));
 
 	/* paths that cannot be a store */
 	snprintf(path, sizeof(path), "%s/missing/state", f->base);
@@ -838,6 +878,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_u64be),
 		cmocka_unit_test_setup_teardown(test_open_schema, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_upgrade_v1, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_persist_order, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_first_error, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_crash_uncommitted, setup, teardown),

@@ -126,7 +126,13 @@ void gate_init(gate_t *g, wj_engine_t *e, const char *name, wj_rate_t rate)
 	memset(g, 0, sizeof(*g));
 	g->name = name;
 	g->e = e;
-	wj_tbucket_init(&g->bucket, rate, 0);
+	if (wj_tbucket_init(&g->bucket, rate, 0) == -ENOMEM) {
+		/* The limiter still holds the quota, spacing the calls evenly. */
+		char f[128] = "";
+		wj_logfmt_kv(f, sizeof(f), "api", g->name);
+		wj_error(MOD, f, "out of memory for the rate limiter's log (quota %u calls): "
+			 "calls are spaced evenly instead, no bursts", rate.count);
+	}
 	uv_timer_init(e->loop, &g->timer);
 	g->timer.data = e;
 }
@@ -174,6 +180,7 @@ void gate_close(gate_t *g)
 	}
 	g->tail = NULL;
 	g->waiting = 0;
+	wj_tbucket_free(&g->bucket); /* a late take or pause stays safe: it finds no log */
 	uv_timer_stop(&g->timer);
 	g->e->open_handles++;
 	uv_close((uv_handle_t *)&g->timer, engine_handle_closed);

@@ -455,6 +455,7 @@ static void drop_doc(wj_txn_t *t, const char *key, size_t kl)
 	wj_txn_put_json(t, WJ_DB_DOCS, key, kl, doc);
 	json_decref(doc);
 	wj_txn_del(t, WJ_DB_ORDERS, key, kl);
+	wj_txn_del(t, WJ_DB_SLIM, key, kl);
 }
 
 static int dlq_fn(wj_txn_t *t, void *arg)

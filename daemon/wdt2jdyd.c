@@ -5,6 +5,7 @@
  *   SIGTERM, SIGINT  stop polling, drain requests in flight, commit, exit 0 */
 #include <errno.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -340,6 +341,10 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 1;
 	}
+	/* Pages are parsed on libuv's thread pool, one at a time per flow: two threads are plenty,
+	 * and two malloc arenas keep the heap from growing one arena per thread. */
+	setenv("UV_THREADPOOL_SIZE", "2", 0);
+	mallopt(M_ARENA_MAX, 2);
 
 	wj_errors_t errs = {0};
 	d.cfg = wj_config_load(config, &errs);

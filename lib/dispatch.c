@@ -24,7 +24,9 @@ typedef enum { O_NONE, O_SAVED, O_RETRY, O_DELAY, O_DEAD } outcome_t;
 typedef struct job job_t;
 struct job {
 	dispatcher_t *d;
-	job_t *next;
+	job_t *next;      /* all jobs taken and not yet released */
+	job_t *rnext;     /* taken, not started yet (FIFO) */
+	bool running;     /* started, outcome not final yet: holds a concurrency slot */
 	char key[WJ_DOC_KEY_MAX];
 	size_t klen;
 	char flow[72];
@@ -33,6 +35,7 @@ struct job {
 	char marker[256];
 	json_t *doc;      /* the doc record as taken */
 	json_t *order;    /* the order being posted (from the orders database) */
+	bool slim;        /* order is the projection for the mapping (wj_mapping_project) */
 	json_t *resolved; /* "m:NUMBER"/"s:NUMBER" → Kingdee object */
 	json_t *missing;  /* lookups the last mapping attempt needed */
 	json_t *body;
@@ -61,8 +64,12 @@ typedef struct lookup {
 
 struct dispatcher {
 	wj_engine_t *e;
-	job_t *jobs;       /* active: taken and not yet committed as finished */
+	job_t *jobs;       /* taken and not yet committed as finished */
 	unsigned n_jobs;
+	/* Jobs are taken ahead (in flight in the store, not started) so that a freed slot is
+	 * refilled without waiting for a commit; outcomes and the next take share a commit. */
+	job_t *ready_head, *ready_tail;
+	unsigned n_ready, n_running;
 	lookup_t *lookups; /* in flight, one per distinct number */
 	json_t *lk_mem;    /* parsed lookup cache entries: key → {"data", "expires_ms"} */
 	uv_timer_t flush_timer;
@@ -511,6 +518,10 @@ static void finish(job_t *j, outcome_t out)
 	}
 	j->out = out;
 	dispatcher_t *d = j->d;
+	if (j->running) {
+		j->running = false;
+		d->n_running--;
+	}
 	if (!d->flush_pending) {
 		d->flush_pending = true;
 		uv_timer_start(&d->flush_timer, on_flush, 0, 0);
@@ -590,6 +601,7 @@ static void apply_outcome(wj_txn_t *t, job_t *j, outcome_t *final)
 		json_object_set_new(doc, "saved_at", json_integer(wj_now()));
 		json_object_del(doc, "unknown");
 		wj_txn_del(t, WJ_DB_ORDERS, j->key, j->klen); /* posted: the order is not needed */
+		wj_txn_del(t, WJ_DB_SLIM, j->key, j->klen);
 		meta_add(t, "stat:saved", 1);
 		if (changed) {
 			json_t *rv = json_pack("{s:s, s:s, s:s, s:s, s:I, s:O, s:s}", "flow", j->flow,
@@ -618,7 +630,11 @@ static void apply_outcome(wj_txn_t *t, job_t *j, outcome_t *final)
 	case O_DEAD:
 	default: {
 		json_object_set_new(doc, "state", json_string("dead"));
-		json_t *order = j->order;
+		json_t *order = json_incref(j->order);
+		if (j->slim) { /* the dead letter shows the whole order */
+			json_decref(order);
+			order = wj_txn_get_json(t, WJ_DB_ORDERS, j->key, j->klen);
+		}
 		const char *first = json_string_value(json_object_get(doc, "first_error"));
 		const char *last = json_string_value(json_object_get(doc, "last_error"));
 		json_t *dl = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:I, s:O, s:O}", "flow",
@@ -630,6 +646,7 @@ static void apply_outcome(wj_txn_t *t, job_t *j, outcome_t *final)
 				       j->body ? j->body : json_null());
 		wj_txn_put_json(t, WJ_DB_DEAD, j->key, j->klen, dl);
 		json_decref(dl);
+		json_decref(order);
 		break;
 	}
 	}
@@ -637,6 +654,7 @@ static void apply_outcome(wj_txn_t *t, job_t *j, outcome_t *final)
 		/* post the newer content next time */
 		size_t len;
 		char *text = wj_json_canon(changed, &len);
+		wj_txn_del(t, WJ_DB_SLIM, j->key, j->klen); /* made from the old content */
 		if (text)
 			wj_txn_put(t, WJ_DB_ORDERS, j->key, j->klen, text, len);
 		else
@@ -703,44 +721,6 @@ static void log_outcome(job_t *j, outcome_t final)
 	}
 }
 
-static void on_flush(uv_timer_t *t)
-{
-	dispatcher_t *d = t->data;
-	d->flush_pending = false;
-	flush_ctx_t c = {.d = d};
-	if (wj_engine_write(d->e, flush_fn, &c) < 0) {
-		/* Nothing recorded; the jobs stay in memory and in flight. Try again shortly. */
-		d->flush_pending = true;
-		uv_timer_start(&d->flush_timer, on_flush, 1000, 0);
-		return;
-	}
-	/* Committed: now log and release, in the same order flush_fn visited them. */
-	size_t k = 0;
-	job_t **pp = &d->jobs;
-	bool more = false;
-	while (*pp) {
-		job_t *j = *pp;
-		if (j->out == O_NONE || j->waiting_lookups || j->calling) {
-			pp = &j->next;
-			continue;
-		}
-		if (k >= c.n) {
-			more = true;
-			pp = &j->next;
-			continue;
-		}
-		log_outcome(j, c.finals[k++]);
-		*pp = j->next;
-		d->n_jobs--;
-		job_free(j);
-	}
-	if (more) {
-		d->flush_pending = true;
-		uv_timer_start(&d->flush_timer, on_flush, 0, 0);
-	}
-	dispatcher_pump(d);
-}
-
 /* ---- taking work ---------------------------------------------------------------------------- */
 
 #define TAKE_MAX 64 /* ≥ the highest kingdee.concurrency */
@@ -749,6 +729,7 @@ typedef struct taken {
 	char key[WJ_DOC_KEY_MAX + 1];
 	size_t klen;
 	json_t *doc, *order;
+	bool slim;
 } taken_t;
 
 typedef struct take_ctx {
@@ -811,9 +792,22 @@ static int take_fn(wj_txn_t *t, void *arg)
 		if (wj_txn_get(t, WJ_DB_DOCS, tk->key, tk->klen, &dv) == 0)
 			doc = json_loadb(dv.data, dv.len, 0, NULL);
 		const char *state = json_string_value(json_object_get(doc, "state")) ?: "";
-		if (doc && !strcmp(state, "queued") &&
-		    wj_txn_get(t, WJ_DB_ORDERS, tk->key, tk->klen, &ov) == 0)
-			order = json_loadb(ov.data, ov.len, 0, NULL); /* before any put moves it */
+		tk->slim = false;
+		if (doc && !strcmp(state, "queued")) {
+			/* The projection made for this mapping if there is one, else the order;
+			 * parsed before any put moves the data. */
+			const wj_mapping_t *m = wj_engine_mapping(c->d->e, tk->key);
+			const char *id = m ? wj_mapping_id(m) : NULL;
+			size_t il = id ? strlen(id) : 0;
+			if (id && wj_txn_get(t, WJ_DB_SLIM, tk->key, tk->klen, &ov) == 0 &&
+			    ov.len > il && !memcmp(ov.data, id, il) &&
+			    wj_txn_get(t, WJ_DB_ORDERS, tk->key, tk->klen, &dv) == 0) {
+				order = json_loadb((const char *)ov.data + il, ov.len - il, 0, NULL);
+				tk->slim = order != NULL;
+			}
+			if (!order && wj_txn_get(t, WJ_DB_ORDERS, tk->key, tk->klen, &ov) == 0)
+				order = json_loadb(ov.data, ov.len, 0, NULL);
+		}
 		if (!order) {
 			json_decref(doc); /* stale entry (saved, dead or gone): drop it */
 			continue;
@@ -829,26 +823,33 @@ static int take_fn(wj_txn_t *t, void *arg)
 	return t->err;
 }
 
-void dispatcher_pump(dispatcher_t *d)
+/* How many more jobs to take: a slot's worth ahead of each running job. */
+static unsigned take_room(const dispatcher_t *d, unsigned releasing)
 {
-	wj_engine_t *e = d->e;
+	const wj_engine_t *e = d->e;
 	if (d->stopped || d->closing || e->stopping)
-		return;
-	unsigned cap = e->cfg->kingdee.concurrency;
-	if (d->n_jobs >= cap)
-		return;
+		return 0;
+	unsigned want = 2 * e->cfg->kingdee.concurrency, kept = d->n_jobs - releasing;
+	return kept < want ? want - kept : 0;
+}
+
+static take_ctx_t *take_new(dispatcher_t *d, unsigned want)
+{
 	take_ctx_t *c = calloc(1, sizeof(*c));
-	if (!c)
-		return;
-	c->d = d;
-	c->want = cap - d->n_jobs;
-	if (wj_engine_write(e, take_fn, c) < 0) {
-		taken_clear(c);
-		free(c);
-		return;
+	if (c) {
+		c->d = d;
+		c->want = want < TAKE_MAX ? want : TAKE_MAX;
 	}
+	return c;
+}
+
+/* After the commit of a take: the taken jobs join the ready list; c is freed. */
+static void take_done(dispatcher_t *d, take_ctx_t *c)
+{
 	for (size_t i = 0; i < c->n; i++) {
 		taken_t *tk = &c->taken[i];
+		if (!tk->doc)
+			continue;
 		job_t *j = calloc(1, sizeof(*j));
 		if (!j)
 			break; /* stays in flight in the store; settled at the next start */
@@ -861,19 +862,131 @@ void dispatcher_pump(dispatcher_t *d)
 			 tk->key + (fl < tk->klen ? fl + 1 : fl));
 		j->doc = tk->doc;
 		j->order = tk->order;
+		j->slim = tk->slim;
 		tk->doc = tk->order = NULL;
 		snprintf(j->stockin_no, sizeof(j->stockin_no), "%s",
 			 json_string_value(json_object_get(j->doc, "stockin_no")) ?: "?");
+		/* An earlier attempt may have reached Kingdee: keep saying so until settled. */
+		j->unknown = json_is_true(json_object_get(j->doc, "unknown"));
 		j->resolved = json_object();
 		j->missing = json_object();
-		j->started = wj_mono_ms();
 		j->next = d->jobs;
 		d->jobs = j;
 		d->n_jobs++;
-		start_job(j);
+		if (d->ready_tail)
+			d->ready_tail->rnext = j;
+		else
+			d->ready_head = j;
+		d->ready_tail = j;
+		d->n_ready++;
 	}
 	taken_clear(c);
 	free(c);
+}
+
+/* Start taken jobs while concurrency slots are free. */
+static void start_ready(dispatcher_t *d)
+{
+	wj_engine_t *e = d->e;
+	while (d->ready_head && d->n_running < e->cfg->kingdee.concurrency && !d->stopped &&
+	       !d->closing && !e->stopping) {
+		job_t *j = d->ready_head;
+		d->ready_head = j->rnext;
+		if (!d->ready_head)
+			d->ready_tail = NULL;
+		j->rnext = NULL;
+		d->n_ready--;
+		j->running = true;
+		d->n_running++;
+		j->started = wj_mono_ms();
+		start_job(j);
+	}
+}
+
+void dispatcher_pump(dispatcher_t *d)
+{
+	start_ready(d);
+	unsigned room = take_room(d, 0);
+	if (!room)
+		return;
+	take_ctx_t *c = take_new(d, room);
+	if (!c)
+		return;
+	if (wj_engine_write(d->e, take_fn, c) < 0) {
+		taken_clear(c);
+		free(c);
+		return;
+	}
+	take_done(d, c);
+	start_ready(d);
+}
+
+/* ---- one commit per loop turn ---------------------------------------------------------------- */
+
+typedef struct turn_ctx {
+	flush_ctx_t f;
+	take_ctx_t *take; /* NULL: nothing to take */
+} turn_ctx_t;
+
+static int turn_fn(wj_txn_t *t, void *arg)
+{
+	turn_ctx_t *c = arg;
+	int r = flush_fn(t, &c->f);
+	if (r == 0 && c->take)
+		r = take_fn(t, c->take);
+	return r;
+}
+
+static void on_flush(uv_timer_t *t)
+{
+	dispatcher_t *d = t->data;
+	d->flush_pending = false;
+	start_ready(d); /* slots freed by the outcomes below: refill them now */
+	turn_ctx_t c = {.f = {.d = d}};
+	unsigned releasing = 0;
+	for (job_t *j = d->jobs; j && releasing < 256; j = j->next)
+		if (j->out != O_NONE && !j->waiting_lookups && !j->calling)
+			releasing++;
+	unsigned room = take_room(d, releasing);
+	if (room)
+		c.take = take_new(d, room);
+	if (wj_engine_write(d->e, turn_fn, &c) < 0) {
+		/* Nothing recorded; the jobs stay in memory and in flight. Try again shortly. */
+		if (c.take) {
+			taken_clear(c.take);
+			free(c.take);
+		}
+		d->flush_pending = true;
+		uv_timer_start(&d->flush_timer, on_flush, 1000, 0);
+		return;
+	}
+	/* Committed: now log and release, in the same order flush_fn visited them. */
+	size_t k = 0;
+	job_t **pp = &d->jobs;
+	bool more = false;
+	while (*pp) {
+		job_t *j = *pp;
+		if (j->out == O_NONE || j->waiting_lookups || j->calling) {
+			pp = &j->next;
+			continue;
+		}
+		if (k >= c.f.n) {
+			more = true;
+			pp = &j->next;
+			continue;
+		}
+		log_outcome(j, c.f.finals[k++]);
+		*pp = j->next;
+		d->n_jobs--;
+		job_free(j);
+	}
+	if (more) {
+		d->flush_pending = true;
+		uv_timer_start(&d->flush_timer, on_flush, 0, 0);
+	}
+	if (c.take)
+		take_done(d, c.take);
+	start_ready(d);
 }
 
 /* ---- lifecycle -------------------------------------------------------------------------------- */
@@ -941,6 +1054,17 @@ dispatcher_t *dispatcher_new(wj_engine_t *e)
 void dispatcher_stop(dispatcher_t *d)
 {
 	d->stopped = true;
+	/* Taken but never started: back to the queue (an unsettled earlier attempt stays so). */
+	while (d->ready_head) {
+		job_t *j = d->ready_head;
+		d->ready_head = j->rnext;
+		j->rnext = NULL;
+		d->n_ready--;
+		j->delay_ms = 0;
+		snprintf(j->reason, sizeof(j->reason), "shutting down before sending");
+		finish(j, O_DELAY);
+	}
+	d->ready_tail = NULL;
 }
 
 unsigned dispatcher_active(const dispatcher_t *d)
@@ -979,13 +1103,15 @@ void dispatcher_free(dispatcher_t *d)
 			on_lookup(NULL, l);
 	}
 	d->jobs = NULL;
+	d->ready_head = d->ready_tail = NULL;
 	d->lookups = NULL;
 	/* d itself goes when its timer is closed. */
 }
 
 json_t *dispatcher_status(dispatcher_t *d)
 {
-	return json_pack("{s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:f}", "active", d->n_jobs,
+	return json_pack("{s:i, s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:f}", "active", d->n_running,
+			 "taken_ahead", d->n_ready,
 			 "saved_since_start", (json_int_t)d->saved, "retried_since_start",
 			 (json_int_t)d->retried, "dead_since_start", (json_int_t)d->dead,
 			 "reconciled_found", (json_int_t)d->reconciled_found, "reconciled_missing",

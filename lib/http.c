@@ -390,6 +390,11 @@ static void start_queued(wj_http_t *h)
 	}
 }
 
+uv_loop_t *wj_http_loop(const wj_http_t *h)
+{
+	return h->loop;
+}
+
 wj_http_t *wj_http_new(uv_loop_t *loop, const wj_http_opts_t *opts)
 {
 	wj_http_t *h = calloc(1, sizeof(*h));

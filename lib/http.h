@@ -45,6 +45,8 @@ typedef void (*wj_http_cb)(const wj_http_resp_t *resp, void *arg);
 
 /* Returns NULL on allocation/initialisation failure. */
 wj_http_t *wj_http_new(uv_loop_t *loop, const wj_http_opts_t *opts);
+/* The loop the client runs on. */
+uv_loop_t *wj_http_loop(const wj_http_t *h);
 /* Change the cap on requests in flight (applies to requests started from now on). */
 void wj_http_set_max_inflight(wj_http_t *h, unsigned max_inflight);
 /* Queue a request. 0 or -ENOMEM/-EINVAL; -ECANCELED once wj_http_free has been called. */

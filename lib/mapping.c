@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "lib/json.h"
+#include "lib/util.h"
 
 typedef enum { SRC_PATH, SRC_CONST, SRC_TEMPLATE, SRC_LOOKUP } src_t;
 typedef enum { CONV_STRING, CONV_NUMBER, CONV_DATE } conv_t;
@@ -35,6 +36,8 @@ struct wj_mapping {
 	size_t n_lines;
 	char *lines_from; /* array field of the order holding the lines */
 	char *marker_field; /* bill field that carries the marker */
+	json_t *order_keys, *line_keys; /* fields read (sets: key → true), for wj_mapping_project */
+	char id[17];      /* fingerprint of those sets */
 };
 
 static void set_err(char *err, size_t size, const char *fmt, ...)
@@ -220,6 +223,135 @@ static int compile_list(json_t *obj, const char *where, field_t **out, size_t *n
 	return 0;
 }
 
+/* ---- projection: the fields a mapping reads ------------------------------------------ */
+
+static void add_key(json_t *set, const char *k)
+{
+	json_object_set_new(set, k, json_true());
+}
+
+/* A path read in bill (line false) or in a line: "order.x" and bill paths name order fields. */
+static void add_path(wj_mapping_t *m, const char *path, bool line)
+{
+	if (!strncmp(path, "order.", 6))
+		add_key(m->order_keys, path + 6);
+	else
+		add_key(line ? m->line_keys : m->order_keys, path);
+}
+
+/* Template fields "{name}" are order fields (parsed as wj_template_expand does). */
+static void add_template(wj_mapping_t *m, const char *tpl)
+{
+	for (const char *p = tpl; (p = strchr(p, '{'));) {
+		const char *e = strchr(p, '}');
+		if (!e)
+			return;
+		char name[128];
+		size_t n = (size_t)(e - p - 1);
+		if (n > 0 && n < sizeof(name)) {
+			memcpy(name, p + 1, n);
+			name[n] = '\0';
+			add_key(m->order_keys, name);
+		}
+		p = e + 1;
+	}
+}
+
+static void add_fields(wj_mapping_t *m, const field_t *f, size_t n, bool line)
+{
+	for (size_t i = 0; i < n; i++) {
+		for (size_t j = 0; j < f[i].n_paths; j++)
+			add_path(m, f[i].paths[j], line);
+		if (f[i].tpl)
+			add_template(m, f[i].tpl);
+	}
+}
+
+static void append_keys(wj_buf_t *b, const json_t *set)
+{
+	const char **keys = malloc((json_object_size(set) + 1) * sizeof(*keys));
+	size_t n = 0;
+	const char *k;
+	json_t *v;
+	if (!keys)
+		return;
+	json_object_foreach((json_t *)set, k, v)
+		keys[n++] = k;
+	for (size_t i = 1; i < n; i++) /* sort: the id must not depend on spec order */
+		for (size_t j = i; j > 0 && strcmp(keys[j - 1], keys[j]) > 0; j--) {
+			const char *t = keys[j];
+			keys[j] = keys[j - 1];
+			keys[j - 1] = t;
+		}
+	for (size_t i = 0; i < n; i++) {
+		wj_buf_append(b, keys[i], strlen(keys[i]));
+		wj_buf_append(b, "", 1);
+	}
+	free(keys);
+}
+
+static int collect_keys(wj_mapping_t *m)
+{
+	m->order_keys = json_object();
+	m->line_keys = json_object();
+	if (!m->order_keys || !m->line_keys)
+		return -ENOMEM;
+	add_key(m->order_keys, "stockin_no"); /* named in every message */
+	add_key(m->order_keys, m->lines_from);
+	add_fields(m, m->bill, m->n_bill, false);
+	add_fields(m, m->lines, m->n_lines, true);
+	wj_buf_t b = {0};
+	append_keys(&b, m->order_keys);
+	wj_buf_append(&b, "|", 1);
+	wj_buf_append(&b, m->lines_from, strlen(m->lines_from));
+	wj_buf_append(&b, "|", 1);
+	append_keys(&b, m->line_keys);
+	uint8_t h[32];
+	int r = b.data ? wj_sha256(b.data, b.len, h) : -ENOMEM;
+	wj_buf_free(&b);
+	if (r < 0)
+		return r;
+	wj_hex(h, 8, m->id, false);
+	return 0;
+}
+
+const char *wj_mapping_id(const wj_mapping_t *m)
+{
+	return m->id;
+}
+
+static json_t *project_object(const json_t *obj, const json_t *keys)
+{
+	json_t *out = json_object();
+	const char *k;
+	json_t *v;
+	json_object_foreach((json_t *)keys, k, v) {
+		json_t *x = json_object_get(obj, k);
+		if (x)
+			json_object_set(out, k, x);
+	}
+	return out;
+}
+
+json_t *wj_mapping_project(const wj_mapping_t *m, const json_t *order)
+{
+	if (!json_is_object(order))
+		return json_incref((json_t *)order);
+	json_t *out = project_object(order, m->order_keys);
+	json_t *src = json_object_get(order, m->lines_from);
+	if (json_is_array(src)) {
+		json_t *lines = json_array();
+		size_t i;
+		json_t *line;
+		json_array_foreach(src, i, line)
+			json_array_append_new(lines, json_is_object(line)
+							     ? project_object(line, m->line_keys)
+							     : json_incref(line));
+		json_object_set_new(out, m->lines_from, lines);
+	}
+	return out;
+}
+
 int wj_mapping_compile(const json_t *spec, wj_jdy_api_t api, const char *remark_template,
 		       wj_mapping_t **out, char *err, size_t errsize)
 {
@@ -279,6 +411,8 @@ int wj_mapping_compile(const json_t *spec, wj_jdy_api_t api, const char *remark_
 		r = -EINVAL;
 		goto fail;
 	}
+	if ((r = collect_keys(m)) < 0)
+		goto fail;
 	json_decref(def);
 	*out = m;
 	return 0;
@@ -307,6 +441,8 @@ void wj_mapping_free(wj_mapping_t *m)
 	free_fields(m->bill, m->n_bill);
 	free_fields(m->lines, m->n_lines);
 	free(m->lines_from);
+	json_decref(m->order_keys);
+	json_decref(m->line_keys);
 	free(m);
 }
 

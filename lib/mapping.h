@@ -39,6 +39,15 @@ typedef const json_t *(*wj_lookup_fn)(void *arg, char kind, const char *number);
 json_t *wj_mapping_apply(const wj_mapping_t *m, const json_t *order, wj_lookup_fn fn, void *arg,
 			 int *rc, char *err, size_t errsize);
 
+/* The order reduced to the fields m reads (bill paths, "order.x" and template fields,
+ * stockin_no, and per line of lines_from the line paths): applying m to it gives exactly what
+ * applying m to the whole order gives (body, error text and marker), in a fraction of the
+ * text. New reference. */
+json_t *wj_mapping_project(const wj_mapping_t *m, const json_t *order);
+/* A fingerprint (16 hex digits) of the fields m reads: a projection made for a mapping with
+ * the same id is valid for m. */
+const char *wj_mapping_id(const wj_mapping_t *m);
+
 /* The reconciliation marker of an order (its remark), written into buf. 0 or -EINVAL. */
 int wj_mapping_marker(const wj_mapping_t *m, const json_t *order, char *buf, size_t size);
 

@@ -1,5 +1,8 @@
-/* Poller: one per flow. Reads WDT in time windows on the orders' modified time and stores every
- * eligible order in the queue in the same LMDB transaction that moves the flow's cursor.
+/* Poller: one per flow. Reads WDT in time windows on the orders' modified time, stores every
+ * eligible order of a page in the queue as the page arrives (keyed by id and content hash, so
+ * reading it again stores nothing twice), and moves the flow's cursor only once the whole
+ * window has been read consistently. Pages are parsed, hashed and serialised on the loop's
+ * thread pool.
  *
  * Window: [cursor - overlap, min(cursor + window, now - lag)], both ends inclusive, at most 30
  * days. Page 0 gives total_count; a window holding more records than the split threshold (or than
@@ -30,6 +33,8 @@ typedef struct prec {
 	char hex[65];
 	char *text; /* canonical JSON of the order (REC_OK) */
 	size_t tlen;
+	char *slim; /* mapping id + the projection for the flow's mapping (REC_OK; may be NULL) */
+	size_t slen;
 } prec_t;
 
 struct poller {
@@ -49,8 +54,14 @@ struct poller {
 	int64_t w_start, w_end;
 	unsigned page, rereads, failures;
 	int64_t total;
-	prec_t *recs;     /* records of the window read so far, as canonical text */
-	size_t n_recs, cap_recs;
+	prec_t *recs;     /* records of the window read so far (text freed once stored) */
+	size_t n_recs, cap_recs, n_stored;
+	uint64_t w_new, w_unchanged, w_changed; /* this window, for its log line */
+	int64_t span;     /* live window length past the cursor that fitted last time (s; 0: window) */
+	int64_t read_at;  /* wall time the current read of the window began (its page 0) */
+	int64_t cursor_read_at; /* read_at of the window that ended at the cursor (0: unknown) */
+	bool w_split;     /* this window was split while reading it */
+	int64_t w_from;   /* the cursor when the window started */
 	uint64_t window_started;
 	/* counters */
 	uint64_t windows, splits, rereads_total, stored, unchanged, changed, ignored;
@@ -85,6 +96,7 @@ static int load_cursor(poller_t *p)
 	if (wj_txn_get(&t, WJ_DB_CURSORS, p->name, strlen(p->name), &v) == 0) {
 		json_t *j = json_loadb(v.data, v.len, 0, NULL);
 		json_t *c = json_object_get(j, "cursor"), *o = json_object_get(j, "origin");
+		p->cursor_read_at = json_integer_value(json_object_get(j, "read_at"));
 		if (json_is_integer(c))
 			p->cursor = json_integer_value(c);
 		if (json_is_integer(o))
@@ -144,46 +156,135 @@ static bool param_matches(const wj_flow_cfg_t *f, const char *key, const json_t 
 
 static void recs_clear(poller_t *p)
 {
-	for (size_t i = 0; i < p->n_recs; i++)
+	for (size_t i = 0; i < p->n_recs; i++) {
 		free(p->recs[i].text);
+		free(p->recs[i].slim);
+	}
 	free(p->recs);
 	p->recs = NULL;
-	p->n_recs = p->cap_recs = 0;
+	p->n_recs = p->cap_recs = p->n_stored = 0;
 }
 
-/* Reduce an order of a page to a record; -ENOMEM or 0. */
-static int rec_add(poller_t *p, const json_t *order)
+/* The "slim" record of an order: the flow's mapping id, then the order reduced to the fields
+ * that mapping reads, so that taking it for posting parses a fraction of the text. NULL when
+ * it cannot be made (the dispatcher then reads the whole order). */
+static char *slim_text(poller_t *p, const json_t *order, size_t *len)
 {
-	if (p->n_recs == p->cap_recs) {
-		size_t cap = p->cap_recs ? 2 * p->cap_recs : 128;
-		prec_t *r = realloc(p->recs, cap * sizeof(*r));
-		if (!r)
-			return -ENOMEM;
-		p->recs = r;
-		p->cap_recs = cap;
+	const wj_mapping_t *m = wj_engine_mapping(p->e, p->name);
+	*len = 0;
+	if (!m)
+		return NULL;
+	json_t *slim = wj_mapping_project(m, order);
+	char *t = json_dumps(slim, JSON_COMPACT | JSON_ENCODE_ANY);
+	json_decref(slim);
+	if (!t)
+		return NULL;
+	size_t tl = strlen(t), il = strlen(wj_mapping_id(m));
+	char *out = malloc(il + tl);
+	if (out) {
+		memcpy(out, wj_mapping_id(m), il);
+		memcpy(out + il, t, tl);
+		*len = il + tl;
 	}
-	prec_t *r = &p->recs[p->n_recs];
-	*r = (prec_t){.no = "?"};
-	wj_json_text(json_object_get(order, "stockin_no"), r->no, sizeof(r->no));
-	char id[128];
-	if (!json_is_object(order) || wj_wdt_order_key(order, id, sizeof(id)) < 0) {
-		r->kind = REC_NO_ID;
-	} else if (!param_matches(p->flow, "order_type", order) ||
-		   !param_matches(p->flow, "status", order)) {
-		r->kind = REC_FILTERED;
-		r->kl = wj_doc_key(r->key, p->name, id);
-	} else {
+	free(t);
+	return out;
+}
+
+static void put_order(wj_txn_t *t, const prec_t *rec)
+{
+	wj_txn_put(t, WJ_DB_ORDERS, rec->key, rec->kl, rec->text, rec->tlen);
+	if (rec->slim)
+		wj_txn_put(t, WJ_DB_SLIM, rec->key, rec->kl, rec->slim, rec->slen);
+	else
+		wj_txn_del(t, WJ_DB_SLIM, rec->key, rec->kl);
+}
+
+/* Worker thread (wj_wdt_prep_fn): reduce each order of a page to a record. Reads only the
+ * page and p->name, which never changes. res->prep: a page_recs_t, or NULL on ENOMEM. */
+typedef struct page_recs {
+	prec_t *v;
+	size_t n;
+} page_recs_t;
+
+static void page_recs_free(page_recs_t *pr)
+{
+	if (!pr)
+		return;
+	for (size_t i = 0; i < pr->n; i++) {
+		free(pr->v[i].text);
+		free(pr->v[i].slim);
+	}
+	free(pr->v);
+	free(pr);
+}
+
+static void prep_page(wj_wdt_result_t *res, void *arg)
+{
+	const poller_t *p = arg;
+	size_t n = json_array_size(res->orders);
+	page_recs_t *pr = calloc(1, sizeof(*pr));
+	if (!pr || !(pr->v = calloc(n ? n : 1, sizeof(*pr->v)))) {
+		free(pr);
+		return;
+	}
+	for (size_t i = 0; i < n; i++, pr->n++) {
+		const json_t *order = json_array_get(res->orders, i);
+		prec_t *r = &pr->v[i];
+		*r = (prec_t){.no = "?"};
+		wj_json_text(json_object_get(order, "stockin_no"), r->no, sizeof(r->no));
+		char id[128];
+		if (!json_is_object(order) || wj_wdt_order_key(order, id, sizeof(id)) < 0) {
+			r->kind = REC_NO_ID;
+			continue;
+		}
 		uint8_t hash[32];
 		r->kind = REC_OK;
 		r->kl = wj_doc_key(r->key, p->name, id);
 		r->text = wj_json_canon(order, &r->tlen);
 		if (!r->text || wj_sha256(r->text, r->tlen, hash) < 0) {
-			free(r->text);
-			return -ENOMEM;
+			page_recs_free(pr);
+			return;
 		}
 		wj_hex(hash, sizeof(hash), r->hex, false);
 	}
-	p->n_recs++;
+	res->prep = pr;
+}
+
+/* Loop thread: add the records of a page to the window, with what depends on the
+ * configuration (filter, mapping). Takes pr; -ENOMEM or 0. */
+static int recs_add_page(poller_t *p, const json_t *orders, page_recs_t *pr)
+{
+	if (!pr || pr->n != json_array_size(orders)) {
+		page_recs_free(pr);
+		return -ENOMEM;
+	}
+	if (p->n_recs + pr->n > p->cap_recs) {
+		size_t cap = p->cap_recs ? p->cap_recs : 128;
+		while (cap < p->n_recs + pr->n)
+			cap *= 2;
+		prec_t *v = realloc(p->recs, cap * sizeof(*v));
+		if (!v) {
+			page_recs_free(pr);
+			return -ENOMEM;
+		}
+		p->recs = v;
+		p->cap_recs = cap;
+	}
+	for (size_t i = 0; i < pr->n; i++) {
+		prec_t *r = &pr->v[i];
+		const json_t *order = json_array_get(orders, i);
+		if (r->kind == REC_OK && (!param_matches(p->flow, "order_type", order) ||
+					  !param_matches(p->flow, "status", order))) {
+			r->kind = REC_FILTERED;
+			free(r->text);
+			r->text = NULL;
+		}
+		if (r->kind == REC_OK)
+			r->slim = slim_text(p, order, &r->slen);
+		p->recs[p->n_recs++] = *r;
+	}
+	free(pr->v);
+	free(pr);
 	return 0;
 }
 
@@ -222,7 +323,7 @@ static int store_order(wj_txn_t *t, store_ctx_t *c, const prec_t *rec)
 					c->prio, "first_seen", (json_int_t)wj_now());
 		wj_txn_put_json(t, WJ_DB_DOCS, key, kl, doc);
 		json_decref(doc);
-		wj_txn_put(t, WJ_DB_ORDERS, key, kl, rec->text, rec->tlen);
+		put_order(t, rec);
 		uint8_t qk[9];
 		qk[0] = (uint8_t)c->prio;
 		wj_key_u64be(qk + 1, seq);
@@ -262,7 +363,7 @@ static int store_order(wj_txn_t *t, store_ctx_t *c, const prec_t *rec)
 		json_object_set_new(doc, "changed_order", rec_order(rec));
 	} else {
 		/* queued, delayed or dead: the new content is what will be posted. */
-		wj_txn_put(t, WJ_DB_ORDERS, key, kl, rec->text, rec->tlen);
+		put_order(t, rec);
 		json_object_set_new(doc, "stockin_no", json_string(no));
 		if (!strcmp(state, "dead")) {
 			wj_val_t dv;
@@ -282,16 +383,26 @@ static int store_order(wj_txn_t *t, store_ctx_t *c, const prec_t *rec)
 	return t->err;
 }
 
-static int store_window_fn(wj_txn_t *t, void *arg)
+/* The records of the pages read since the last call: stored (queued when new or changed)
+ * as each page arrives, so memory holds a page, not a window. Storing an order early is
+ * harmless: it is keyed by id and content hash, so a window read again stores nothing twice.
+ * Only the cursor waits for the whole window to have been read consistently. */
+static int store_page_fn(wj_txn_t *t, void *arg)
 {
 	store_ctx_t *c = arg;
 	poller_t *p = c->p;
 	c->n_new = c->n_unchanged = c->n_changed = c->n_ignored = 0;
-	for (size_t i = 0; i < p->n_recs; i++) {
+	for (size_t i = p->n_stored; i < p->n_recs; i++) {
 		int r = store_order(t, c, &p->recs[i]);
 		if (r < 0)
 			return r;
 	}
+	return t->err;
+}
+
+static int store_cursor_fn(wj_txn_t *t, void *arg)
+{
+	poller_t *p = arg;
 	if (p->bf_mode) {
 		char key[WJ_DOC_KEY_MAX];
 		size_t kl = backfill_key(p, key);
@@ -302,8 +413,9 @@ static int store_window_fn(wj_txn_t *t, void *arg)
 		json_decref(bf);
 		return t->err;
 	}
-	json_t *cur = json_pack("{s:I, s:I, s:I}", "cursor", (json_int_t)p->w_end, "origin",
-				(json_int_t)p->origin, "updated", (json_int_t)wj_now());
+	json_t *cur = json_pack("{s:I, s:I, s:I, s:I}", "cursor", (json_int_t)p->w_end, "origin",
+				(json_int_t)p->origin, "updated", (json_int_t)wj_now(), "read_at",
+				(json_int_t)p->read_at);
 	wj_txn_put_json(t, WJ_DB_CURSORS, p->name, strlen(p->name), cur);
 	json_decref(cur);
 	return t->err;
@@ -316,15 +428,40 @@ static bool is_live(const poller_t *p)
 	return p->w_end + (int64_t)(p->flow->window_ms / 1000) >= limit;
 }
 
-static void window_done(poller_t *p)
+static int store_page(poller_t *p)
 {
 	store_ctx_t c = {.p = p, .prio = is_live(p) && !p->bf_mode ? p->flow->priority
 								  : p->flow->backfill_priority};
-	int r = wj_engine_write(p->e, store_window_fn, &c);
+	int r = wj_engine_write(p->e, store_page_fn, &c);
+	if (r < 0)
+		return r;
+	for (size_t i = p->n_stored; i < p->n_recs; i++) {
+		free(p->recs[i].text);
+		free(p->recs[i].slim);
+		p->recs[i].text = p->recs[i].slim = NULL;
+	}
+	p->n_stored = p->n_recs;
+	p->w_new += c.n_new;
+	p->w_unchanged += c.n_unchanged;
+	p->w_changed += c.n_changed;
+	p->stored += c.n_new;
+	p->unchanged += c.n_unchanged;
+	p->changed += c.n_changed;
+	p->ignored += c.n_ignored;
+	if (c.n_new)
+		dispatcher_pump(p->e->disp);
+	return 0;
+}
+
+static unsigned split_threshold(poller_t *p);
+
+static void window_done(poller_t *p)
+{
+	int r = wj_engine_write(p->e, store_cursor_fn, p);
 	recs_clear(p);
 	p->busy = false;
 	if (r < 0) {
-		/* Nothing of this window is stored and the cursor did not move: read it again later. */
+		/* The cursor did not move: the window is read again later. */
 		snprintf(p->last_error, sizeof(p->last_error), "cannot store window: %s", strerror(-r));
 		schedule(p, 5000);
 		return;
@@ -340,13 +477,17 @@ static void window_done(poller_t *p)
 			wj_info("poller", p->fields, "backfill finished");
 		}
 	} else {
+		p->cursor_read_at = p->read_at;
+		/* Next span: what fitted after a split; doubled again while windows come back
+		 * less than half full, up to the configured window. */
+		int64_t used = p->w_end - p->w_from, full = (int64_t)(p->flow->window_ms / 1000);
+		if (p->w_split && used > 0)
+			p->span = used;
+		else if (p->span > 0 && p->total * 2 < (int64_t)split_threshold(p))
+			p->span = 2 * p->span < full ? 2 * p->span : 0;
 		p->cursor = p->w_end;
 	}
 	p->windows++;
-	p->stored += c.n_new;
-	p->unchanged += c.n_unchanged;
-	p->changed += c.n_changed;
-	p->ignored += c.n_ignored;
 	p->failures = 0;
 	char a[WJ_TIME_LEN], b[WJ_TIME_LEN];
 	wj_time_format(p->w_start, p->e->cfg->tz_offset, a);
@@ -355,15 +496,14 @@ static void window_done(poller_t *p)
 	char f[512];
 	snprintf(f, sizeof(f), "%s window_start=\"%s\" window_end=\"%s\" total=%lld new=%llu "
 		 "unchanged=%llu changed=%llu ms=%llu",
-		 p->fields, a, b, (long long)p->total, (unsigned long long)c.n_new,
-		 (unsigned long long)c.n_unchanged, (unsigned long long)c.n_changed,
+		 p->fields, a, b, (long long)p->total, (unsigned long long)p->w_new,
+		 (unsigned long long)p->w_unchanged, (unsigned long long)p->w_changed,
 		 (unsigned long long)(wj_mono_ms() - p->window_started));
-	if (c.n_new || c.n_changed)
+	if (p->w_new || p->w_changed)
 		wj_info("poller", f, "window stored");
 	else
 		wj_debug("poller", f, "window stored");
-	if (c.n_new)
-		dispatcher_pump(p->e->disp);
+	p->w_new = p->w_unchanged = p->w_changed = 0;
 	schedule(p, 0);
 }
 
@@ -405,6 +545,7 @@ static size_t distinct_ids(poller_t *p)
 
 static void restart_window(poller_t *p)
 {
+	p->read_at = wj_now();
 	recs_clear(p);
 	p->page = 0;
 	p->total = -1;
@@ -428,10 +569,17 @@ static void retry_later(poller_t *p, uint64_t ms, const char *why)
 static void on_page(wj_wdt_result_t *res, void *arg)
 {
 	poller_t *p = arg;
+	page_recs_t *pr = res->prep; /* ours from here on */
+	res->prep = NULL;
 	p->querying = false;
 	if (p->orphan) {
+		page_recs_free(pr);
 		poller_release(p);
 		return;
+	}
+	if (res->cls != WJ_WDT_OK || p->stopped) {
+		page_recs_free(pr);
+		pr = NULL;
 	}
 	int oc = res->cls == WJ_WDT_OK ? OC_OK : res->cls == WJ_WDT_RATE_LIMITED ? OC_RATE_LIMITED
 		 : res->cls == WJ_WDT_AUTH ? OC_AUTH : res->cls == WJ_WDT_TRANSIENT ? OC_TRANSIENT
@@ -476,20 +624,30 @@ static void on_page(wj_wdt_result_t *res, void *arg)
 			if (mid > base) {
 				p->w_end = mid;
 				p->splits++;
+				p->w_split = true;
+				page_recs_free(pr);
 				restart_window(p);
 				return;
 			}
 		}
 	} else if (res->total_count != p->total) {
+		page_recs_free(pr);
 		goto reread;
 	}
-	size_t i;
-	json_t *o;
-	json_array_foreach(res->orders, i, o) {
-		if (rec_add(p, o) < 0) {
-			retry_later(p, 1000, "out of memory");
-			return;
-		}
+	if (recs_add_page(p, res->orders, pr) < 0) {
+		retry_later(p, 1000, "out of memory");
+		return;
+	}
+	int sr = store_page(p);
+	if (sr < 0) {
+		/* The engine logs a failed commit (once a minute); the cursor stays: read the
+		 * window again later. */
+		snprintf(p->last_error, sizeof(p->last_error), "cannot store a page: %s",
+			 strerror(-sr));
+		recs_clear(p);
+		p->busy = false;
+		schedule(p, 5000);
+		return;
 	}
 	unsigned ps = p->flow->page_size;
 	if ((int64_t)(p->page + 1) * ps < p->total && json_array_size(res->orders) > 0) {
@@ -526,6 +684,7 @@ reread:
 			wj_info("poller", p->fields, "window kept changing while paging: splitting it");
 			p->w_end = mid;
 			p->splits++;
+			p->w_split = true;
 			restart_window(p);
 		} else {
 			retry_later(p, 2000, "window kept changing while paging; reading it again later");
@@ -563,12 +722,27 @@ static void fetch_page(void *arg)
 	kv[k++] = (wj_kv_t){"page_no", page};
 	kv[k++] = (wj_kv_t){"page_size", size};
 	p->querying = true;
-	int r = wj_wdt_query(p->e->wdt, f->method, kv, k, on_page, p);
+	int r = wj_wdt_query(p->e->wdt, f->method, kv, k, prep_page, on_page, p);
 	free(kv);
 	if (r < 0) {
 		p->querying = false;
 		retry_later(p, 1000, "cannot start the WDT query");
 	}
+}
+
+/* How far behind the cursor to read again. The overlap is there for orders that become
+ * visible in WDT later than their modified time says, by up to lag + overlap. An order with
+ * modified time m that the last read (begun at cursor_read_at) could not see has
+ * m > cursor_read_at - lag - overlap; older ones were visible then and were read. So a window
+ * read long after its end (a backlog) needs no overlap at all, and a live one the full one. */
+static int64_t overlap_needed(const poller_t *p)
+{
+	int64_t overlap = (int64_t)(p->flow->overlap_ms / 1000), lag = (int64_t)(p->flow->lag_ms / 1000);
+	if (p->cursor_read_at <= 0)
+		return overlap; /* unknown (older cursor record): the full overlap */
+	int64_t from = p->cursor_read_at - lag - overlap; /* earliest order possibly unseen */
+	int64_t need = p->cursor - from;
+	return need <= 0 ? 0 : need < overlap ? need : overlap;
 }
 
 static void start_window(poller_t *p)
@@ -591,6 +765,7 @@ static void start_window(poller_t *p)
 		if (end - p->bf_cursor > MAX_SPAN_S)
 			end = p->bf_cursor + MAX_SPAN_S;
 		p->bf_mode = true;
+		p->w_new = p->w_unchanged = p->w_changed = 0;
 		p->w_start = p->bf_cursor;
 		p->w_end = end > p->bf_cursor ? end : p->bf_cursor + 1;
 		p->rereads = 0;
@@ -599,10 +774,15 @@ static void start_window(poller_t *p)
 		restart_window(p);
 		return;
 	}
-	int64_t start = p->cursor - (int64_t)(f->overlap_ms / 1000);
+	int64_t start = p->cursor - overlap_needed(p);
 	if (start < p->origin)
 		start = p->origin;
-	int64_t end = p->cursor + (int64_t)(f->window_ms / 1000);
+	/* A dense backlog was split last time: start from the span that fitted instead of
+	 * splitting the full window again (each split costs a query). */
+	int64_t span = (int64_t)(f->window_ms / 1000);
+	if (p->span > 0 && p->span < span)
+		span = p->span;
+	int64_t end = p->cursor + span;
 	if (end > limit)
 		end = limit;
 	if (end - start > MAX_SPAN_S)
@@ -611,6 +791,9 @@ static void start_window(poller_t *p)
 		end = p->cursor + 1;
 	p->w_start = start;
 	p->w_end = end;
+	p->w_from = p->cursor;
+	p->w_split = false;
+	p->w_new = p->w_unchanged = p->w_changed = 0;
 	p->rereads = 0;
 	p->busy = true;
 	p->window_started = wj_mono_ms();

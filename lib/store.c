@@ -39,6 +39,7 @@ static const char *const db_names[WJ_DB_COUNT] = {
 	[WJ_DB_REVIEW] = "review",
 	[WJ_DB_LOOKUP] = "lookup",
 	[WJ_DB_ORDERS] = "orders",
+	[WJ_DB_SLIM] = "slim",
 };
 
 static __thread char last_err[256];

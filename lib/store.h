@@ -10,6 +10,9 @@
  *   docs      doc key      → doc record (content hash, state, attempts, errors, bill): small
  *   orders    doc key      → the order as read from WDT, canonical JSON text (sorted keys,
  *             compact; its SHA-256 is the doc's "hash"), kept until its bill is saved
+ *   slim      doc key      → mapping id (16 hex digits) + the order reduced to the fields that
+ *             mapping reads (wj_mapping_project); used instead of the order when the flow's
+ *             mapping has that id, else ignored. Written and removed with the order.
  *   queue     priority(u8) seq(u64 BE)   → doc key, ready to dispatch, lowest key first
  *   delayed   due_ms(u64 BE) seq(u64 BE) → priority(u8) doc key; retry not before due_ms
  *             (epoch ms), then moved to queue under the same priority and seq
@@ -54,6 +57,7 @@ typedef enum wj_db {
 	WJ_DB_REVIEW,
 	WJ_DB_LOOKUP,
 	WJ_DB_ORDERS,
+	WJ_DB_SLIM,
 	WJ_DB_COUNT
 } wj_db_t;
 

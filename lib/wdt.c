@@ -585,8 +585,17 @@ struct wj_wdt {
 /* One query in flight; independent of the client so the client may be freed meanwhile. */
 typedef struct wdt_call {
 	wj_wdt_cb cb;
+	wj_wdt_prep_fn prep;
 	void *arg;
 	char *secret; /* to keep it out of error texts */
+	uv_loop_t *loop;
+	uv_work_t work;
+	/* the answer, handed to the worker thread */
+	long status;
+	char *body;
+	size_t body_len;
+	int64_t retry_after_ms;
+	wj_wdt_result_t res;
 } wdt_call_t;
 
 static char *dup_or_null(const char *s, bool *fail)
@@ -673,31 +682,90 @@ static void mask_secret(char *s, size_t size, const char *secret)
 	}
 }
 
-static void on_http(const wj_http_resp_t *resp, void *arg)
+static void call_free(wdt_call_t *call)
 {
-	wdt_call_t *call = arg;
-	wj_wdt_result_t res;
-	if (resp->curl_code != CURLE_OK || resp->status == 0) {
-		memset(&res, 0, sizeof(res));
-		res.cls = WJ_WDT_TRANSIENT;
-		res.http_status = resp->status;
-		res.retry_after_ms = -1;
-		snprintf(res.error, sizeof(res.error), "wdt: network: %s",
-			 !empty(resp->error) ? resp->error : curl_easy_strerror(resp->curl_code));
-	} else {
-		(void)wj_wdt_parse(resp->status, resp->body, resp->body_len, resp->retry_after_ms,
-				   &res);
-	}
-	mask_secret(res.error, sizeof(res.error), call->secret);
-	mask_secret(res.code, sizeof(res.code), call->secret);
-	call->cb(&res, call->arg);
-	wj_wdt_result_clear(&res);
+	wj_wdt_result_clear(&call->res);
 	free(call->secret);
+	free(call->body);
 	free(call);
 }
 
-int wj_wdt_query(wj_wdt_t *w, const char *method, const wj_kv_t *params, size_t n, wj_wdt_cb cb,
-		 void *arg)
+/* Worker thread: a page's tree is freed where it was built, off the loop. */
+static void free_work(uv_work_t *req)
+{
+	wdt_call_t *call = req->data;
+	wj_wdt_result_clear(&call->res);
+}
+
+static void free_done(uv_work_t *req, int status)
+{
+	(void)status;
+	call_free(req->data);
+}
+
+static void deliver(wdt_call_t *call)
+{
+	mask_secret(call->res.error, sizeof(call->res.error), call->secret);
+	mask_secret(call->res.code, sizeof(call->res.code), call->secret);
+	call->cb(&call->res, call->arg);
+	call->work.data = call;
+	if (call->res.orders && call->loop &&
+	    uv_queue_work(call->loop, &call->work, free_work, free_done) == 0)
+		return;
+	call_free(call);
+}
+
+/* Worker thread: parsing a page of ~100 orders is the daemon's biggest single cost. */
+static void parse_work(uv_work_t *req)
+{
+	wdt_call_t *call = req->data;
+	(void)wj_wdt_parse(call->status, call->body, call->body_len, call->retry_after_ms,
+			   &call->res);
+	free(call->body);
+	call->body = NULL;
+	if (call->res.cls == WJ_WDT_OK && call->prep)
+		call->prep(&call->res, call->arg);
+}
+
+static void parse_done(uv_work_t *req, int status)
+{
+	(void)status; /* never cancelled */
+	deliver(req->data);
+}
+
+static void on_http(const wj_http_resp_t *resp, void *arg)
+{
+	wdt_call_t *call = arg;
+	if (resp->curl_code != CURLE_OK || resp->status == 0) {
+		call->res.cls = WJ_WDT_TRANSIENT;
+		call->res.http_status = resp->status;
+		call->res.retry_after_ms = -1;
+		snprintf(call->res.error, sizeof(call->res.error), "wdt: network: %s",
+			 !empty(resp->error) ? resp->error : curl_easy_strerror(resp->curl_code));
+		deliver(call);
+		return;
+	}
+	call->status = resp->status;
+	call->retry_after_ms = resp->retry_after_ms;
+	call->body_len = resp->body_len;
+	call->body = resp->body ? malloc(resp->body_len + 1) : NULL;
+	if (call->body) {
+		memcpy(call->body, resp->body, resp->body_len);
+		call->body[resp->body_len] = '\0';
+		call->work.data = call;
+		if (uv_queue_work(call->loop, &call->work, parse_work, parse_done) == 0)
+			return;
+	}
+	/* no copy or no worker: parse here */
+	(void)wj_wdt_parse(resp->status, resp->body, resp->body_len, resp->retry_after_ms,
+			   &call->res);
+	if (call->res.cls == WJ_WDT_OK && call->prep)
+		call->prep(&call->res, call->arg);
+	deliver(call);
+}
+
+int wj_wdt_query(wj_wdt_t *w, const char *method, const wj_kv_t *params, size_t n,
+		 wj_wdt_prep_fn prep, wj_wdt_cb cb, void *arg)
 {
 	static const char *const headers[] = {
 		"Content-Type: application/x-www-form-urlencoded;charset=utf-8",
@@ -722,7 +790,9 @@ int wj_wdt_query(wj_wdt_t *w, const char *method, const wj_kv_t *params, size_t 
 	if (!call)
 		goto fail;
 	call->cb = cb;
+	call->prep = prep;
 	call->arg = arg;
+	call->loop = wj_http_loop(w->http);
 	if (w->app_secret && !(call->secret = strdup(w->app_secret)))
 		goto fail;
 	wj_http_req_t req = {

@@ -43,6 +43,7 @@ typedef struct wj_wdt_result {
 	int64_t retry_after_ms; /* -1 none; for RATE_LIMITED at least WJ_WDT_RATE_BACKOFF_MS */
 	char code[32];          /* the non-zero errorcode/code as text, "" when none */
 	char error[512];        /* "wdt: ..." reason, "" on success; never contains the secret */
+	void *prep;             /* what the query's prep function made of it (see wj_wdt_query) */
 } wj_wdt_result_t;
 
 /* ---- signatures (pure) ----
@@ -93,15 +94,21 @@ typedef struct wj_wdt wj_wdt_t;
 /* Called exactly once per query, from the loop. The callback may take res->orders (set it to
  * NULL); everything else in res is released after it returns. */
 typedef void (*wj_wdt_cb)(wj_wdt_result_t *res, void *arg);
+/* Runs on a worker thread after a page parsed (cls OK), before the callback: work on the
+ * orders that needs nothing of the loop's (hashing, serialising), its output in res->prep,
+ * which the callback then owns. It must touch only res and data no other thread changes. */
+typedef void (*wj_wdt_prep_fn)(wj_wdt_result_t *res, void *arg);
 
 /* http is borrowed and must outlive the client; o's strings are copied. NULL on ENOMEM. */
 wj_wdt_t *wj_wdt_new(wj_http_t *http, const wj_wdt_opts_t *o);
 /* Replace the options (reload); queries already sent are unaffected. On allocation failure
  * the old options stay. */
 void wj_wdt_set_opts(wj_wdt_t *w, const wj_wdt_opts_t *o);
-/* Build, sign and POST one query. 0 (cb will be called) or -EINVAL/-ENOMEM (it will not). */
-int wj_wdt_query(wj_wdt_t *w, const char *method, const wj_kv_t *params, size_t n, wj_wdt_cb cb,
-		 void *arg);
+/* Build, sign and POST one query. 0 (cb will be called) or -EINVAL/-ENOMEM (it will not).
+ * The answer is parsed on the loop's thread pool (with prep, if not NULL), then cb runs on the
+ * loop. */
+int wj_wdt_query(wj_wdt_t *w, const char *method, const wj_kv_t *params, size_t n,
+		 wj_wdt_prep_fn prep, wj_wdt_cb cb, void *arg);
 /* Free the client. Queries in flight still complete through the http client and their callbacks
  * run; they do not touch the freed client. */
 void wj_wdt_free(wj_wdt_t *w);

@@ -46,6 +46,14 @@ def backlog(api, orders, seed, threshold):
         stats = s.wdt.admin_get("/admin/stats")
         check(stats.get("bad_params", 0) == 0 and stats.get("sign_errors", 0) == 0,
               "%s: the fake saw no over-long window, bad page_size or bad signature" % api)
+        # Months-old windows are read long after their end: nothing before the cursor is read
+        # again (the overlap is only for orders that could have been invisible at the last read).
+        wins = [(line.split('window_start="')[1][:19], line.split('window_end="')[1][:19])
+                for line in read(s.log).splitlines() if "window stored" in line]
+        back = [i for i in range(1, len(wins)) if wins[i][0] < wins[i - 1][1]]
+        check(len(wins) > 5 and not back,
+              "%s: backlog windows never re-read before the cursor (%d windows, %d did: %s)"
+              % (api, len(wins), len(back), [wins[i] for i in back[:2]]))
         # and they become bills, one each
         ok = wait_for(lambda: s.settled(len(elig)), timeout=600, step=1)
         bills = s.bills()

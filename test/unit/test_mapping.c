@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -224,6 +225,125 @@ static void test_refusals(void **state)
 	json_decref(c.s1);
 }
 
+/* Apply m to order and to its projection: same rc, same body, same error, same marker. */
+static void same_both_ways(const wj_mapping_t *m, json_t *order, catalogue_t *c, size_t *smaller)
+{
+	json_t *slim = wj_mapping_project(m, order);
+	assert_non_null(slim);
+	char e1[512] = "", e2[512] = "", k1[256] = "", k2[256] = "";
+	int r1 = 99, r2 = 98;
+	json_t *b1 = wj_mapping_apply(m, order, lookup, c, &r1, e1, sizeof(e1));
+	json_t *b2 = wj_mapping_apply(m, slim, lookup, c, &r2, e2, sizeof(e2));
+	assert_int_equal(r1, r2);
+	assert_string_equal(e1, e2);
+	assert_true((b1 == NULL) == (b2 == NULL));
+	if (b1)
+		assert_true(json_equal(b1, b2));
+	int m1 = wj_mapping_marker(m, order, k1, sizeof(k1));
+	int m2 = wj_mapping_marker(m, slim, k2, sizeof(k2));
+	assert_int_equal(m1, m2);
+	assert_string_equal(k1, k2);
+	char *t1 = json_dumps(order, JSON_COMPACT | JSON_ENCODE_ANY);
+	char *t2 = json_dumps(slim, JSON_COMPACT | JSON_ENCODE_ANY);
+	if (strlen(t2) < strlen(t1))
+		(*smaller)++;
+	free(t1);
+	free(t2);
+	json_decref(b1);
+	json_decref(b2);
+	json_decref(slim);
+}
+
+/* A deterministic variety of orders: the full field set of the API, with fields dropped,
+ * retyped or broken in turn, so that both success and every refusal are compared. */
+static json_t *variant(unsigned i)
+{
+	json_t *o = json_pack(
+		"{s:i, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "stockin_id",
+		(int)i, "stockin_no", "RK100", "order_type", "4", "status", "80", "warehouse_no",
+		"WH01", "warehouse_name", "一号仓", "src_order_no", "PD9", "stockin_time",
+		"2026-11-02 10:11:12", "check_time", "2026-11-02 11:00:00", "modified",
+		"2026-11-03 00:00:00", "remark", "备注", "operator_name", "陈静", "goods_amount",
+		"21530.5000");
+	json_t *lines = json_array();
+	for (unsigned k = 0; k < 3; k++)
+		json_array_append_new(lines, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "spec_no",
+						       k % 2 ? "SP00002" : "SP00001", "goods_no",
+						       "G1", "goods_name", "蓝色真丝短裤", "goods_count",
+						       "3.0000", "cost_price", "44.0000", "unit_id", "2"));
+	json_object_set_new(o, "details_list", lines);
+	static const char *top[] = {"stockin_no", "warehouse_no", "src_order_no", "stockin_time",
+				    "check_time", "modified", "details_list", "remark"};
+	static const char *line[] = {"spec_no", "goods_count", "goods_name"};
+	json_t *l1 = json_array_get(lines, 1);
+	switch (i % 8) {
+	case 1: json_object_del(o, top[(i / 8) % 8]); break;
+	case 2: json_object_set_new(o, top[(i / 8) % 8], json_integer(5)); break;
+	case 3: json_object_set_new(o, top[(i / 8) % 8], json_array()); break;
+	case 4: json_object_del(l1, line[(i / 8) % 3]); break;
+	case 5: json_object_set_new(l1, line[(i / 8) % 3], json_string("0.0000")); break;
+	case 6: json_array_append_new(lines, json_string("not a line")); break;
+	case 7: json_object_set_new(o, "stockin_time", json_string("bad time")); break;
+	default: break;
+	}
+	return o;
+}
+
+static void test_projection(void **state)
+{
+	(void)state;
+	catalogue_t c = {material("M1", "U2"), material("M2", "U3"),
+			 json_pack("{s:s}", "id", "S01"), 0, false};
+	json_t *custom = json_loads(
+		"{\"lines_from\": \"details_list\","
+		" \"bill\": {\"date\": {\"path\": \"order.check_time\", \"fallback\": [\"modified\"],"
+		"                       \"convert\": \"date\"},"
+		"            \"remark\": {\"template\": \"X:{stockin_no}/{src_order_no}\"},"
+		"            \"who\": {\"template\": \"{operator_name}\"},"
+		"            \"source\": {\"const\": \"WDT\"}},"
+		" \"lines\": {\"m\": {\"lookup\": \"material.id\", \"path\": \"spec_no\"},"
+		"             \"u\": {\"lookup\": \"material.base_unit_id\", \"path\": \"spec_no\"},"
+		"             \"s\": {\"lookup\": \"store.id\", \"path\": \"order.warehouse_no\"},"
+		"             \"n\": {\"path\": \"goods_count\", \"convert\": \"number\","
+		"                     \"positive\": true},"
+		"             \"note\": {\"template\": \"{remark}\"},"
+		"             \"w\": {\"path\": \"order.warehouse_no\"}}}", 0, NULL);
+	assert_non_null(custom);
+	wj_mapping_t *ms[3];
+	char err[512] = "";
+	assert_int_equal(wj_mapping_compile(NULL, WJ_JDY_V1, NULL, &ms[0], err, sizeof(err)), 0);
+	assert_int_equal(wj_mapping_compile(NULL, WJ_JDY_V2, "WDT:{stockin_no}:{warehouse_no}",
+					    &ms[1], err, sizeof(err)), 0);
+	assert_int_equal(wj_mapping_compile(custom, WJ_JDY_V1, NULL, &ms[2], err, sizeof(err)), 0);
+	/* the fingerprint follows the fields read, not the order of the spec */
+	assert_int_equal(strlen(wj_mapping_id(ms[0])), 16);
+	assert_string_not_equal(wj_mapping_id(ms[0]), wj_mapping_id(ms[2]));
+	assert_string_not_equal(wj_mapping_id(ms[0]), wj_mapping_id(ms[1]));
+	wj_mapping_t *again;
+	assert_int_equal(wj_mapping_compile(NULL, WJ_JDY_V1, NULL, &again, err, sizeof(err)), 0);
+	assert_string_equal(wj_mapping_id(ms[0]), wj_mapping_id(again));
+	wj_mapping_free(again);
+	size_t smaller = 0, n = 0;
+	for (unsigned i = 0; i < 200; i++) {
+		json_t *o = variant(i);
+		for (int k = 0; k < 3; k++, n++) {
+			c.empty = i % 13 == 0; /* lookups not known yet: -EAGAIN both ways */
+			same_both_ways(ms[k], o, &c, &smaller);
+		}
+		json_decref(o);
+	}
+	assert_true(smaller == n); /* the projection always dropped something */
+	json_t *notobj = json_string("x");
+	same_both_ways(ms[0], notobj, &c, &smaller);
+	json_decref(notobj);
+	for (int k = 0; k < 3; k++)
+		wj_mapping_free(ms[k]);
+	json_decref(custom);
+	json_decref(c.m1);
+	json_decref(c.m2);
+	json_decref(c.s1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -231,6 +351,7 @@ int main(void)
 		cmocka_unit_test(test_declarative),
 		cmocka_unit_test(test_compile_errors),
 		cmocka_unit_test(test_refusals),
+		cmocka_unit_test(test_projection),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

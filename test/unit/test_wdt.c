@@ -832,12 +832,29 @@ typedef struct done {
 	int64_t total;
 	json_t *orders;
 	char error[512];
+	pthread_t prep_thread, cb_thread;
+	int preps;
+	char *prep_out;
 } done_t;
+
+/* A prep function: runs on a worker thread, leaves its product in res->prep. */
+static void prep_ids(wj_wdt_result_t *res, void *arg)
+{
+	done_t *d = arg;
+	d->preps++;
+	d->prep_thread = pthread_self();
+	char id[64] = "";
+	wj_wdt_order_key(json_array_get(res->orders, 0), id, sizeof(id));
+	res->prep = strdup(id);
+}
 
 static void on_result(wj_wdt_result_t *res, void *arg)
 {
 	done_t *d = arg;
 	d->calls++;
+	d->cb_thread = pthread_self();
+	d->prep_out = res->prep; /* ours now */
+	res->prep = NULL;
 	d->cls = res->cls;
 	d->total = res->total_count;
 	d->orders = res->orders; /* take them */
@@ -896,7 +913,7 @@ static void test_query(void **state)
 			       KV("page_size", "100"), KV("warehouse_no", "")};
 	done_t d = {0};
 	int64_t before = wj_now();
-	assert_int_equal(wj_wdt_query(w, "wdt.stockin.order.query", biz, N(biz), on_result, &d), 0);
+	assert_int_equal(wj_wdt_query(w, "wdt.stockin.order.query", biz, N(biz), NULL, on_result, &d), 0);
 	assert_int_equal(d.calls, 0); /* never from inside the call */
 	run_until(&loop, &d);
 	srv_stop(&s);
@@ -904,7 +921,30 @@ static void test_query(void **state)
 	assert_int_equal(d.cls, WJ_WDT_OK);
 	assert_int_equal(d.total, 1);
 	assert_int_equal(json_array_size(d.orders), 1);
+	assert_int_equal(d.preps, 0);
+	assert_null(d.prep_out);
 	json_decref(d.orders);
+
+	/* with a prep function: it runs once, off the loop's thread, before the callback, which
+	 * runs on the loop's thread and receives what prep made */
+	srv_t s2;
+	srv_start(&s2, ok_response);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/openapi2", s2.port);
+	wj_wdt_set_opts(w, &o);
+	done_t d2 = {0};
+	assert_int_equal(wj_wdt_query(w, "wdt.stockin.order.query", biz, N(biz), prep_ids, on_result,
+				      &d2), 0);
+	run_until(&loop, &d2);
+	srv_stop(&s2);
+	assert_int_equal(d2.calls, 1);
+	assert_int_equal(d2.preps, 1);
+	assert_true(pthread_equal(d2.cb_thread, pthread_self()));
+	assert_false(pthread_equal(d2.prep_thread, pthread_self()));
+	assert_non_null(d2.prep_out);
+	assert_true(strlen(d2.prep_out) > 0);
+	free(d2.prep_out);
+	json_decref(d2.orders);
+	o.url = url;
 
 	/* what the server received */
 	assert_true(!strncmp(s.req, "POST /openapi2/stockin_order_query.php HTTP/1.1\r\n", 49));
@@ -929,7 +969,7 @@ static void test_query(void **state)
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d/openapi2/", s.port);
 	wj_wdt_set_opts(w, &o);
 	memset(&d, 0, sizeof(d));
-	assert_int_equal(wj_wdt_query(w, "wdt.stockin.order.query", biz, N(biz), on_result, &d), 0);
+	assert_int_equal(wj_wdt_query(w, "wdt.stockin.order.query", biz, N(biz), NULL, on_result, &d), 0);
 	run_until(&loop, &d);
 	srv_stop(&s);
 	assert_int_equal(d.calls, 1);
@@ -941,7 +981,7 @@ static void test_query(void **state)
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d/openapi2/", free_port());
 	wj_wdt_set_opts(w, &o);
 	memset(&d, 0, sizeof(d));
-	assert_int_equal(wj_wdt_query(w, "wdt.stockin.order.query", biz, N(biz), on_result, &d), 0);
+	assert_int_equal(wj_wdt_query(w, "wdt.stockin.order.query", biz, N(biz), NULL, on_result, &d), 0);
 	run_until(&loop, &d);
 	assert_int_equal(d.calls, 1);
 	assert_int_equal(d.cls, WJ_WDT_TRANSIENT);
@@ -949,7 +989,7 @@ static void test_query(void **state)
 
 	/* a query that cannot be built is refused and never calls back */
 	memset(&d, 0, sizeof(d));
-	assert_int_equal(wj_wdt_query(w, "wdt.a b", NULL, 0, on_result, &d), -EINVAL);
+	assert_int_equal(wj_wdt_query(w, "wdt.a b", NULL, 0, NULL, on_result, &d), -EINVAL);
 
 	wj_wdt_free(w);
 	wj_http_free(http);

@@ -674,7 +674,7 @@ reread:
 		restart_window(p);
 		return;
 	}
-	/* Still moving. Storing what we have could miss a record that slid onto a page already
+	/* Still moving. Moving the cursor now could miss a record that slid onto a page already
 	 * read, so never do that: read a smaller window (fewer pages, less time to change). */
 	{
 		int64_t base = p->bf_mode ? p->bf_cursor : p->cursor;

@@ -673,12 +673,18 @@ typedef struct flush_ctx {
 	size_t n;
 } flush_ctx_t;
 
+/* The job has its outcome and nothing of it is still running: it can be committed. */
+static bool settled(const job_t *j)
+{
+	return j->out != O_NONE && !j->waiting_lookups && !j->calling;
+}
+
 static int flush_fn(wj_txn_t *t, void *arg)
 {
 	flush_ctx_t *c = arg;
 	c->n = 0;
 	for (job_t *j = c->d->jobs; j && c->n < 256; j = j->next) {
-		if (j->out == O_NONE || j->waiting_lookups || j->calling)
+		if (!settled(j))
 			continue;
 		apply_outcome(t, j, &c->finals[c->n++]);
 	}
@@ -848,8 +854,6 @@ static void take_done(dispatcher_t *d, take_ctx_t *c)
 {
 	for (size_t i = 0; i < c->n; i++) {
 		taken_t *tk = &c->taken[i];
-		if (!tk->doc)
-			continue;
 		job_t *j = calloc(1, sizeof(*j));
 		if (!j)
 			break; /* stays in flight in the store; settled at the next start */
@@ -945,7 +949,7 @@ static void on_flush(uv_timer_t *t)
 	turn_ctx_t c = {.f = {.d = d}};
 	unsigned releasing = 0;
 	for (job_t *j = d->jobs; j && releasing < 256; j = j->next)
-		if (j->out != O_NONE && !j->waiting_lookups && !j->calling)
+		if (settled(j))
 			releasing++;
 	unsigned room = take_room(d, releasing);
 	if (room)
@@ -966,7 +970,7 @@ static void on_flush(uv_timer_t *t)
 	bool more = false;
 	while (*pp) {
 		job_t *j = *pp;
-		if (j->out == O_NONE || j->waiting_lookups || j->calling) {
+		if (!settled(j)) {
 			pp = &j->next;
 			continue;
 		}

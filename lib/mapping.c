@@ -267,6 +267,11 @@ static void add_fields(wj_mapping_t *m, const field_t *f, size_t n, bool line)
 	}
 }
 
+static int str_cmp(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
 static void append_keys(wj_buf_t *b, const json_t *set)
 {
 	const char **keys = malloc((json_object_size(set) + 1) * sizeof(*keys));
@@ -277,12 +282,7 @@ static void append_keys(wj_buf_t *b, const json_t *set)
 		return;
 	json_object_foreach((json_t *)set, k, v)
 		keys[n++] = k;
-	for (size_t i = 1; i < n; i++) /* sort: the id must not depend on spec order */
-		for (size_t j = i; j > 0 && strcmp(keys[j - 1], keys[j]) > 0; j--) {
-			const char *t = keys[j];
-			keys[j] = keys[j - 1];
-			keys[j - 1] = t;
-		}
+	qsort(keys, n, sizeof(*keys), str_cmp); /* the id must not depend on spec order */
 	for (size_t i = 0; i < n; i++) {
 		wj_buf_append(b, keys[i], strlen(keys[i]));
 		wj_buf_append(b, "", 1);

@@ -154,12 +154,19 @@ static bool param_matches(const wj_flow_cfg_t *f, const char *key, const json_t 
 	return true;
 }
 
+/* Free the texts of records v[0..n) (they stay as keys for the consistency check). */
+static void recs_release(prec_t *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(v[i].text);
+		free(v[i].slim);
+		v[i].text = v[i].slim = NULL;
+	}
+}
+
 static void recs_clear(poller_t *p)
 {
-	for (size_t i = 0; i < p->n_recs; i++) {
-		free(p->recs[i].text);
-		free(p->recs[i].slim);
-	}
+	recs_release(p->recs, p->n_recs);
 	free(p->recs);
 	p->recs = NULL;
 	p->n_recs = p->cap_recs = p->n_stored = 0;
@@ -210,10 +217,7 @@ static void page_recs_free(page_recs_t *pr)
 {
 	if (!pr)
 		return;
-	for (size_t i = 0; i < pr->n; i++) {
-		free(pr->v[i].text);
-		free(pr->v[i].slim);
-	}
+	recs_release(pr->v, pr->n);
 	free(pr->v);
 	free(pr);
 }
@@ -435,11 +439,7 @@ static int store_page(poller_t *p)
 	int r = wj_engine_write(p->e, store_page_fn, &c);
 	if (r < 0)
 		return r;
-	for (size_t i = p->n_stored; i < p->n_recs; i++) {
-		free(p->recs[i].text);
-		free(p->recs[i].slim);
-		p->recs[i].text = p->recs[i].slim = NULL;
-	}
+	recs_release(p->recs + p->n_stored, p->n_recs - p->n_stored);
 	p->n_stored = p->n_recs;
 	p->w_new += c.n_new;
 	p->w_unchanged += c.n_unchanged;
@@ -477,7 +477,6 @@ static void window_done(poller_t *p)
 			wj_info("poller", p->fields, "backfill finished");
 		}
 	} else {
-		p->cursor_read_at = p->read_at;
 		/* Next span: what fitted after a split; doubled again while windows come back
 		 * less than half full, up to the configured window. */
 		int64_t used = p->w_end - p->w_from, full = (int64_t)(p->flow->window_ms / 1000);

@@ -13,6 +13,8 @@
 
 #include "lib/store.h"
 
+#include "lib/json.h"
+
 #include <jansson.h>
 
 #define WJ_STORE_MAXREADERS 126
@@ -142,7 +144,8 @@ static int upgrade_v1(wj_store_t *s, MDB_txn *txn, const char *dir)
 			json_decref(doc);
 			continue;
 		}
-		char *text = json_dumps(order, JSON_SORT_KEYS | JSON_COMPACT | JSON_ENCODE_ANY);
+		size_t tlen;
+		char *text = wj_json_canon(order, &tlen);
 		json_object_del(doc, "order");
 		char *small = json_dumps(doc, JSON_COMPACT);
 		json_decref(doc);
@@ -152,7 +155,7 @@ static int upgrade_v1(wj_store_t *s, MDB_txn *txn, const char *dir)
 			ret = -ENOMEM;
 			break;
 		}
-		MDB_val ov = {.mv_size = strlen(text), .mv_data = text};
+		MDB_val ov = {.mv_size = tlen, .mv_data = text};
 		MDB_val dv = {.mv_size = strlen(small), .mv_data = small};
 		rc = mdb_put(txn, s->dbi[WJ_DB_ORDERS], &k, &ov, 0);
 		if (rc == 0)

@@ -716,15 +716,20 @@ static void deliver(wdt_call_t *call)
 }
 
 /* Worker thread: parsing a page of ~100 orders is the daemon's biggest single cost. */
+static void parse_answer(wdt_call_t *call, long status, const char *body, size_t len,
+			 int64_t retry_after_ms)
+{
+	(void)wj_wdt_parse(status, body, len, retry_after_ms, &call->res);
+	if (call->res.cls == WJ_WDT_OK && call->prep)
+		call->prep(&call->res, call->arg);
+}
+
 static void parse_work(uv_work_t *req)
 {
 	wdt_call_t *call = req->data;
-	(void)wj_wdt_parse(call->status, call->body, call->body_len, call->retry_after_ms,
-			   &call->res);
+	parse_answer(call, call->status, call->body, call->body_len, call->retry_after_ms);
 	free(call->body);
 	call->body = NULL;
-	if (call->res.cls == WJ_WDT_OK && call->prep)
-		call->prep(&call->res, call->arg);
 }
 
 static void parse_done(uv_work_t *req, int status)
@@ -757,10 +762,7 @@ static void on_http(const wj_http_resp_t *resp, void *arg)
 			return;
 	}
 	/* no copy or no worker: parse here */
-	(void)wj_wdt_parse(resp->status, resp->body, resp->body_len, resp->retry_after_ms,
-			   &call->res);
-	if (call->res.cls == WJ_WDT_OK && call->prep)
-		call->prep(&call->res, call->arg);
+	parse_answer(call, resp->status, resp->body, resp->body_len, resp->retry_after_ms);
 	deliver(call);
 }
 

@@ -28,7 +28,7 @@ def setup_env(build):
     """Point the integration helpers at BUILD's programs; must run before importing them."""
     build = os.path.abspath(build)
     for prog in ("daemon/wdt2jdyd", "daemon/wdt2jdyctl", "test/fake/fake_wdt",
-                 "test/fake/fake_jdy"):
+                 "test/fake/fake_jdy", "test/bench/bench_floor"):
         if not os.access(os.path.join(build, prog), os.X_OK):
             sys.exit("run.py: %s/%s not built" % (build, prog))
     os.environ["WJ_BUILD_ROOT"] = build
@@ -37,6 +37,7 @@ def setup_env(build):
     os.environ["WJ_CTL"] = os.path.join(build, "daemon", "wdt2jdyctl")
     os.environ["WJ_FAKE_WDT"] = os.path.join(build, "test", "fake", "fake_wdt")
     os.environ["WJ_FAKE_JDY"] = os.path.join(build, "test", "fake", "fake_jdy")
+    os.environ["WJ_BENCH_FLOOR"] = os.path.join(build, "test", "bench", "bench_floor")
     sys.path.insert(0, os.path.join(SOURCE, "test", "integration"))
 
 
@@ -231,6 +232,27 @@ def ceiling(orders, concurrency):
         f.stop()
 
 
+# ---- floor: the JSON work no daemon built on jansson can skip ---------------------------------
+
+def json_floor(orders, sample=2000, page=100):
+    """CPU ms per order for the daemon's own page parse, and for the canonical text + SHA-256
+    it makes of each order, on the first sample orders served as WDT pages (bench_floor)."""
+    import subprocess
+    import tempfile
+    with tempfile.NamedTemporaryFile("w", suffix=".jsonl", encoding="utf-8") as f:
+        part = orders[:sample]
+        for i in range(0, len(part), page):
+            f.write(json.dumps({"code": 0, "message": "", "total_count": len(part),
+                                "stockin_list": part[i:i + page]}, ensure_ascii=False,
+                               separators=(",", ":")) + "\n")
+        f.flush()
+        p = subprocess.run([os.environ["WJ_BENCH_FLOOR"], f.name], capture_output=True,
+                           text=True, check=False)
+    if p.returncode != 0:
+        raise RuntimeError("bench_floor: %s" % p.stderr.strip())
+    return json.loads(p.stdout)
+
+
 # ---- 1 + 3: throughput, ceiling, API efficiency -------------------------------------------
 
 def warm_orders(templates, count, serial0):
@@ -253,6 +275,9 @@ def bench_throughput(orders, seed, concurrency, timeout):
         elig = st.eligible()
         n = len(elig)
         log("throughput: %d orders, %d eligible (cold)" % (orders, n))
+        floor = json_floor(elig)  # while nothing else runs: the fakes are idle until then
+        log("  floor: parse %.3f ms, + canonical text and hash %.3f ms per order (%d bytes)" % (
+            floor["parse_ms_per_order"], floor["prep_ms_per_order"], floor["bytes_per_order"]))
         j0, w0, _ = api_calls(st)
         fw0, fj0 = proc_cpu_s(st.wdt.proc.pid), proc_cpu_s(st.jdy.proc.pid)
         cold = daemon_run(st, n, timeout)
@@ -288,8 +313,23 @@ def bench_throughput(orders, seed, concurrency, timeout):
         e2e.close_stack(st)
     ceil, _ = ceiling(elig, concurrency)
     log("  ceiling: %.1f bills/s" % ceil)
+    # Every order of the backlog is fetched and parsed, eligible or not.
+    per_bill = orders / float(n)
+    floor.update(parse_ms_per_bill=floor["parse_ms_per_order"] * per_bill,
+                 prep_ms_per_bill=floor["prep_ms_per_order"] * per_bill)
+    # What the machine's CPUs allow at best: the fakes' measured CPU per bill plus a daemon that
+    # only parsed each order once; and the same if the fake WDT cost nothing.
+    cpus = os.cpu_count() or 1
+    fakes = cold["fake_wdt_cpu_ms_per_bill"] + cold["fake_jdy_cpu_ms_per_bill"]
+    floor.update(
+        bound_ratio=1000.0 * cpus / (fakes + floor["parse_ms_per_bill"]) / ceil,
+        bound_ratio_free_wdt=1000.0 * cpus / (cold["fake_jdy_cpu_ms_per_bill"]
+                                               + floor["parse_ms_per_bill"]) / ceil,
+        daemon_ms_for_half=1000.0 * cpus / (0.5 * ceil) - fakes,
+        daemon_ms_for_half_free_wdt=1000.0 * cpus / (0.5 * ceil)
+        - cold["fake_jdy_cpu_ms_per_bill"])
     return {"orders": orders, "eligible": n, "cold": cold, "warm": warm,
-            "ceiling_bills_per_s": ceil,
+            "ceiling_bills_per_s": ceil, "floor": floor,
             "ratio_cold": cold["bills_per_s"] / ceil, "ratio_warm": warm["bills_per_s"] / ceil,
             "kingdee_calls_per_bill_warm": warm["kingdee_calls"] / n,
             "wdt_calls_per_100_warm": 100.0 * warm["wdt_calls"] / n,
@@ -470,6 +510,22 @@ def markdown(res):
             med(rs, "ratio_cold"), 2))
         row("| 1 | ratio daemon / ceiling, warm | %s | target ≥ 0.5 |" % fmt(
             med(rs, "ratio_warm"), 2))
+        row("| 1 | JSON floor per order (%s bytes): page parse / + canonical text and SHA-256 | "
+            "%s / %s CPU ms | the daemon's own functions (bench_floor), fastest of 9 passes |" % (
+                fmt(med(rs, "floor", "bytes_per_order"), 0),
+                fmt(med(rs, "floor", "parse_ms_per_order"), 3),
+                fmt(med(rs, "floor", "prep_ms_per_order"), 3)))
+        row("| 1 | best ratio this machine allows a daemon that only parses: with the fake WDT "
+            "/ if it cost nothing | %s / %s | %d CPUs ÷ (fakes' CPU + parse floor per bill) ÷ "
+            "ceiling |" % (fmt(med(rs, "floor", "bound_ratio"), 2),
+                           fmt(med(rs, "floor", "bound_ratio_free_wdt"), 2),
+                           res["machine"]["nproc"]))
+        row("| 1 | daemon CPU per bill that ratio 0.5 would leave: with the fake WDT / if it "
+            "cost nothing | %s / %s ms | measured %s ms; parse + canonical text + hash alone "
+            "%s ms |" % (fmt(med(rs, "floor", "daemon_ms_for_half"), 2),
+                         fmt(med(rs, "floor", "daemon_ms_for_half_free_wdt"), 2),
+                         fmt(med(rs, "cold", "cpu_ms_per_bill"), 2),
+                         fmt(med(rs, "floor", "prep_ms_per_bill"), 2)))
     f = res.get("footprint")
     if f:
         s, L = f["small"], f["large"]

@@ -839,6 +839,12 @@ static unsigned take_room(const dispatcher_t *d, unsigned releasing)
 	return kept < want ? want - kept : 0;
 }
 
+static void take_free(take_ctx_t *c)
+{
+	taken_clear(c);
+	free(c);
+}
+
 static take_ctx_t *take_new(dispatcher_t *d, unsigned want)
 {
 	take_ctx_t *c = calloc(1, sizeof(*c));
@@ -884,8 +890,19 @@ static void take_done(dispatcher_t *d, take_ctx_t *c)
 		d->ready_tail = j;
 		d->n_ready++;
 	}
-	taken_clear(c);
-	free(c);
+	take_free(c);
+}
+
+/* The oldest taken job not started yet, off the ready list. */
+static job_t *ready_pop(dispatcher_t *d)
+{
+	job_t *j = d->ready_head;
+	d->ready_head = j->rnext;
+	if (!d->ready_head)
+		d->ready_tail = NULL;
+	j->rnext = NULL;
+	d->n_ready--;
+	return j;
 }
 
 /* Start taken jobs while concurrency slots are free. */
@@ -894,12 +911,7 @@ static void start_ready(dispatcher_t *d)
 	wj_engine_t *e = d->e;
 	while (d->ready_head && d->n_running < e->cfg->kingdee.concurrency && !d->stopped &&
 	       !d->closing && !e->stopping) {
-		job_t *j = d->ready_head;
-		d->ready_head = j->rnext;
-		if (!d->ready_head)
-			d->ready_tail = NULL;
-		j->rnext = NULL;
-		d->n_ready--;
+		job_t *j = ready_pop(d);
 		j->running = true;
 		d->n_running++;
 		j->started = wj_mono_ms();
@@ -917,8 +929,7 @@ void dispatcher_pump(dispatcher_t *d)
 	if (!c)
 		return;
 	if (wj_engine_write(d->e, take_fn, c) < 0) {
-		taken_clear(c);
-		free(c);
+		take_free(c);
 		return;
 	}
 	take_done(d, c);
@@ -956,10 +967,8 @@ static void on_flush(uv_timer_t *t)
 		c.take = take_new(d, room);
 	if (wj_engine_write(d->e, turn_fn, &c) < 0) {
 		/* Nothing recorded; the jobs stay in memory and in flight. Try again shortly. */
-		if (c.take) {
-			taken_clear(c.take);
-			free(c.take);
-		}
+		if (c.take)
+			take_free(c.take);
 		d->flush_pending = true;
 		uv_timer_start(&d->flush_timer, on_flush, 1000, 0);
 		return;
@@ -1060,15 +1069,11 @@ void dispatcher_stop(dispatcher_t *d)
 	d->stopped = true;
 	/* Taken but never started: back to the queue (an unsettled earlier attempt stays so). */
 	while (d->ready_head) {
-		job_t *j = d->ready_head;
-		d->ready_head = j->rnext;
-		j->rnext = NULL;
-		d->n_ready--;
+		job_t *j = ready_pop(d);
 		j->delay_ms = 0;
 		snprintf(j->reason, sizeof(j->reason), "shutting down before sending");
 		finish(j, O_DELAY);
 	}
-	d->ready_tail = NULL;
 }
 
 unsigned dispatcher_active(const dispatcher_t *d)

@@ -502,7 +502,6 @@ static void window_done(poller_t *p)
 		wj_info("poller", f, "window stored");
 	else
 		wj_debug("poller", f, "window stored");
-	p->w_new = p->w_unchanged = p->w_changed = 0;
 	schedule(p, 0);
 }
 
@@ -744,6 +743,20 @@ static int64_t overlap_needed(const poller_t *p)
 	return need <= 0 ? 0 : need < overlap ? need : overlap;
 }
 
+/* Read [start, end] from its first page, with fresh per-window state. */
+static void begin_window(poller_t *p, int64_t start, int64_t end)
+{
+	p->w_start = start;
+	p->w_end = end;
+	p->w_from = p->cursor;
+	p->w_split = false;
+	p->w_new = p->w_unchanged = p->w_changed = 0;
+	p->rereads = 0;
+	p->busy = true;
+	p->window_started = wj_mono_ms();
+	restart_window(p);
+}
+
 static void start_window(poller_t *p)
 {
 	const wj_flow_cfg_t *f = p->flow;
@@ -764,13 +777,7 @@ static void start_window(poller_t *p)
 		if (end - p->bf_cursor > MAX_SPAN_S)
 			end = p->bf_cursor + MAX_SPAN_S;
 		p->bf_mode = true;
-		p->w_new = p->w_unchanged = p->w_changed = 0;
-		p->w_start = p->bf_cursor;
-		p->w_end = end > p->bf_cursor ? end : p->bf_cursor + 1;
-		p->rereads = 0;
-		p->busy = true;
-		p->window_started = wj_mono_ms();
-		restart_window(p);
+		begin_window(p, p->bf_cursor, end > p->bf_cursor ? end : p->bf_cursor + 1);
 		return;
 	}
 	int64_t start = p->cursor - overlap_needed(p);
@@ -788,15 +795,7 @@ static void start_window(poller_t *p)
 		end = start + MAX_SPAN_S;
 	if (end <= p->cursor) /* overlap alone fills the span: move at least a second */
 		end = p->cursor + 1;
-	p->w_start = start;
-	p->w_end = end;
-	p->w_from = p->cursor;
-	p->w_split = false;
-	p->w_new = p->w_unchanged = p->w_changed = 0;
-	p->rereads = 0;
-	p->busy = true;
-	p->window_started = wj_mono_ms();
-	restart_window(p);
+	begin_window(p, start, end);
 }
 
 static void on_timer(uv_timer_t *t)

@@ -672,6 +672,12 @@ static const struct field kingdee_fields[] = {
 	{0},
 };
 
+static const struct field http_fields[] = {
+	C("max_body", K_SIZE, http.max_body, .min = 1 << 20),
+	C("max_retry_after", K_DUR, http.max_retry_after_ms, .min = SEC, .max = DAY),
+	{0},
+};
+
 static const struct field backoff_fields[] = {
 	C("initial", K_DUR, queue.backoff_initial_ms, .min = 1, .max = DAY),
 	C("max", K_DUR, queue.backoff_max_ms, .min = 1, .max = 7 * DAY),
@@ -726,6 +732,7 @@ static const struct field top_fields[] = {
 	SUB("wdt", wdt_fields),
 	SUB("kingdee", kingdee_fields),
 	SUB("queue", queue_fields),
+	SUB("http", http_fields),
 	{.key = "flows", .kind = K_CUSTOM, .fn = parse_flows, .flags = F_REQUIRED},
 	{0},
 };
@@ -883,6 +890,9 @@ static void config_defaults(ctx_t *c, wj_config_t *cfg)
 	cfg->kingdee.concurrency = 8;
 	cfg->kingdee.timeout_ms = 30 * SEC;
 	cfg->kingdee.lookup_ttl_ms = DAY;
+
+	cfg->http.max_body = 32ULL << 20;
+	cfg->http.max_retry_after_ms = HOUR;
 
 	cfg->queue.capacity = 10000;
 	cfg->queue.max_attempts = 12;

@@ -80,6 +80,11 @@ typedef struct wj_config {
 	} kingdee;
 
 	struct {
+		uint64_t max_body;           /* http.max_body, default 32MiB: largest answer */
+		uint64_t max_retry_after_ms; /* http.max_retry_after, default 1h: longest pause */
+	} http;
+
+	struct {
 		unsigned capacity;      /* default 10000 */
 		unsigned max_attempts;  /* default 12 */
 		uint64_t backoff_initial_ms; /* default 1s */

@@ -160,6 +160,8 @@ void gate_pause(gate_t *g, int64_t ms)
 {
 	if (ms <= 0)
 		return;
+	if ((uint64_t)ms > g->e->cfg->http.max_retry_after_ms)
+		ms = (int64_t)g->e->cfg->http.max_retry_after_ms; /* never a pause without end */
 	wj_tbucket_pause_until(&g->bucket, wj_mono_ms() + (uint64_t)ms);
 	int64_t until = wj_now_ms() + ms;
 	if (until > g->paused_until_ms)
@@ -320,10 +322,12 @@ int wj_engine_new(uv_loop_t *loop, const wj_config_t *cfg, wj_store_t *store, wj
 		goto fail;
 	e->n_mappings = cfg->n_flows;
 	r = -ENOMEM;
-	e->wdt_http = wj_http_new(loop, &(wj_http_opts_t){.max_inflight = cfg->wdt.concurrency,
-							  .ca_file = cfg->wdt.ca_file});
-	e->jdy_http = wj_http_new(loop, &(wj_http_opts_t){.max_inflight = cfg->kingdee.concurrency,
-							  .ca_file = cfg->kingdee.ca_file});
+	e->wdt_http = wj_http_new(loop, &(wj_http_opts_t){
+		.max_inflight = cfg->wdt.concurrency, .ca_file = cfg->wdt.ca_file,
+		.max_body = cfg->http.max_body, .max_retry_after_ms = cfg->http.max_retry_after_ms});
+	e->jdy_http = wj_http_new(loop, &(wj_http_opts_t){
+		.max_inflight = cfg->kingdee.concurrency, .ca_file = cfg->kingdee.ca_file,
+		.max_body = cfg->http.max_body, .max_retry_after_ms = cfg->http.max_retry_after_ms});
 	if (!e->wdt_http || !e->jdy_http) {
 		snprintf(err, errsize, "cannot initialise HTTP clients");
 		goto fail;

@@ -34,6 +34,7 @@ struct http_req {
 	uint64_t start_ms; /* monotonic, when added to the multi */
 	wj_http_cb cb;
 	void *arg;
+	bool too_big;      /* the answer went past max_body: the transfer was cut off */
 	char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -61,6 +62,8 @@ struct wj_http {
 	bool closing;
 	char *ca_file;
 	char *user_agent;
+	uint64_t max_body;
+	int64_t max_retry_after_ms;
 };
 
 static void list_push(struct req_list *l, struct http_req *r)
@@ -112,31 +115,50 @@ static void handle_closed(uv_handle_t *handle)
 	}
 }
 
-/* Retry-After as delta seconds or an HTTP date; milliseconds from now, -1 when absent. */
-static int64_t retry_after_ms(CURL *easy)
+/* The value of the last header called name, or NULL. */
+static const char *header(CURL *easy, const char *name)
 {
 	struct curl_header *hdr = NULL;
-	if (curl_easy_header(easy, "Retry-After", 0, CURLH_HEADER, -1, &hdr) != CURLHE_OK || !hdr)
+	if (curl_easy_header(easy, name, 0, CURLH_HEADER, -1, &hdr) != CURLHE_OK || !hdr)
+		return NULL;
+	return hdr->value;
+}
+
+/* Retry-After as delta seconds or an HTTP date; milliseconds from now, at most cap_ms, -1 when
+ * absent or unreadable. Any number of digits is read without overflow. */
+static int64_t retry_after_ms(CURL *easy, int64_t cap_ms)
+{
+	const char *v = header(easy, "Retry-After");
+	if (!v)
 		return -1;
-	const char *v = hdr->value;
 	while (*v == ' ' || *v == '\t')
 		v++;
+	int64_t ms;
 	if (*v >= '0' && *v <= '9') {
 		int64_t secs = 0;
-		for (; *v >= '0' && *v <= '9'; v++) {
-			if (secs > INT64_MAX / 10000)
-				return INT64_MAX;
-			secs = secs * 10 + (*v - '0');
-		}
+		for (; *v >= '0' && *v <= '9'; v++)
+			if (secs <= cap_ms / 1000)
+				secs = secs * 10 + (*v - '0');
 		while (*v == ' ' || *v == '\t')
 			v++;
-		return *v ? -1 : secs * 1000;
+		if (*v)
+			return -1;
+		ms = secs > cap_ms / 1000 ? cap_ms : secs * 1000;
+	} else {
+		time_t t = curl_getdate(v, NULL);
+		if (t == (time_t)-1)
+			return -1;
+		ms = (int64_t)t * 1000 - wj_now_ms();
 	}
-	time_t t = curl_getdate(v, NULL);
-	if (t == (time_t)-1)
-		return -1;
-	int64_t ms = (int64_t)t * 1000 - wj_now_ms();
-	return ms < 0 ? 0 : ms;
+	return ms < 0 ? 0 : ms > cap_ms ? cap_ms : ms;
+}
+
+/* The server's clock from its Date header (epoch ms), -1 when absent or unreadable. */
+static int64_t date_ms(CURL *easy)
+{
+	const char *v = header(easy, "Date");
+	time_t t = v ? curl_getdate(v, NULL) : (time_t)-1;
+	return t == (time_t)-1 || t < 0 ? -1 : (int64_t)t * 1000;
 }
 
 /* False only when no request byte can have reached the server. */
@@ -180,15 +202,30 @@ static void req_result(struct http_req *r, CURLcode code, wj_http_resp_t *resp)
 	resp->status = status;
 	resp->body = r->resp.data ? r->resp.data : "";
 	resp->body_len = r->resp.len;
-	resp->retry_after_ms = r->easy && status > 0 ? retry_after_ms(r->easy) : -1;
+	resp->retry_after_ms = r->easy && status > 0 ? retry_after_ms(r->easy, r->h->max_retry_after_ms)
+						     : -1;
+	resp->date_ms = r->easy && status > 0 ? date_ms(r->easy) : -1;
 	resp->curl_code = (int)code;
-	if (code == CURLE_OK)
+	resp->priv = r;
+	if (code == CURLE_FILESIZE_EXCEEDED)
+		r->too_big = true; /* announced by Content-Length */
+	if (r->too_big) {
+		/* Cut off: whatever arrived is not an answer. */
+		snprintf(r->errbuf, sizeof(r->errbuf),
+			 "answer larger than http.max_body (%llu bytes): cut off",
+			 (unsigned long long)r->h->max_body);
+		resp->status = 0;
+		resp->body = "";
+		resp->body_len = 0;
+		resp->too_big = true;
+		resp->error = r->errbuf;
+	} else if (code == CURLE_OK)
 		resp->error = "";
 	else if (r->errbuf[0])
 		resp->error = r->errbuf;
 	else
 		resp->error = curl_easy_strerror(code);
-	resp->maybe_sent = r->start_ms ? req_maybe_sent(r, code, status) : false;
+	resp->maybe_sent = r->start_ms ? r->too_big || req_maybe_sent(r, code, status) : false;
 	resp->elapsed_ms = r->start_ms ? wj_mono_ms() - r->start_ms : 0;
 }
 
@@ -345,6 +382,10 @@ static size_t write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 {
 	struct http_req *r = userdata;
 	size_t n = size * nmemb;
+	if (n > r->h->max_body || r->resp.len > r->h->max_body - n) {
+		r->too_big = true; /* curl ends the transfer with CURLE_WRITE_ERROR */
+		return 0;
+	}
 	if (wj_buf_append(&r->resp, ptr, n) < 0)
 		return 0;
 	return n;
@@ -405,6 +446,10 @@ wj_http_t *wj_http_new(uv_loop_t *loop, const wj_http_opts_t *opts)
 	if (opts && opts->ca_file && !(h->ca_file = strdup(opts->ca_file)))
 		goto fail;
 	h->user_agent = strdup(opts && opts->user_agent ? opts->user_agent : "wdt2jdy/" WJ_VERSION);
+	h->max_body = opts && opts->max_body ? opts->max_body : WJ_HTTP_MAX_BODY;
+	h->max_retry_after_ms = opts && opts->max_retry_after_ms && opts->max_retry_after_ms <= INT64_MAX / 2
+					? (int64_t)opts->max_retry_after_ms
+					: (int64_t)WJ_HTTP_MAX_RETRY_AFTER_MS;
 	if (!h->user_agent)
 		goto fail;
 	h->multi = curl_multi_init();
@@ -479,6 +524,8 @@ static int req_setup(wj_http_t *h, struct http_req *r, const wj_http_req_t *req)
 	SET(CURLOPT_TIMEOUT_MS, (long)timeout);
 	SET(CURLOPT_CONNECTTIMEOUT_MS, (long)conn_timeout);
 	SET(CURLOPT_TCP_KEEPALIVE, 1L);
+	/* A Content-Length above the cap ends the transfer before any of it is read. */
+	SET(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)h->max_body);
 	SET(CURLOPT_WRITEFUNCTION, write_cb);
 	SET(CURLOPT_WRITEDATA, r);
 	SET(CURLOPT_DEBUGFUNCTION, debug_cb);
@@ -546,6 +593,16 @@ int wj_http_request(wj_http_t *h, const wj_http_req_t *req, wj_http_cb cb, void 
 fail:
 	req_free(r);
 	return ret;
+}
+
+char *wj_http_take_body(const wj_http_resp_t *resp)
+{
+	struct http_req *r = resp ? resp->priv : NULL;
+	if (!r || resp->too_big || !r->resp.data)
+		return NULL;
+	char *body = r->resp.data; /* wj_buf_t keeps its data NUL-terminated */
+	r->resp = (wj_buf_t){0};
+	return body;
 }
 
 unsigned wj_http_inflight(const wj_http_t *h)

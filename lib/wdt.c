@@ -753,16 +753,20 @@ static void on_http(const wj_http_resp_t *resp, void *arg)
 	call->status = resp->status;
 	call->retry_after_ms = resp->retry_after_ms;
 	call->body_len = resp->body_len;
-	call->body = resp->body ? malloc(resp->body_len + 1) : NULL;
+	call->body = wj_http_take_body(resp); /* the worker parses it: no copy */
 	if (call->body) {
-		memcpy(call->body, resp->body, resp->body_len);
-		call->body[resp->body_len] = '\0';
 		call->work.data = call;
 		if (uv_queue_work(call->loop, &call->work, parse_work, parse_done) == 0)
 			return;
 	}
-	/* no copy or no worker: parse here */
-	parse_answer(call, resp->status, resp->body, resp->body_len, resp->retry_after_ms);
+	/* no body or no worker: parse here */
+	if (call->body) {
+		parse_answer(call, resp->status, call->body, call->body_len, resp->retry_after_ms);
+		free(call->body);
+		call->body = NULL;
+	} else {
+		parse_answer(call, resp->status, "", 0, resp->retry_after_ms);
+	}
 	deliver(call);
 }
 

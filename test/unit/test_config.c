@@ -271,6 +271,8 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg->queue.max_attempts, 12);
 	assert_int_equal(cfg->queue.backoff_initial_ms, 1000);
 	assert_int_equal(cfg->queue.backoff_max_ms, 600000);
+	assert_int_equal(cfg->http.max_body, 32ULL << 20);
+	assert_int_equal(cfg->http.max_retry_after_ms, 3600000);
 	const wj_flow_cfg_t *f = &cfg->flows[0];
 	assert_string_equal(f->name, "f1");
 	assert_int_equal(f->priority, 1);
@@ -561,6 +563,9 @@ static const struct bad {
 	{OK_WITH(", \"store\": {\"map_size\": \"1GiB\", \"map_max\": \"512MiB\"}"),
 	 "cfg.json: store.map_max: must be at least store.map_size"},
 	{OK_WITH(", \"store\": {\"map_size\": \"4KiB\"}"), "cfg.json: store.map_size: must be at least 1MiB"},
+	{OK_WITH(", \"http\": {\"max_body\": \"100KiB\"}"), "cfg.json: http.max_body: must be at least 1MiB"},
+	{OK_WITH(", \"http\": {\"max_retry_after\": \"2d\"}"),
+	 "cfg.json: http.max_retry_after: must be from 1s to 1d"},
 	/* enumerations, URLs, time zone */
 	{CFG(WDT_WITH(", \"api\": \"rest\""), JDY, FLOW, ""),
 	 "cfg.json: wdt.api: expected \"qimen\" or \"openapi2\""},

@@ -105,6 +105,18 @@ static ssize_t cut_reader(void *cls, uint64_t pos, char *buf, size_t max)
 	return (ssize_t)n;
 }
 
+static ssize_t big_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+	(void)cls;
+	if (pos >= BIG_LEN)
+		return MHD_CONTENT_READER_END_OF_STREAM;
+	size_t n = BIG_LEN - (size_t)pos;
+	if (n > max)
+		n = max;
+	memset(buf, 'y', n);
+	return (ssize_t)n;
+}
+
 static enum MHD_Result reply(struct MHD_Connection *c, unsigned status, struct MHD_Response *r)
 {
 	if (!r)
@@ -194,6 +206,10 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
 		pthread_mutex_unlock(&g_seen_lock);
 		return reply(c, MHD_HTTP_CREATED, text("got"));
 	}
+	if (!strcmp(url, "/bigchunked")) /* no Content-Length: the size shows only while reading */
+		return reply(c, MHD_HTTP_OK,
+			MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024, big_reader,
+							  NULL, NULL));
 	if (!strcmp(url, "/cut"))
 		return reply(c, MHD_HTTP_OK,
 			MHD_create_response_from_callback(100000, 1024, cut_reader, NULL, NULL));
@@ -340,6 +356,9 @@ struct result {
 	int curl_code;
 	bool maybe_sent;
 	int64_t retry_after_ms;
+	int64_t date_ms;
+	bool too_big;
+	bool take;                /* keep the body with wj_http_take_body, not a copy */
 	uint64_t elapsed_ms;
 	char *body;
 	size_t body_len;
@@ -361,13 +380,23 @@ static void on_resp(const wj_http_resp_t *resp, void *arg)
 	r->curl_code = resp->curl_code;
 	r->maybe_sent = resp->maybe_sent;
 	r->retry_after_ms = resp->retry_after_ms;
+	r->date_ms = resp->date_ms;
+	r->too_big = resp->too_big;
 	r->elapsed_ms = resp->elapsed_ms;
 	snprintf(r->error, sizeof(r->error), "%s", resp->error);
 	free(r->body);
-	r->body = malloc(resp->body_len + 1);
-	assert_non_null(r->body);
-	memcpy(r->body, resp->body, resp->body_len + 1);
 	r->body_len = resp->body_len;
+	if (r->take) {
+		const char *seen = resp->body;
+		r->body = wj_http_take_body(resp);
+		assert_non_null(r->body);
+		assert_ptr_equal(r->body, seen); /* the buffer itself, not a copy */
+		assert_null(wj_http_take_body(resp)); /* taken once */
+	} else {
+		r->body = malloc(resp->body_len + 1);
+		assert_non_null(r->body);
+		memcpy(r->body, resp->body, resp->body_len + 1);
+	}
 	if (r->h && r->max_inflight_seen && wj_http_inflight(r->h) + 1 > *r->max_inflight_seen)
 		*r->max_inflight_seen = wj_http_inflight(r->h) + 1; /* +1: this one just finished */
 	if (r->h) {
@@ -459,11 +488,18 @@ static void result_clear(struct result *r)
 	r->body = NULL;
 }
 
-static wj_http_t *client_new(uv_loop_t *loop, unsigned max_inflight)
+static wj_http_t *client_new_opts(uv_loop_t *loop, const wj_http_opts_t *opts)
 {
 	assert_int_equal(uv_loop_init(loop), 0);
+	wj_http_t *h = wj_http_new(loop, opts);
+	assert_non_null(h);
+	return h;
+}
+
+static wj_http_t *client_new(uv_loop_t *loop, unsigned max_inflight)
+{
 	wj_http_opts_t opts = { .max_inflight = max_inflight };
-	wj_http_t *h = wj_http_new(loop, &opts);
+	wj_http_t *h = client_new_opts(loop, &opts);
 	assert_non_null(h);
 	return h;
 }
@@ -695,6 +731,81 @@ static void test_retry_after(void **state)
 	for (int i = 0; i < 3; i++)
 		result_clear(&r[i]);
 	client_free(&loop, h);
+}
+
+/* An answer above max_body is cut off with a clear error, whether its size is announced
+ * (Content-Length) or shows only while reading (chunked); one below it is whole, and can be
+ * kept without a copy. */
+static void test_body_cap(void **state)
+{
+	(void)state;
+	uv_loop_t loop;
+	wj_http_opts_t o = { .max_inflight = 4, .max_body = 1u << 20 };
+	wj_http_t *h = client_new_opts(&loop, &o);
+	struct result r[3] = { { 0 } };
+	unsigned done = 0;
+	char url[128];
+	for (int i = 0; i < 3; i++)
+		r[i].done = &done;
+	r[2].take = true;
+	url_of(url, sizeof(url), "/big");
+	assert_int_equal(submit(h, "GET", url, NULL, NULL, 0, 20000, &r[0]), 0);
+	url_of(url, sizeof(url), "/bigchunked");
+	assert_int_equal(submit(h, "POST", url, NULL, "{}", 2, 20000, &r[1]), 0);
+	url_of(url, sizeof(url), "/n?i=5");
+	assert_int_equal(submit(h, "GET", url, NULL, NULL, 0, 20000, &r[2]), 0);
+	assert_true(run_until(&loop, &done, 3, 30000));
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(r[i].calls, 1);
+		assert_true(r[i].too_big);
+		assert_int_equal(r[i].status, 0);
+		assert_int_equal(r[i].body_len, 0);
+		assert_true(r[i].maybe_sent); /* the server had the request */
+		assert_non_null(strstr(r[i].error, "larger than http.max_body (1048576 bytes)"));
+	}
+	assert_false(r[2].too_big);
+	assert_int_equal(r[2].status, 200);
+	assert_string_equal(r[2].body, "resp-5");
+	for (int i = 0; i < 3; i++)
+		result_clear(&r[i]);
+	client_free(&loop, h);
+}
+
+/* Retry-After is read without overflow and never above the cap (default 1 h); the Date
+ * header gives the server's clock. */
+static void test_retry_after_cap(void **state)
+{
+	(void)state;
+	uv_loop_t loop[2];
+	wj_http_opts_t o = { .max_inflight = 4, .max_retry_after_ms = 60000 };
+	wj_http_t *h[2] = { client_new(&loop[0], 4), client_new_opts(&loop[1], &o) };
+	static const char *const v[] = { "99999999999999999999", "3600000000", "5",
+					 "Fri, 31 Dec 9999 23:59:59 GMT" };
+	for (int c = 0; c < 2; c++) {
+		struct result r[4] = { { 0 } };
+		unsigned done = 0;
+		char url[256], path[128];
+		for (int i = 0; i < 4; i++) {
+			r[i].done = &done;
+			char *enc = wj_urlencode(v[i]);
+			snprintf(path, sizeof(path), "/retry?v=%s", enc);
+			free(enc);
+			url_of(url, sizeof(url), path);
+			assert_int_equal(submit(h[c], "GET", url, NULL, NULL, 0, 5000, &r[i]), 0);
+		}
+		assert_true(run_until(&loop[c], &done, 4, 10000));
+		int64_t cap = c == 0 ? 3600000 : 60000;
+		assert_int_equal(r[0].retry_after_ms, cap);
+		assert_int_equal(r[1].retry_after_ms, cap);
+		assert_int_equal(r[2].retry_after_ms, 5000);
+		assert_int_equal(r[3].retry_after_ms, cap);
+		for (int i = 0; i < 4; i++) {
+			assert_true(r[i].date_ms > 0);
+			assert_true(llabs(r[i].date_ms - wj_now_ms()) < 10000);
+			result_clear(&r[i]);
+		}
+		client_free(&loop[c], h[c]);
+	}
 }
 
 static void test_post_headers(void **state)
@@ -947,6 +1058,8 @@ int main(void)
 		cmocka_unit_test(test_cut),
 		cmocka_unit_test(test_big_bodies),
 		cmocka_unit_test(test_retry_after),
+		cmocka_unit_test(test_retry_after_cap),
+		cmocka_unit_test(test_body_cap),
 		cmocka_unit_test(test_post_headers),
 		cmocka_unit_test(test_set_max_inflight),
 		cmocka_unit_test(test_free_pending),

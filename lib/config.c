@@ -167,6 +167,7 @@ enum kind {
 	K_DUR,    /* uint64_t ms in [min, max] */
 	K_SIZE,   /* uint64_t bytes, at least min */
 	K_RATE,   /* wj_rate_t */
+	K_BOOL,   /* bool */
 	K_MAP,    /* object of strings → wj_kv_t * at off, count at off2 */
 	K_PARAMS, /* like K_MAP, integers allowed and stored in decimal */
 	K_OBJ,    /* nested object described by sub, filling the same struct */
@@ -444,6 +445,12 @@ static void parse_value(ctx_t *c, const char *p, json_t *v, const struct field *
 		*AT(base, f->off, uint64_t) = bytes;
 		return;
 	}
+	case K_BOOL:
+		if (!json_is_boolean(v))
+			err(c, p, "expected true or false");
+		else
+			*AT(base, f->off, bool) = json_is_true(v);
+		return;
 	case K_RATE:
 		if (!json_is_string(v) || wj_rate_parse(json_string_value(v),
 							AT(base, f->off, wj_rate_t)) < 0)
@@ -733,6 +740,7 @@ static const struct field top_fields[] = {
 	SUB("kingdee", kingdee_fields),
 	SUB("queue", queue_fields),
 	SUB("http", http_fields),
+	C("allow_insecure_http", K_BOOL, allow_insecure_http),
 	{.key = "flows", .kind = K_CUSTOM, .fn = parse_flows, .flags = F_REQUIRED},
 	{0},
 };
@@ -902,6 +910,14 @@ static void config_defaults(ctx_t *c, wj_config_t *cfg)
 
 static void cross_checks(ctx_t *c, wj_config_t *cfg, json_t *doc)
 {
+	/* Plain HTTP carries the secrets, tokens and bills readable by anyone on the path. */
+	const struct {
+		const char *path, *url;
+	} urls[] = {{"wdt.url", cfg->wdt.url}, {"kingdee.url", cfg->kingdee.url}};
+	for (size_t i = 0; i < sizeof(urls) / sizeof(urls[0]) && !cfg->allow_insecure_http; i++)
+		if (urls[i].url && !strncmp(urls[i].url, "http://", 7))
+			err(c, urls[i].path, "plain http:// sends credentials and bills unencrypted: use "
+			    "https:// (or set allow_insecure_http: true for a test server)");
 	if (cfg->map_max < cfg->map_size)
 		err(c, "store.map_max", "must be at least store.map_size");
 	if (cfg->queue.backoff_max_ms < cfg->queue.backoff_initial_ms)

@@ -55,6 +55,7 @@ typedef struct wj_config {
 	int tz_offset;          /* timezone, seconds east of UTC, default +08:00 */
 	char *timezone;         /* as written, e.g. "+08:00" */
 	uint64_t drain_timeout_ms; /* default 10s */
+	bool allow_insecure_http;  /* accept http:// service URLs (tests, demo); default false */
 
 	struct {
 		wj_wdt_api_t api;

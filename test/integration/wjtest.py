@@ -62,6 +62,7 @@ def base_config(tmp, wdt_url="http://127.0.0.1:9/router/qm", jdy_url="http://127
         "log": {"file": os.path.join(tmp, "wdt2jdy.log"), "level": "info"},
         "status": {"file": os.path.join(tmp, "status.json"), "interval": "1s"},
         "timezone": "+08:00",
+        "allow_insecure_http": True,  # the fakes speak plain HTTP on loopback
         "wdt": {"api": "qimen", "url": wdt_url, "sid": "test-sid", "app_key": "test-key",
                 "app_secret": "test-secret", "rate_limit": "600/min", "concurrency": 2,
                 "timeout": "5s"},

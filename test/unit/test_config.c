@@ -50,7 +50,7 @@ static const char design_example[] =
 
 /* Building blocks of small valid configurations; W/K/F take extra members. */
 #define WDT_WITH(extra) \
-	"\"wdt\": {\"url\": \"http://127.0.0.1:1/router/qm\", \"sid\": \"sid1\", " \
+	"\"wdt\": {\"url\": \"https://127.0.0.1:1/router/qm\", \"sid\": \"sid1\", " \
 	"\"app_key\": \"key1\", \"app_secret\": \"wdt-s3cret-value\"" extra "}"
 #define JDY_WITH(extra) \
 	"\"kingdee\": {\"url\": \"https://127.0.0.1:2\", \"client_id\": \"cid1\", " \
@@ -161,9 +161,22 @@ static void test_design_example(void **state)
 {
 	(void)state;
 	wj_errors_t e = {0};
+	/* Its Qimen URL is plain http://: refused unless allowed for a test server. */
 	wj_config_t *cfg = wj_config_parse(design_example, "design.json", &e);
+	assert_null(cfg);
+	assert_int_equal(e.n, 1);
+	assert_string_equal(e.msg[0], "design.json: wdt.url: plain http:// sends credentials and "
+			    "bills unencrypted: use https:// (or set allow_insecure_http: true for a "
+			    "test server)");
+	wj_errors_free(&e);
+	char *allowed = NULL;
+	assert_true(asprintf(&allowed, "{\"allow_insecure_http\": true,%s",
+			     strchr(design_example, '{') + 1) > 0);
+	cfg = wj_config_parse(allowed, "design.json", &e);
+	free(allowed);
 	if (!cfg)
 		dump_errors(design_example, &e);
+	assert_true(cfg->allow_insecure_http);
 	assert_non_null(cfg);
 	assert_int_equal(e.n, 0);
 
@@ -273,6 +286,7 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg->queue.backoff_max_ms, 600000);
 	assert_int_equal(cfg->http.max_body, 32ULL << 20);
 	assert_int_equal(cfg->http.max_retry_after_ms, 3600000);
+	assert_false(cfg->allow_insecure_http);
 	const wj_flow_cfg_t *f = &cfg->flows[0];
 	assert_string_equal(f->name, "f1");
 	assert_int_equal(f->priority, 1);
@@ -314,7 +328,7 @@ static void test_values(void **state)
 		"          \"sid\": \"s\", \"app_key\": \"k\", \"app_secret\": \"wsec\",\n"
 		"          \"ca_file\": \"/etc/ssl/ca.pem\", \"rate_limit\": \"2/s\", \"concurrency\": 16,\n"
 		"          \"timeout\": \"1m\"},\n"
-		"  \"kingdee\": {\"api\": \"v2\", \"url\": \"http://127.0.0.1:8080\", \"client_id\": \"c\",\n"
+		"  \"kingdee\": {\"api\": \"v2\", \"url\": \"https://127.0.0.1:8080\", \"client_id\": \"c\",\n"
 		"              \"client_secret\": \"ksec\", \"outer_instance_id\": \"o\",\n"
 		"              \"rate_limit\": \"1000000/min\", \"concurrency\": 64, \"timeout\": \"5s\",\n"
 		"              \"lookup_ttl\": \"0s\", \"store_map\": {\"WH01\": \"CK001\", \"WH02\": \"CK002\"},\n"
@@ -501,19 +515,19 @@ static const struct bad {
 	{OK_WITH(", \"queue\": {\"backoff\": {\"min\": \"1s\"}}"),
 	 "cfg.json: queue.backoff.min: unknown key"},
 	/* missing required keys */
-	{CFG("\"wdt\": {\"url\": \"http://w\", \"app_key\": \"k\", \"app_secret\": \"x\"}", JDY, FLOW, ""),
+	{CFG("\"wdt\": {\"url\": \"https://w\", \"app_key\": \"k\", \"app_secret\": \"x\"}", JDY, FLOW, ""),
 	 "cfg.json: wdt.sid: required"},
 	{"{" WDT ", " JDY "}", "cfg.json: flows: required"},
-	{CFG(WDT, "\"kingdee\": {\"url\": \"http://k\", \"client_id\": \"c\", \"client_secret\": \"s\"}",
+	{CFG(WDT, "\"kingdee\": {\"url\": \"https://k\", \"client_id\": \"c\", \"client_secret\": \"s\"}",
 	     FLOW, ""), "cfg.json: kingdee.outer_instance_id: required"},
-	{CFG("\"wdt\": {\"url\": \"http://w\", \"sid\": \"s\", \"app_key\": \"k\"}", JDY, FLOW, ""),
+	{CFG("\"wdt\": {\"url\": \"https://w\", \"sid\": \"s\", \"app_key\": \"k\"}", JDY, FLOW, ""),
 	 "cfg.json: wdt.app_secret: required"},
 	{CFG(WDT, JDY, "\"flows\": [{\"priority\": 2}]", ""), "cfg.json: flows[0].name: required"},
 	{CFG(WDT, JDY, "\"flows\": []", ""), "cfg.json: flows: at least one flow is required"},
 	/* wrong types */
-	{CFG("\"wdt\": {\"url\": \"http://w\", \"sid\": 123, \"app_key\": \"k\", \"app_secret\": \"x\"}",
+	{CFG("\"wdt\": {\"url\": \"https://w\", \"sid\": 123, \"app_key\": \"k\", \"app_secret\": \"x\"}",
 	     JDY, FLOW, ""), "cfg.json: wdt.sid: expected a string"},
-	{CFG("\"wdt\": {\"url\": \"http://w\", \"sid\": \"\", \"app_key\": \"k\", \"app_secret\": \"x\"}",
+	{CFG("\"wdt\": {\"url\": \"https://w\", \"sid\": \"\", \"app_key\": \"k\", \"app_secret\": \"x\"}",
 	     JDY, FLOW, ""), "cfg.json: wdt.sid: must not be empty"},
 	{CFG("\"wdt\": [1]", JDY, FLOW, ""), "cfg.json: wdt: expected an object"},
 	{CFG(WDT, JDY, "\"flows\": {\"name\": \"a\"}", ""), "cfg.json: flows: expected an array"},
@@ -564,6 +578,11 @@ static const struct bad {
 	 "cfg.json: store.map_max: must be at least store.map_size"},
 	{OK_WITH(", \"store\": {\"map_size\": \"4KiB\"}"), "cfg.json: store.map_size: must be at least 1MiB"},
 	{OK_WITH(", \"http\": {\"max_body\": \"100KiB\"}"), "cfg.json: http.max_body: must be at least 1MiB"},
+	{CFG(WDT, "\"kingdee\": {\"url\": \"http://api.kingdee.com\", \"client_id\": \"c\", "
+	     "\"client_secret\": \"s\", \"outer_instance_id\": \"o\"}", FLOW, ""),
+	 "cfg.json: kingdee.url: plain http:// sends credentials and bills unencrypted: use https:// "
+	 "(or set allow_insecure_http: true for a test server)"},
+	{OK_WITH(", \"allow_insecure_http\": \"yes\""), "cfg.json: allow_insecure_http: expected true or false"},
 	{OK_WITH(", \"http\": {\"max_retry_after\": \"2d\"}"),
 	 "cfg.json: http.max_retry_after: must be from 1s to 1d"},
 	/* enumerations, URLs, time zone */
@@ -613,7 +632,7 @@ static const struct bad {
 	/* secrets, inline */
 	{CFG(WDT_WITH(", \"app_secret_credential\": \"wdt\""), JDY, FLOW, ""),
 	 "cfg.json: wdt.app_secret: give only one of app_secret, app_secret_file, app_secret_credential"},
-	{CFG(WDT, "\"kingdee\": {\"url\": \"http://k\", \"client_id\": \"c\", \"client_secret\": \"\", "
+	{CFG(WDT, "\"kingdee\": {\"url\": \"https://k\", \"client_id\": \"c\", \"client_secret\": \"\", "
 	     "\"outer_instance_id\": \"o\"}", FLOW, ""), "cfg.json: kingdee.client_secret: must not be empty"},
 	{CFG(WDT_WITH(", \"app_secret_path\": \"/x\""), JDY, FLOW, ""),
 	 "cfg.json: wdt.app_secret_path: unknown key"},
@@ -637,7 +656,7 @@ static void test_all_errors_reported(void **state)
 		"{\n"
 		"  \"bogus\": true,\n"
 		"  \"timezone\": \"Europe/Prague\",\n"
-		"  \"wdt\": {\"url\": \"http://w\", \"app_key\": \"k\", \"app_secret\": \"wdt-s3cret-value\",\n"
+		"  \"wdt\": {\"url\": \"https://w\", \"app_key\": \"k\", \"app_secret\": \"wdt-s3cret-value\",\n"
 		"          \"rate_limit\": \"fast\"},\n"
 		"  \"queue\": {\"capacity\": 1},\n"
 		"  \"flows\": [\n"
@@ -671,7 +690,7 @@ static void test_secret_file(void **state)
 	char text[2048], want[512];
 	const char *s600 = tmp_file("s600", "wdt-file-secret\n", 0600);
 	snprintf(text, sizeof(text),
-		 CFG("\"wdt\": {\"url\": \"http://w\", \"sid\": \"s\", \"app_key\": \"k\", "
+		 CFG("\"wdt\": {\"url\": \"https://w\", \"sid\": \"s\", \"app_key\": \"k\", "
 		     "\"app_secret_file\": \"%s\"}", JDY, FLOW, ""), s600);
 	wj_config_t *cfg = parse_ok(text);
 	assert_string_equal(cfg->wdt.app_secret, "wdt-file-secret"); /* newline stripped */
@@ -681,7 +700,7 @@ static void test_secret_file(void **state)
 	/* 0400 is fine too; a CRLF ending is stripped */
 	s600 = tmp_file("s600", "jdy-file-secret\r\n", 0400);
 	snprintf(text, sizeof(text),
-		 CFG(WDT, "\"kingdee\": {\"url\": \"http://k\", \"client_id\": \"c\", "
+		 CFG(WDT, "\"kingdee\": {\"url\": \"https://k\", \"client_id\": \"c\", "
 			  "\"client_secret_file\": \"%s\", \"outer_instance_id\": \"o\"}", FLOW, ""), s600);
 	cfg = parse_ok(text);
 	assert_string_equal(cfg->kingdee.client_secret, "jdy-file-secret");
@@ -689,7 +708,7 @@ static void test_secret_file(void **state)
 
 	const char *s644 = tmp_file("s644", "leaky-secret-644\n", 0644);
 	snprintf(text, sizeof(text),
-		 CFG("\"wdt\": {\"url\": \"http://w\", \"sid\": \"s\", \"app_key\": \"k\", "
+		 CFG("\"wdt\": {\"url\": \"https://w\", \"sid\": \"s\", \"app_key\": \"k\", "
 		     "\"app_secret_file\": \"%s\"}", JDY, FLOW, ""), s644);
 	snprintf(want, sizeof(want),
 		 "cfg.json: wdt.app_secret_file: %s: mode 0644 is group or world readable; chmod 600 it",
@@ -698,7 +717,7 @@ static void test_secret_file(void **state)
 
 	const char *s640 = tmp_file("s640", "leaky-secret-640\n", 0640);
 	snprintf(text, sizeof(text),
-		 CFG(WDT, "\"kingdee\": {\"url\": \"http://k\", \"client_id\": \"c\", "
+		 CFG(WDT, "\"kingdee\": {\"url\": \"https://k\", \"client_id\": \"c\", "
 			  "\"client_secret_file\": \"%s\", \"outer_instance_id\": \"o\"}", FLOW, ""), s640);
 	snprintf(want, sizeof(want),
 		 "cfg.json: kingdee.client_secret_file: %s: mode 0640 is group or world readable; "
@@ -707,26 +726,26 @@ static void test_secret_file(void **state)
 
 	const char *empty = tmp_file("empty", "\n", 0600);
 	snprintf(text, sizeof(text),
-		 CFG("\"wdt\": {\"url\": \"http://w\", \"sid\": \"s\", \"app_key\": \"k\", "
+		 CFG("\"wdt\": {\"url\": \"https://w\", \"sid\": \"s\", \"app_key\": \"k\", "
 		     "\"app_secret_file\": \"%s\"}", JDY, FLOW, ""), empty);
 	snprintf(want, sizeof(want), "cfg.json: wdt.app_secret_file: %s: empty", empty);
 	expect_error(text, want);
 
 	snprintf(text, sizeof(text),
-		 CFG("\"wdt\": {\"url\": \"http://w\", \"sid\": \"s\", \"app_key\": \"k\", "
+		 CFG("\"wdt\": {\"url\": \"https://w\", \"sid\": \"s\", \"app_key\": \"k\", "
 		     "\"app_secret_file\": \"%s/missing\"}", JDY, FLOW, ""), tmpdir);
 	snprintf(want, sizeof(want), "cfg.json: wdt.app_secret_file: %s/missing: No such file or directory",
 		 tmpdir);
 	expect_error(text, want);
 
 	snprintf(text, sizeof(text),
-		 CFG("\"wdt\": {\"url\": \"http://w\", \"sid\": \"s\", \"app_key\": \"k\", "
+		 CFG("\"wdt\": {\"url\": \"https://w\", \"sid\": \"s\", \"app_key\": \"k\", "
 		     "\"app_secret_file\": \"%s\", \"app_secret\": \"inline-too\"}", JDY, FLOW, ""), s600);
 	expect_error(text, "cfg.json: wdt.app_secret: give only one of app_secret, app_secret_file, "
 			   "app_secret_credential");
 
 	snprintf(text, sizeof(text),
-		 CFG("\"wdt\": {\"url\": \"http://w\", \"sid\": \"s\", \"app_key\": \"k\", "
+		 CFG("\"wdt\": {\"url\": \"https://w\", \"sid\": \"s\", \"app_key\": \"k\", "
 		     "\"app_secret_file\": 7}", JDY, FLOW, ""));
 	expect_error(text, "cfg.json: wdt.app_secret_file: expected a file path");
 }
@@ -736,7 +755,7 @@ static void test_secret_credential(void **state)
 	(void)state;
 	char want[512];
 	static const char text[] =
-		CFG("\"wdt\": {\"url\": \"http://w\", \"sid\": \"s\", \"app_key\": \"k\", "
+		CFG("\"wdt\": {\"url\": \"https://w\", \"sid\": \"s\", \"app_key\": \"k\", "
 		    "\"app_secret_credential\": \"cred\"}", JDY, FLOW, "");
 
 	unsetenv("CREDENTIALS_DIRECTORY");
@@ -753,7 +772,7 @@ static void test_secret_credential(void **state)
 	assert_string_equal(cfg->wdt.app_secret, "credential-secret");
 	wj_config_free(cfg);
 
-	expect_error(CFG("\"wdt\": {\"url\": \"http://w\", \"sid\": \"s\", \"app_key\": \"k\", "
+	expect_error(CFG("\"wdt\": {\"url\": \"https://w\", \"sid\": \"s\", \"app_key\": \"k\", "
 			 "\"app_secret_credential\": \"../cred\"}", JDY, FLOW, ""),
 		     "cfg.json: wdt.app_secret_credential: expected a credential name");
 	unsetenv("CREDENTIALS_DIRECTORY");
@@ -768,7 +787,7 @@ static void test_secret_never_in_messages(void **state)
 	snprintf(text, sizeof(text),
 		 "{\"wdt\": {\"url\": \"gopher://w\", \"sid\": 1, \"app_key\": \"k\", "
 		 "\"app_secret\": \"TOPSECRET-inline\", \"app_secret_file\": \"%s\"},\n"
-		 " \"kingdee\": {\"url\": \"http://k\", \"client_id\": \"c\", \"client_secret_file\": \"%s\", "
+		 " \"kingdee\": {\"url\": \"https://k\", \"client_id\": \"c\", \"client_secret_file\": \"%s\", "
 		 "\"outer_instance_id\": \"o\", \"extra\": 1},\n"
 		 " \"flows\": [{\"name\": \"f\", \"cursor\": {\"window\": \"TOPSECRET\"}}]}\n",
 		 leaky, leaky);

@@ -1169,13 +1169,166 @@ int wj_jdy_store(wj_jdy_t *j, const char *number, wj_jdy_cb cb, void *arg)
 	return lookup(j, "store", PATH_STORE, number, cb, arg);
 }
 
+/* ---- gain-bill list ---- */
+
+#define BEIJING_OFFSET (8 * 3600)
+#define LIST_PAGE_SIZE 100
+
+/* The first of several names that holds a non-empty string or an integer, as text. */
+static bool field_text(const json_t *o, const char *const *names, char *out, size_t size)
+{
+	for (; *names; names++)
+		if (copy_id(json_object_get(o, *names), out, size) == 0)
+			return true;
+	out[0] = '\0';
+	return false;
+}
+
+/* The first of several names that holds a non-negative whole number (number or digits). */
+static bool field_count(const json_t *o, const char *const *names, int64_t *out)
+{
+	for (; *names; names++) {
+		bool ok;
+		int64_t n = json_number(json_object_get(o, *names), &ok);
+		if (ok && n >= 0) {
+			*out = n;
+			return true;
+		}
+	}
+	return false;
+}
+
+int64_t wj_jdy_time_ms(const json_t *v)
+{
+	bool ok;
+	int64_t n = json_number(v, &ok);
+	if (!ok && json_is_string(v)) {
+		/* "YYYY-MM-DD HH:MM:SS", also with a 'T' or a fraction after the seconds */
+		const char *s = json_string_value(v);
+		char head[20];
+		int64_t epoch;
+		size_t len = strlen(s);
+		if (len < 19 || (len > 19 && s[19] != '.'))
+			return -1;
+		memcpy(head, s, 19);
+		head[19] = '\0';
+		if (head[10] == 'T')
+			head[10] = ' ';
+		return wj_time_parse(head, BEIJING_OFFSET, &epoch) == 0 ? epoch * 1000 : -1;
+	}
+	if (!ok || n <= 0)
+		return -1;
+	/* seconds until the year 5138, then milliseconds */
+	return n < 100000000000LL ? n * 1000 : n;
+}
+
+static json_t *bill_row(const json_t *r)
+{
+	static const char *const id_names[] = {"id", "billid", "bill_id", NULL};
+	static const char *const no_names[] = {"bill_no", "billno", "number", "billNo", NULL};
+	static const char *const date_names[] = {"bill_date", "billdate", "date", "billDate", NULL};
+	static const char *const ct_names[] = {"create_time", "createtime", "create_date",
+					       "createdate", "createTime", NULL};
+	char id[128], no[128], date[64];
+	field_text(r, id_names, id, sizeof(id));
+	field_text(r, no_names, no, sizeof(no));
+	field_text(r, date_names, date, sizeof(date));
+	if (strlen(date) > 10 && date[4] == '-' && date[7] == '-')
+		date[10] = '\0';
+	const json_t *rem = json_object_get(r, "remark");
+	int64_t ct = -1;
+	for (const char *const *n = ct_names; *n && ct < 0; n++)
+		ct = wj_jdy_time_ms(json_object_get(r, *n));
+	return json_pack("{s:s, s:s, s:s, s:s, s:o}", "id", id, "bill_no", no, "bill_date", date,
+			 "remark", json_is_string(rem) ? json_string_value(rem) : "",
+			 "create_time_ms", ct >= 0 ? json_integer(ct) : json_null());
+}
+
+json_t *wj_jdy_bills_normalise(const json_t *data, unsigned page)
+{
+	static const char *const page_names[] = {"page", "curpage", "current_page", "pageindex", NULL};
+	static const char *const total_names[] = {"total_page", "totalpage", "total_pages",
+						  "pagecount", "totalPage", NULL};
+	static const char *const count_names[] = {"count", "total", "totalcount", "total_count",
+						  "totalCount", NULL};
+	const json_t *rows = json_is_array(data) ? data : json_object_get(data, "rows");
+	if (!json_is_array(rows))
+		return NULL;
+	json_t *out = json_array();
+	size_t i;
+	const json_t *r;
+	json_array_foreach(rows, i, r) {
+		json_t *row = json_is_object(r) ? bill_row(r) : NULL;
+		if (row)
+			json_array_append_new(out, row);
+	}
+	int64_t pg = page ? page : 1, count = (int64_t)json_array_size(rows), total;
+	field_count(data, page_names, &pg);
+	field_count(data, count_names, &count);
+	if (!field_count(data, total_names, &total))
+		total = (count + LIST_PAGE_SIZE - 1) / LIST_PAGE_SIZE;
+	return json_pack("{s:o, s:I, s:I, s:I}", "rows", out, "page", (json_int_t)pg,
+			 "total_page", (json_int_t)total, "count", (json_int_t)count);
+}
+
+struct list_call {
+	unsigned page;
+	wj_jdy_cb cb;
+	void *arg;
+};
+
+static void on_list(const wj_jdy_result_t *res, void *arg)
+{
+	struct list_call *l = arg;
+	wj_jdy_result_t r = *res;
+	json_t *norm = NULL;
+	if (r.cls == WJ_JDY_OK) {
+		norm = wj_jdy_bills_normalise(r.data, l->page);
+		r.data = norm;
+		if (!norm) {
+			r.cls = WJ_JDY_TRANSIENT;
+			set_error(&r, "malformed list answer: no rows");
+		}
+	}
+	l->cb(&r, l->arg);
+	json_decref(norm);
+	free(l);
+}
+
+int wj_jdy_list_bills(wj_jdy_t *j, const wj_jdy_bill_query_t *q, wj_jdy_cb cb, void *arg)
+{
+	if (!j || !q || !cb || q->created_from_ms < 0 || q->created_to_ms < q->created_from_ms)
+		return -EINVAL;
+	struct list_call *l = calloc(1, sizeof(*l));
+	if (!l)
+		return -ENOMEM;
+	l->page = q->page ? q->page : 1;
+	l->cb = cb;
+	l->arg = arg;
+	char page[16], from[24], to[24];
+	snprintf(page, sizeof(page), "%u", l->page);
+	snprintf(from, sizeof(from), "%" PRId64, q->created_from_ms);
+	snprintf(to, sizeof(to), "%" PRId64, q->created_to_ms);
+	wj_kv_t kv[5];
+	size_t n = 0;
+	if (q->search && *q->search)
+		kv[n++] = (wj_kv_t){(char *)"search", (char *)q->search};
+	if (q->created_from_ms || q->created_to_ms) {
+		kv[n++] = (wj_kv_t){(char *)"create_start_time", from};
+		kv[n++] = (wj_kv_t){(char *)"create_end_time", to};
+	}
+	kv[n++] = (wj_kv_t){(char *)"page", page};
+	kv[n++] = (wj_kv_t){(char *)"page_size", (char *)"100"};
+	int ret = wj_jdy_call(j, "GET", PATH_BILLS, kv, n, NULL, on_list, l);
+	if (ret < 0)
+		free(l);
+	return ret;
+}
+
 int wj_jdy_find_bills(wj_jdy_t *j, const char *search, unsigned page, wj_jdy_cb cb, void *arg)
 {
 	if (!search)
 		return -EINVAL;
-	char p[16];
-	snprintf(p, sizeof(p), "%u", page ? page : 1);
-	wj_kv_t q[3] = {{(char *)"search", (char *)search}, {(char *)"page", p},
-			{(char *)"page_size", (char *)"100"}};
-	return wj_jdy_call(j, "GET", PATH_BILLS, q, 3, NULL, cb, arg);
+	wj_jdy_bill_query_t q = {.search = search, .page = page};
+	return wj_jdy_list_bills(j, &q, cb, arg);
 }

@@ -119,8 +119,33 @@ int wj_jdy_save(wj_jdy_t *j, const char *body_json, wj_jdy_cb cb, void *arg);
  * WJ_JDY_PERMANENT with a message naming it. */
 int wj_jdy_material(wj_jdy_t *j, const char *number, wj_jdy_cb cb, void *arg);
 int wj_jdy_store(wj_jdy_t *j, const char *number, wj_jdy_cb cb, void *arg);
-/* List gain bills whose remark or number contains search (100 per page, page from 1);
- * on OK res->data has "rows", "total_page", ... */
+
+/* ---- gain-bill list ---- */
+
+typedef struct wj_jdy_bill_query {
+	const char *search;       /* NULL or "" → not sent */
+	int64_t created_from_ms;  /* bills created in [from, to] (epoch ms, Kingdee's clock); */
+	int64_t created_to_ms;    /* both 0 → no time filter */
+	unsigned page;            /* from 1 (0 is read as 1) */
+} wj_jdy_bill_query_t;
+
+/* List gain bills, 100 per page (the V2 list in gateway auth). Whatever the API answered, on
+ * WJ_JDY_OK res->data is normalised:
+ *   {"rows": [{"id": "…", "bill_no": "…", "bill_date": "YYYY-MM-DD", "remark": "…",
+ *              "create_time_ms": <int or null>}],
+ *    "page": n, "total_page": n, "count": n}
+ * (borrowed, valid during the callback). An answer without a list of rows is
+ * WJ_JDY_TRANSIENT ("malformed list answer"), never an empty page. The time filter narrows
+ * what the server returns; rows are not filtered again here. */
+int wj_jdy_list_bills(wj_jdy_t *j, const wj_jdy_bill_query_t *q, wj_jdy_cb cb, void *arg);
+/* The list call above without a time filter (kept for callers that search by marker). */
 int wj_jdy_find_bills(wj_jdy_t *j, const char *search, unsigned page, wj_jdy_cb cb, void *arg);
+/* Normalise the data of a list answer (V1 or V2 field names) as described above; page is the
+ * page asked for, used when the answer does not say. New reference (caller decrefs), NULL when
+ * data holds no list of rows. */
+json_t *wj_jdy_bills_normalise(const json_t *data, unsigned page);
+/* A bill's creation time as Kingdee writes it (epoch ms or s as number or digits, or
+ * "YYYY-MM-DD HH:MM:SS" in Beijing time) → epoch ms; -1 when absent or unreadable. */
+int64_t wj_jdy_time_ms(const json_t *v);
 
 const char *wj_jdy_class_name(wj_jdy_class_t cls);

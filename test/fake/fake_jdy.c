@@ -99,10 +99,16 @@ typedef struct knobs {
 	bool expires_duration;
 	int64_t rate_limit; /* per minute over business calls, 0 = off */
 	int64_t token_rate; /* per minute over token requests, 0 = off */
+	int search_mode;    /* what the bill list's search matches: SEARCH_* */
+	bool create_time_text; /* rows carry create_time as "YYYY-MM-DD HH:MM:SS" (+08:00) */
 } knobs_t;
+
+enum { SEARCH_NUMBER, SEARCH_REMARK, SEARCH_NONE };
+static const char *const search_modes[] = {"number", "remark", "none"};
 
 typedef struct bill {
 	uint64_t id;
+	int64_t created_ms; /* wall clock */
 	char no[40];
 	char date[11];
 	char *remark;
@@ -826,6 +832,7 @@ static int bill_store(const json_t *body, const dialect_t *d)
 		return -ENOMEM;
 	}
 	b->id = ++g.next_bill_id;
+	b->created_ms = wj_now_ms();
 	snprintf(b->date, sizeof(b->date), "%s", date);
 	snprintf(b->no, sizeof(b->no), "PYD-%.4s%.2s%.2s-%06" PRIu64, date, date + 5, date + 8,
 		 b->id);
@@ -970,25 +977,71 @@ static void do_material_list(struct MHD_Connection *con, reply_t *r)
 	reply_v2(r, 0, "", page_json(count, page, size, rows));
 }
 
+/* A creation-time bound of the bill list: epoch ms digits. 0 when absent, -1 when bad. */
+static int time_arg(struct MHD_Connection *con, const char *name, int64_t *out)
+{
+	const char *v = arg(con, name);
+	*out = 0;
+	if (!v || !*v)
+		return 0;
+	if (!digits(v) || strlen(v) > 15)
+		return -1;
+	*out = strtoll(v, NULL, 10);
+	return 1;
+}
+
+static bool search_matches(const bill_t *b, const char *s)
+{
+	switch (g.k.search_mode) {
+	case SEARCH_REMARK:
+		return strstr(b->remark, s) || strstr(b->no, s);
+	case SEARCH_NONE:
+		return true;
+	default:
+		return strstr(b->no, s) != NULL;
+	}
+}
+
+static json_t *bill_create_time(const bill_t *b)
+{
+	char t[WJ_TIME_LEN + 8];
+	if (!g.k.create_time_text) {
+		snprintf(t, sizeof(t), "%" PRId64, b->created_ms);
+		return json_string(t);
+	}
+	wj_time_format(b->created_ms / 1000, 8 * 3600, t);
+	return json_string(t);
+}
+
 static void do_list_bills(struct MHD_Connection *con, reply_t *r)
 {
 	const char *s = arg(con, "search");
 	long page, size, count = 0;
+	int64_t from, to;
+	int hf = time_arg(con, "create_start_time", &from), ht = time_arg(con, "create_end_time", &to);
+	if (hf < 0 || ht < 0) {
+		reply_v2(r, ERR_INVALID, hf < 0 ? "create_start_time 格式错误，应为毫秒时间戳"
+						: "create_end_time 格式错误，应为毫秒时间戳", NULL);
+		return;
+	}
 	page_args(con, &page, &size);
 	json_t *rows = json_array();
 	pthread_mutex_lock(&g.lock);
 	for (size_t i = 0; i < g.nbills; i++) {
 		const bill_t *b = &g.bills[i];
-		if (s && *s && !strstr(b->remark, s) && !strstr(b->no, s))
+		if (s && *s && !search_matches(b, s))
+			continue;
+		if ((hf && b->created_ms < from) || (ht && b->created_ms > to))
 			continue;
 		count++;
 		if (count <= (page - 1) * size || count > page * size)
 			continue;
 		char id[24];
 		snprintf(id, sizeof(id), "%" PRIu64, b->id);
-		json_array_append_new(rows, json_pack("{s:s, s:s, s:s, s:s}", "id", id, "bill_no",
-						      b->no, "bill_date", b->date, "remark",
-						      b->remark));
+		json_array_append_new(rows, json_pack("{s:s, s:s, s:s, s:s, s:o, s:s}", "id", id,
+						      "bill_no", b->no, "bill_date", b->date,
+						      "remark", b->remark, "create_time",
+						      bill_create_time(b), "bill_status", "C"));
 	}
 	pthread_mutex_unlock(&g.lock);
 	reply_v2(r, 0, "", page_json(count, page, size, rows));
@@ -1074,7 +1127,7 @@ static void do_business(struct MHD_Connection *con, enum ep ep, const req_t *rq,
 static json_t *knobs_json(void)
 {
 	const knobs_t *k = &g.k;
-	return json_pack("{s:f, s:f, s:f, s:f, s:I, s:I, s:f, s:I, s:I, s:s, s:I, s:I}",
+	json_t *o = json_pack("{s:f, s:f, s:f, s:f, s:I, s:I, s:f, s:I, s:I, s:s, s:I, s:I}",
 			 "fail_5xx", k->fail_5xx, "fail_429", k->fail_429, "drop_after_save",
 			 k->drop_after_save, "slow_after_save", k->slow_after_save,
 			 "slow_after_save_ms", (json_int_t)k->slow_after_save_ms, "latency_ms",
@@ -1083,6 +1136,19 @@ static json_t *knobs_json(void)
 			 (json_int_t)k->secret_rotate, "expires_mode",
 			 k->expires_duration ? "duration" : "absolute", "rate_limit",
 			 (json_int_t)k->rate_limit, "token_rate", (json_int_t)k->token_rate);
+	json_object_set_new(o, "search_mode", json_string(search_modes[k->search_mode]));
+	json_object_set_new(o, "create_time_format",
+			    json_string(k->create_time_text ? "datetime" : "ms"));
+	return o;
+}
+
+/* Index of name in a NULL-terminated or n-long list of words, -1 when absent. */
+static int word_index(const char *name, const char *const *words, size_t n)
+{
+	for (size_t i = 0; name && i < n; i++)
+		if (!strcmp(name, words[i]))
+			return (int)i;
+	return -1;
 }
 
 static int remark_cmp(const void *a, const void *b)
@@ -1128,9 +1194,10 @@ static json_t *bills_json(void)
 		const bill_t *b = &g.bills[i];
 		char id[24];
 		snprintf(id, sizeof(id), "%" PRIu64, b->id);
-		json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:s, s:O}", "id", id,
+		json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:s, s:O, s:I}", "id", id,
 						     "bill_no", b->no, "remark", b->remark,
-						     "bill_date", b->date, "body", b->body));
+						     "bill_date", b->date, "body", b->body,
+						     "create_time_ms", (json_int_t)b->created_ms));
 	}
 	return json_pack("{s:o}", "bills", arr);
 }
@@ -1153,6 +1220,25 @@ static int knobs_apply(const json_t *o, char *msg, size_t size)
 				return -EINVAL;
 			}
 			k.expires_duration = !strcmp(m, "duration");
+			continue;
+		}
+		if (!strcmp(key, "search_mode")) {
+			int m = word_index(json_string_value(v), search_modes, 3);
+			if (m < 0) {
+				snprintf(msg, size, "search_mode: number, remark or none");
+				return -EINVAL;
+			}
+			k.search_mode = m;
+			continue;
+		}
+		if (!strcmp(key, "create_time_format")) {
+			static const char *const fmts[] = {"ms", "datetime"};
+			int m = word_index(json_string_value(v), fmts, 2);
+			if (m < 0) {
+				snprintf(msg, size, "create_time_format: ms or datetime");
+				return -EINVAL;
+			}
+			k.create_time_text = m == 1;
 			continue;
 		}
 		if (!json_is_number(v) || json_number_value(v) < 0) {
@@ -1362,7 +1448,8 @@ static void usage(FILE *f)
 		"  [--materials N] [--token-ttl S] [--secret-rotate S] [--expires-mode absolute|duration]\n"
 		"  [--token-rate N] [--rate-limit N] [--fail-5xx PCT] [--fail-429 PCT]\n"
 		"  [--drop-after-save PCT] [--slow-after-save PCT] [--slow-after-save-ms N]\n"
-		"  [--latency-ms N] [--max-saves-per-sec R]\n");
+		"  [--latency-ms N] [--max-saves-per-sec R] [--search-mode number|remark|none]\n"
+		"  [--create-time-format ms|datetime]\n");
 }
 
 static int parse_num(const char *s, double min, double *out)
@@ -1395,6 +1482,8 @@ int main(int argc, char **argv)
 		{"token-ttl", required_argument, NULL, O_KNOB},
 		{"secret-rotate", required_argument, NULL, O_KNOB},
 		{"expires-mode", required_argument, NULL, O_KNOB},
+		{"search-mode", required_argument, NULL, O_KNOB},
+		{"create-time-format", required_argument, NULL, O_KNOB},
 		{"token-rate", required_argument, NULL, O_KNOB},
 		{"rate-limit", required_argument, NULL, O_KNOB},
 		{"fail-5xx", required_argument, NULL, O_KNOB},
@@ -1459,7 +1548,8 @@ int main(int argc, char **argv)
 			for (char *p = key; *p; p++)
 				if (*p == '-')
 					*p = '_';
-			if (!strcmp(key, "expires_mode"))
+			if (!strcmp(key, "expires_mode") || !strcmp(key, "search_mode") ||
+			    !strcmp(key, "create_time_format"))
 				json_object_set_new(knobs, key, json_string(optarg));
 			else if (parse_num(optarg, 0, &d))
 				goto bad;

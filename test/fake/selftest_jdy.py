@@ -169,21 +169,47 @@ def test_main(binary):
         st, _, b = c.call("POST", "/jdy/v2/scm/inv_check_gail_bill", body=v2_body("WDT:SI003"))
         check(b["errcode"] == 0, "duplicate remark accepted (the fake does not dedupe)")
 
-        # list with search
-        st, _, b = c.call("GET", "/jdy/v2/scm/inv_check_gail_bill",
-                          [("search", remark1), ("page", "1"), ("page_size", "100")])
+        # list: search matches bill numbers only by default
+        L = "/jdy/v2/scm/inv_check_gail_bill"
+        st, _, b = c.call("GET", L, [("search", remark1), ("page", "1"), ("page_size", "100")])
+        check(b["errcode"] == 0 and b["data"]["count"] == 0, "search number: remarks not matched")
+        st, _, b = c.call("GET", L, [("search", "PYD-"), ("page", "2"), ("page_size", "3")])
+        check(len(b["data"]["rows"]) == 1 and b["data"]["total_page"] == 2 and
+              b["data"]["count"] == 4, "list paging")
+        row = b["data"]["rows"][0]
+        bno = row["bill_no"]
+        check(re.fullmatch(r"\d{13}", row["create_time"] or "") is not None,
+              "rows carry create_time in ms (%r)" % row.get("create_time"))
+        st, _, b = c.call("GET", L, [("search", bno)])
+        check(b["data"]["count"] == 1, "list by bill number")
+        # creation-time filters (epoch ms, both inclusive)
+        ct = int(row["create_time"])
+        st, _, b = c.call("GET", L, [("create_start_time", str(ct)), ("create_end_time", str(ct))])
+        check(b["errcode"] == 0 and bno in [r["bill_no"] for r in b["data"]["rows"]],
+              "create time filter includes its bounds")
+        st, _, b = c.call("GET", L, [("create_start_time", str(ct + 3600000))])
+        check(b["errcode"] == 0 and b["data"]["count"] == 0, "create_start_time after every bill")
+        st, _, b = c.call("GET", L, [("create_end_time", "1000")])
+        check(b["data"]["count"] == 0, "create_end_time before every bill")
+        st, _, b = c.call("GET", L, [("create_start_time", "2026-11-28 00:00:00")])
+        check(b["errcode"] != 0 and "create_start_time" in b["description"],
+              "a create time that is not ms is refused")
+        # the other readings of search
+        f.admin_post("/admin/faults", {"search_mode": "remark", "create_time_format": "datetime"})
+        st, _, b = c.call("GET", L, [("search", remark1), ("page", "1"), ("page_size", "100")])
         check(b["errcode"] == 0 and b["data"]["count"] == 1 and
               b["data"]["rows"][0]["remark"] == remark1 and
-              b["data"]["rows"][0]["bill_date"] == "2026-11-28", "list by remark with odd chars")
-        st, _, b = c.call("GET", "/jdy/v2/scm/inv_check_gail_bill",
-                          [("search", "WDT:"), ("page", "1"), ("page_size", "1000")])
+              b["data"]["rows"][0]["bill_date"] == "2026-11-28", "search remark: odd chars")
+        check(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d",
+                           b["data"]["rows"][0]["create_time"]) is not None,
+              "create-time-format datetime")
+        st, _, b = c.call("GET", L, [("search", "WDT:"), ("page", "1"), ("page_size", "1000")])
         check(b["data"]["count"] == 4 and b["data"]["page_size"] == 100, "list search WDT:")
-        st, _, b = c.call("GET", "/jdy/v2/scm/inv_check_gail_bill",
-                          [("search", "WDT:"), ("page", "2"), ("page_size", "3")])
-        check(len(b["data"]["rows"]) == 1 and b["data"]["total_page"] == 2, "list paging")
-        bno = b["data"]["rows"][0]["bill_no"]
-        st, _, b = c.call("GET", "/jdy/v2/scm/inv_check_gail_bill", [("search", bno)])
-        check(b["data"]["count"] == 1, "list by bill number")
+        f.admin_post("/admin/faults", {"search_mode": "none", "create_time_format": "ms"})
+        st, _, b = c.call("GET", L, [("search", "no such thing")])
+        check(b["data"]["count"] == 4, "search none: search ignored")
+        check(f.admin_get("/admin/faults")["search_mode"] == "none", "search_mode knob reads back")
+        f.admin_post("/admin/faults", {"search_mode": "number"})
 
         # token and router checks
         st, _, b = c.call("GET", "/jdy/v2/bd/store_detail", [("number", "WH01")], token="bogus")

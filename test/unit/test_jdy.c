@@ -261,6 +261,59 @@ static void test_expiry_readings(void **state)
 	assert_int_equal(wj_jdy_refresh_at(now, now + 400000LL), now + 200000LL);
 }
 
+static char *normalised(const char *data_json, unsigned page)
+{
+	json_t *d = json_loads(data_json, 0, NULL);
+	assert_non_null(d);
+	json_t *n = wj_jdy_bills_normalise(d, page);
+	char *t = n ? json_dumps(n, JSON_PRESERVE_ORDER) : NULL;
+	json_decref(n);
+	json_decref(d);
+	return t;
+}
+
+static void test_bills_normalise(void **state)
+{
+	(void)state;
+	/* V2 names, create time in ms as text, a date with a time part */
+	char *t = normalised("{\"count\":\"250\",\"page\":3,\"total_page\":3,\"rows\":[{\"id\":\"9\","
+			     "\"bill_no\":\"PYD-9\",\"bill_date\":\"2026-11-28 00:00:00\",\"remark\":\"WDT:RK1\","
+			     "\"create_time\":\"1700000000123\",\"bill_status\":\"C\"}]}", 3);
+	assert_string_equal(t, "{\"rows\": [{\"id\": \"9\", \"bill_no\": \"PYD-9\", \"bill_date\": "
+			       "\"2026-11-28\", \"remark\": \"WDT:RK1\", \"create_time_ms\": 1700000000123}], "
+			       "\"page\": 3, \"total_page\": 3, \"count\": 250}");
+	free(t);
+	/* V1 names, numeric id, Beijing wall-clock create time, pages from the count */
+	t = normalised("{\"count\":101,\"rows\":[{\"id\":42,\"billno\":\"PY-1\",\"billdate\":\"2026-01-02\","
+		       "\"createtime\":\"2023-11-15 06:13:20\"},7,{\"id\":43}]}", 2);
+	assert_string_equal(t, "{\"rows\": [{\"id\": \"42\", \"bill_no\": \"PY-1\", \"bill_date\": "
+			       "\"2026-01-02\", \"remark\": \"\", \"create_time_ms\": 1700000000000}, {\"id\": "
+			       "\"43\", \"bill_no\": \"\", \"bill_date\": \"\", \"remark\": \"\", "
+			       "\"create_time_ms\": null}], \"page\": 2, \"total_page\": 2, \"count\": 101}");
+	free(t);
+	/* data as a bare array of rows */
+	t = normalised("[{\"id\":\"1\",\"remark\":\"r\"}]", 1);
+	assert_non_null(strstr(t, "\"total_page\": 1, \"count\": 1"));
+	free(t);
+	/* no rows: not a page at all */
+	assert_null(normalised("{\"count\":0}", 1));
+	assert_null(normalised("{\"rows\":{}}", 1));
+	/* creation times */
+	json_t *v = json_string("1700000000");
+	assert_int_equal(wj_jdy_time_ms(v), 1700000000000LL);
+	json_decref(v);
+	v = json_integer(1700000000123LL);
+	assert_int_equal(wj_jdy_time_ms(v), 1700000000123LL);
+	json_decref(v);
+	v = json_string("2023-11-15T06:13:20.5");
+	assert_int_equal(wj_jdy_time_ms(v), 1700000000000LL);
+	json_decref(v);
+	v = json_string("yesterday");
+	assert_int_equal(wj_jdy_time_ms(v), -1);
+	json_decref(v);
+	assert_int_equal(wj_jdy_time_ms(NULL), -1);
+}
+
 #ifndef WJ_JDY_NO_ASYNC_TEST
 
 /* ---- in-process Kingdee responder ---- */
@@ -284,6 +337,7 @@ struct srv {
 	bool expires_absolute;  /* "expires" as an absolute ms timestamp */
 	char last_body[512];    /* body of the last save */
 	char last_search[128];  /* search of the last bill listing, decoded */
+	char last_from[24], last_to[24]; /* its creation-time bounds, "" when absent */
 };
 
 static struct srv S;
@@ -419,10 +473,14 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *con, const char
 	} else if (!strcmp(url, "/jdy/v2/scm/inv_check_gail_bill") && !strcmp(method, "GET")) {
 		S.n_business++;
 		const char *search = MHD_lookup_connection_value(con, MHD_GET_ARGUMENT_KIND, "search");
+		const char *from = MHD_lookup_connection_value(con, MHD_GET_ARGUMENT_KIND, "create_start_time");
+		const char *to = MHD_lookup_connection_value(con, MHD_GET_ARGUMENT_KIND, "create_end_time");
 		snprintf(S.last_search, sizeof(S.last_search), "%s", search ? search : "");
+		snprintf(S.last_from, sizeof(S.last_from), "%s", from ? from : "");
+		snprintf(S.last_to, sizeof(S.last_to), "%s", to ? to : "");
 		ret = reply(con, 200, "{\"errcode\":0,\"data\":{\"count\":1,\"page\":1,\"page_size\":100,"
 			    "\"total_page\":1,\"rows\":[{\"id\":\"880001\",\"bill_no\":\"PYD-1\","
-			    "\"remark\":\"%s\"}]}}", S.last_search);
+			    "\"remark\":\"%s\",\"create_time\":\"1700000000123\"}]}}", S.last_search);
 	} else if (!strcmp(url, "/jdy/v2/bd/material_detail")) {
 		S.n_business++;
 		const char *tok = MHD_lookup_connection_value(con, MHD_HEADER_KIND, "app-token");
@@ -513,6 +571,22 @@ static void on_result(const wj_jdy_result_t *r, void *arg)
 	o->retry_after = r->retry_after_ms;
 	snprintf(o->error, sizeof(o->error), "%s", r->error);
 	snprintf(o->code, sizeof(o->code), "%s", r->code);
+}
+
+struct list_seen {
+	int done;
+	wj_jdy_class_t cls;
+	char text[1024];
+};
+
+static void on_list_seen(const wj_jdy_result_t *r, void *arg)
+{
+	struct list_seen *l = arg;
+	l->done++;
+	l->cls = r->cls;
+	char *t = r->data ? json_dumps(r->data, JSON_PRESERVE_ORDER) : NULL;
+	snprintf(l->text, sizeof(l->text), "%s", t ? t : "");
+	free(t);
 }
 
 static void on_hook(const char *json, void *arg)
@@ -786,7 +860,26 @@ static void test_save_v1_and_find_bills(void **state)
 	assert_int_equal(b.ok, 1);
 	pthread_mutex_lock(&S.mu);
 	assert_string_equal(S.last_search, "WDT:盘盈 1&x=y");
+	assert_string_equal(S.last_from, "");
 	pthread_mutex_unlock(&S.mu);
+	/* the list with creation-time bounds: sent as epoch ms, rows normalised */
+	struct list_seen l = {0};
+	wj_jdy_bill_query_t q = {.created_from_ms = 1700000000000LL,
+				 .created_to_ms = 1700000600000LL, .page = 2};
+	assert_int_equal(wj_jdy_list_bills(e->j, &q, on_list_seen, &l), 0);
+	assert_true(run_until(e, &l.done, 1, 10000));
+	assert_int_equal(l.cls, WJ_JDY_OK);
+	assert_string_equal(l.text, "{\"rows\": [{\"id\": \"880001\", \"bill_no\": \"PYD-1\", "
+				    "\"bill_date\": \"\", \"remark\": \"\", \"create_time_ms\": "
+				    "1700000000123}], \"page\": 1, \"total_page\": 1, \"count\": 1}");
+	pthread_mutex_lock(&S.mu);
+	assert_string_equal(S.last_search, "");
+	assert_string_equal(S.last_from, "1700000000000");
+	assert_string_equal(S.last_to, "1700000600000");
+	pthread_mutex_unlock(&S.mu);
+	/* a window that ends before it starts */
+	q.created_to_ms = 1;
+	assert_int_equal(wj_jdy_list_bills(e->j, &q, on_list_seen, &l), -EINVAL);
 	assert_int_equal(srv_get(&S.sig_errors), 0);
 	assert_int_equal(srv_get(&S.n_authorize), 1);
 }
@@ -824,6 +917,7 @@ int main(void)
 		cmocka_unit_test(test_parse_long_message),
 		cmocka_unit_test(test_saved_bill_absent),
 		cmocka_unit_test(test_expiry_readings),
+		cmocka_unit_test(test_bills_normalise),
 #ifndef WJ_JDY_NO_ASYNC_TEST
 		cmocka_unit_test_setup_teardown(test_single_flight_login, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_relogin_after_expired_token, env_setup, env_teardown),

@@ -316,12 +316,10 @@ int wj_jdy_parse(long http_status, const char *body, size_t len, int64_t retry_a
 		out->cls = WJ_JDY_AUTH;
 		set_error(out, "HTTP %ld%s%s", http_status, *m ? ": " : "", m);
 	} else if (http_status >= 500) {
-		/* 502/503: the gateway did not hand the request on; other 5xx (and the gateway's
-		 * 504 timeout) may come after the service processed it */
-		if (http_status == 502 || http_status == 503)
-			out->cls = WJ_JDY_TRANSIENT;
-		else
-			out->cls = unsure;
+		/* Any 5xx, 502 and 503 included, can come from a proxy or gateway after the service
+		 * behind it stored the bill: only a request that never left is definitely not
+		 * processed. */
+		out->cls = unsure;
 		set_error(out, "HTTP %ld%s%s", http_status, *m ? ": " : "", m);
 	} else if (has_code && code != 0) {
 		if (is_auth_code(code))

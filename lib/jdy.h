@@ -77,8 +77,10 @@ int64_t wj_jdy_expiry_ms(int64_t expires, int64_t now_ms);
 int64_t wj_jdy_refresh_at(int64_t obtained_ms, int64_t expiry_ms);
 
 /* Parse and classify a response (either envelope, V1 or V2). maybe_sent: the request may have
- * been processed (non-idempotent call whose outcome is not definite). Fills *out (data borrowed
- * from *root). *root: the parsed document or NULL; caller json_decref()s it. Returns 0. */
+ * been processed (a non-idempotent call whose body may have reached the server); then any 5xx,
+ * a system error, a malformed answer or no answer is WJ_JDY_UNKNOWN, otherwise
+ * WJ_JDY_TRANSIENT. Fills *out (data borrowed from *root). *root: the parsed document or NULL;
+ * caller json_decref()s it. Returns 0. */
 int wj_jdy_parse(long http_status, const char *body, size_t len, int64_t retry_after_ms,
 		 bool maybe_sent, wj_jdy_result_t *out, json_t **root);
 

@@ -183,12 +183,16 @@ static void test_parse_envelopes(void **state)
 	assert_non_null(strstr(r.error, "签名校验失败"));
 	assert_non_null(strstr(r.error, "signature check failed"));
 	assert_int_equal(parse_cls(401, "nope", -1, true, &r), WJ_JDY_AUTH);
-	/* 5xx */
-	assert_int_equal(parse_cls(502, "<html>", -1, true, &r), WJ_JDY_TRANSIENT);
-	assert_int_equal(parse_cls(503, "", -1, true, &r), WJ_JDY_TRANSIENT);
-	assert_int_equal(parse_cls(500, "", -1, false, &r), WJ_JDY_TRANSIENT);
-	assert_int_equal(parse_cls(500, "", -1, true, &r), WJ_JDY_UNKNOWN);
-	assert_int_equal(parse_cls(504, "", -1, true, &r), WJ_JDY_UNKNOWN);
+	/* 5xx: unknown whenever the body may have been sent (a proxy answers 502/503/504 after
+	 * the service behind it may have stored the bill), retryable otherwise */
+	static const long fives[] = {500, 502, 503, 504, 599};
+	for (size_t i = 0; i < sizeof(fives) / sizeof(fives[0]); i++) {
+		assert_int_equal(parse_cls(fives[i], "<html>", -1, true, &r), WJ_JDY_UNKNOWN);
+		assert_int_equal(parse_cls(fives[i], "", -1, false, &r), WJ_JDY_TRANSIENT);
+	}
+	assert_int_equal(parse_cls(503, "{\"errcode\":2000002000,\"description\":\"busy\"}", 5000, true,
+				   &r), WJ_JDY_UNKNOWN);
+	assert_non_null(strstr(r.error, "HTTP 503"));
 	/* no response */
 	assert_int_equal(parse_cls(0, NULL, -1, false, &r), WJ_JDY_TRANSIENT);
 	assert_int_equal(parse_cls(0, NULL, -1, true, &r), WJ_JDY_UNKNOWN);
@@ -335,6 +339,7 @@ struct srv {
 	bool refuse_all;        /* business calls always answer 1030002006 */
 	bool authorize_fails;   /* authorize answers a non-zero errcode */
 	bool expires_absolute;  /* "expires" as an absolute ms timestamp */
+	unsigned fail_status;   /* business calls answer this HTTP status (0: off) */
 	char last_body[512];    /* body of the last save */
 	char last_search[128];  /* search of the last bill listing, decoded */
 	char last_from[24], last_to[24]; /* its creation-time bounds, "" when absent */
@@ -465,6 +470,9 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *con, const char
 			ret = reply(con, 200, "{\"errcode\":0,\"data\":{\"app-token\":\"%s\",\"access_token\":"
 				    "\"%s\",\"expires\":%s}}", S.valid_token, S.valid_token, exp);
 		}
+	} else if (S.fail_status && !strncmp(url, "/jdy/", 5)) {
+		S.n_business++;
+		ret = reply(con, S.fail_status, "<html>bad gateway</html>");
 	} else if (!strcmp(url, "/jdy/inv/inv_check_gain_bill_save") && !strcmp(method, "POST")) {
 		S.n_business++;
 		snprintf(S.last_body, sizeof(S.last_body), "%s", u->body.data ? u->body.data : "");
@@ -547,6 +555,7 @@ struct env {
 
 struct outcome {
 	int done;
+	wj_jdy_class_t cls;
 	int ok, auth, perm, other;
 	int64_t retry_after;
 	char error[512];
@@ -558,6 +567,7 @@ static void on_result(const wj_jdy_result_t *r, void *arg)
 {
 	struct outcome *o = arg;
 	o->done++;
+	o->cls = r->cls;
 	switch (r->cls) {
 	case WJ_JDY_OK:
 		o->ok++;
@@ -884,6 +894,41 @@ static void test_save_v1_and_find_bills(void **state)
 	assert_int_equal(srv_get(&S.n_authorize), 1);
 }
 
+/* A 5xx after a save's body went out leaves its outcome unknown; the same answer to a lookup,
+ * or a save that never reached the server, is simply worth retrying. */
+static void test_5xx_unknown_after_send(void **state)
+{
+	struct env *e = *state;
+	static const unsigned statuses[] = {502, 503, 504, 500};
+	for (size_t i = 0; i < sizeof(statuses) / sizeof(statuses[0]); i++) {
+		pthread_mutex_lock(&S.mu);
+		S.fail_status = statuses[i];
+		pthread_mutex_unlock(&S.mu);
+		struct outcome a = {0}, b = {0};
+		assert_int_equal(wj_jdy_save(e->j, "{\"bill_date\":\"2024-01-01\"}", on_result, &a), 0);
+		assert_int_equal(wj_jdy_material(e->j, "M1", on_result, &b), 0);
+		assert_true(run_until(e, &a.done, 1, 10000));
+		assert_true(run_until(e, &b.done, 1, 10000));
+		assert_int_equal(a.cls, WJ_JDY_UNKNOWN);
+		assert_int_equal(b.cls, WJ_JDY_TRANSIENT);
+	}
+	/* connection refused: the save never left */
+	wj_jdy_opts_t o = {.api = WJ_JDY_V2, .url = "http://127.0.0.1:1", .client_id = CLIENT_ID,
+			   .client_secret = CLIENT_SECRET, .outer_instance_id = OUTER_ID,
+			   .timeout_ms = 5000};
+	wj_jdy_t *dead = wj_jdy_new(&e->loop, e->http, &o);
+	assert_non_null(dead);
+	char json[512];
+	snprintf(json, sizeof(json), "{\"app_token\":\"tok-x\",\"domain\":\"d\",\"expires_ms\":%lld}",
+		 (long long)wj_now_ms() + 3600000LL);
+	assert_int_equal(wj_jdy_restore_token(dead, json), 0);
+	struct outcome c = {0};
+	assert_int_equal(wj_jdy_save(dead, "{}", on_result, &c), 0);
+	assert_true(run_until(e, &c.done, 1, 10000));
+	assert_int_equal(c.cls, WJ_JDY_TRANSIENT);
+	wj_jdy_free(dead);
+}
+
 static void test_free_with_waiting_calls(void **state)
 {
 	struct env *e = *state;
@@ -925,6 +970,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_login_failure_backoff, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_free_with_waiting_calls, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_save_v1_and_find_bills, env_setup, env_teardown),
+		cmocka_unit_test_setup_teardown(test_5xx_unknown_after_send, env_setup, env_teardown),
 #endif
 	};
 #ifndef WJ_JDY_NO_ASYNC_TEST

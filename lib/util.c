@@ -3,11 +3,15 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+#define TEMP_TRIES 1000 /* names tried for a temporary file */
 
 int64_t wj_now(void)
 {
@@ -259,38 +263,79 @@ void wj_hex(const unsigned char *in, size_t n, char *out, bool upper)
 	out[2 * n] = '\0';
 }
 
+/* Create a new temporary file beside path: "PATH.PID.N.tmp", created exclusively and never
+ * through a symbolic link (O_EXCL refuses any existing name, a link included); a name already
+ * taken is skipped. The name goes to tmp. An fd or -errno. */
+static int open_temp(const char *path, unsigned mode, char *tmp, size_t size)
+{
+	static atomic_uint seq;
+	for (int i = 0; i < TEMP_TRIES; i++) {
+		int n = snprintf(tmp, size, "%s.%ld.%u.tmp", path, (long)getpid(),
+				 atomic_fetch_add(&seq, 1));
+		if (n < 0 || (size_t)n >= size)
+			return -ENAMETOOLONG;
+		int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY,
+			      mode & 0777);
+		if (fd >= 0)
+			return fd;
+		if (errno != EEXIST)
+			return -errno;
+	}
+	return -EEXIST;
+}
+
+static int write_all(int fd, const void *data, size_t len)
+{
+	const char *p = data;
+	while (len) {
+		ssize_t w = write(fd, p, len);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			return -errno;
+		p += w;
+		len -= (size_t)w;
+	}
+	return 0;
+}
+
+/* fsync the directory holding path, so that a rename into it survives a crash. */
+static int sync_dir(const char *path)
+{
+	char dir[4096];
+	const char *slash = strrchr(path, '/');
+	if (!slash)
+		snprintf(dir, sizeof(dir), ".");
+	else if (slash == path)
+		snprintf(dir, sizeof(dir), "/");
+	else if (snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path) >= (int)sizeof(dir))
+		return -ENAMETOOLONG;
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	int ret = fsync(fd) < 0 && errno != EINVAL ? -errno : 0; /* EINVAL: cannot be synced */
+	close(fd);
+	return ret;
+}
+
 int wj_write_file_atomic(const char *path, const void *data, size_t len, unsigned mode)
 {
 	char tmp[4096];
-	if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
-		return -ENAMETOOLONG;
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+	int fd = open_temp(path, mode, tmp, sizeof(tmp));
 	if (fd < 0)
-		return -errno;
-	const char *p = data;
-	size_t left = len;
-	while (left) {
-		ssize_t w = write(fd, p, left);
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			int e = -errno;
-			close(fd);
-			unlink(tmp);
-			return e;
-		}
-		p += w;
-		left -= (size_t)w;
-	}
-	if (fsync(fd) < 0 || close(fd) < 0) {
-		int e = -errno;
+		return fd;
+	int ret = fchmod(fd, mode & 0777) < 0 ? -errno : 0; /* exactly mode, whatever the umask */
+	if (ret == 0)
+		ret = write_all(fd, data, len);
+	if (ret == 0 && fsync(fd) < 0)
+		ret = -errno;
+	if (close(fd) < 0 && ret == 0)
+		ret = -errno;
+	if (ret == 0 && rename(tmp, path) < 0)
+		ret = -errno;
+	if (ret < 0) {
 		unlink(tmp);
-		return e;
+		return ret;
 	}
-	if (rename(tmp, path) < 0) {
-		int e = -errno;
-		unlink(tmp);
-		return e;
-	}
-	return 0;
+	return sync_dir(path);
 }

@@ -42,5 +42,9 @@ void wj_buf_free(wj_buf_t *b);
 /* Lowercase hex of n bytes into out (2n+1 bytes). */
 void wj_hex(const unsigned char *in, size_t n, char *out, bool upper);
 
-/* Write a whole file atomically: write to PATH.tmp, fsync, rename. 0 or -errno. */
+/* Write a whole file atomically with exactly the given mode: the data goes to a new temporary
+ * file beside path (a unique name "PATH.PID.N.tmp", created exclusively, never through a
+ * symbolic link), is flushed to disk and renamed over path; then the directory is flushed, so
+ * that the new file survives a crash. Readers see the old file or the new one, never a part.
+ * 0 or -errno (the temporary file is removed on failure). */
 int wj_write_file_atomic(const char *path, const void *data, size_t len, unsigned mode);

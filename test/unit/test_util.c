@@ -114,25 +114,105 @@ static void test_buf(void **state)
 	assert_string_equal(hex, "01ABFF10");
 }
 
+static void read_text(const char *path, char *out, size_t size)
+{
+	int fd = open(path, O_RDONLY);
+	assert_true(fd >= 0);
+	ssize_t n = read(fd, out, size - 1);
+	assert_true(n >= 0);
+	out[n] = '\0';
+	close(fd);
+}
+
+/* Entries of dir other than "." and "..". */
+static int count_entries(const char *dir)
+{
+	char cmd[600];
+	snprintf(cmd, sizeof(cmd), "ls -A '%s' | wc -l", dir);
+	FILE *f = popen(cmd, "r");
+	assert_non_null(f);
+	int n = -1;
+	assert_int_equal(fscanf(f, "%d", &n), 1);
+	pclose(f);
+	return n;
+}
+
 static void test_atomic_write(void **state)
 {
 	(void)state;
 	char dir[] = "/tmp/wj-util-XXXXXX";
 	assert_non_null(mkdtemp(dir));
-	char path[256], tmp[300];
+	char path[256], got[64];
 	snprintf(path, sizeof(path), "%s/status.json", dir);
 	assert_int_equal(wj_write_file_atomic(path, "{\"a\":1}\n", 8, 0644), 0);
 	assert_int_equal(wj_write_file_atomic(path, "{}\n", 3, 0644), 0);
-	char got[32] = {0};
-	int fd = open(path, O_RDONLY);
-	assert_true(fd >= 0);
-	assert_int_equal(read(fd, got, sizeof(got) - 1), 3);
-	close(fd);
+	read_text(path, got, sizeof(got));
 	assert_string_equal(got, "{}\n");
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	assert_int_equal(access(tmp, F_OK), -1);
+	assert_int_equal(count_entries(dir), 1); /* no temporary file left behind */
+
+	/* exactly the mode asked for, whatever the umask */
+	mode_t old = umask(077);
+	assert_int_equal(wj_write_file_atomic(path, "x", 1, 0640), 0);
+	umask(old);
+	struct stat st;
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0640);
+
+	/* a missing directory is an error, not a crash */
+	char bad[300];
+	snprintf(bad, sizeof(bad), "%s/no/such/file", dir);
+	assert_int_equal(wj_write_file_atomic(bad, "x", 1, 0640), -ENOENT);
 	unlink(path);
 	rmdir(dir);
+}
+
+/* Symbolic links planted where the temporary file goes (the old fixed name PATH.tmp and the
+ * next names this process would use) are never followed: the file they point to is left alone
+ * and the write still succeeds. */
+static void test_atomic_write_symlink(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/wj-util-XXXXXX";
+	assert_non_null(mkdtemp(dir));
+	char path[256], victim[256], link[320], got[64];
+	snprintf(path, sizeof(path), "%s/status.json", dir);
+	snprintf(victim, sizeof(victim), "%s/victim", dir);
+	int fd = open(victim, O_WRONLY | O_CREAT | O_EXCL, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "keep", 4), 4);
+	close(fd);
+
+	enum { PLANTED = 64 };
+	snprintf(link, sizeof(link), "%s.tmp", path);
+	assert_int_equal(symlink(victim, link), 0);
+	for (unsigned i = 0; i < PLANTED; i++) {
+		snprintf(link, sizeof(link), "%s.%ld.%u.tmp", path, (long)getpid(), i);
+		assert_int_equal(symlink(victim, link), 0);
+	}
+	/* and a dangling one, which O_CREAT alone would create a file through */
+	char dangling_target[300];
+	snprintf(dangling_target, sizeof(dangling_target), "%s/created-through-link", dir);
+	for (unsigned i = PLANTED; i < PLANTED + 8; i++) {
+		snprintf(link, sizeof(link), "%s.%ld.%u.tmp", path, (long)getpid(), i);
+		assert_int_equal(symlink(dangling_target, link), 0);
+	}
+
+	for (int round = 0; round < 3; round++)
+		assert_int_equal(wj_write_file_atomic(path, "new\n", 4, 0640), 0);
+	read_text(path, got, sizeof(got));
+	assert_string_equal(got, "new\n");
+	read_text(victim, got, sizeof(got));
+	assert_string_equal(got, "keep");
+	assert_int_equal(access(dangling_target, F_OK), -1);
+	struct stat st;
+	assert_int_equal(lstat(path, &st), 0);
+	assert_true(S_ISREG(st.st_mode));
+	/* path, victim, PATH.tmp and the planted links: nothing else */
+	assert_int_equal(count_entries(dir), 3 + PLANTED + 8);
+
+	char cmd[300];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	assert_int_equal(system(cmd), 0);
 }
 
 int main(void)
@@ -141,6 +221,7 @@ int main(void)
 		cmocka_unit_test(test_time_roundtrip), cmocka_unit_test(test_tz),
 		cmocka_unit_test(test_duration),       cmocka_unit_test(test_size),
 		cmocka_unit_test(test_buf),            cmocka_unit_test(test_atomic_write),
+		cmocka_unit_test(test_atomic_write_symlink),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -12,6 +12,8 @@
 
 static const char *MOD = "engine";
 
+#define READER_CHECK_TICKS 10 /* seconds between checks of the store's reader table */
+
 static const char *ep_names[EP_COUNT] = {"wdt.query", "kingdee.save", "kingdee.material",
 					 "kingdee.store", "kingdee.list"};
 static const char *oc_names[OC_COUNT] = {"ok",	      "rate_limited", "auth",
@@ -296,11 +298,27 @@ const wj_mapping_t *wj_engine_mapping(const wj_engine_t *e, const char *flow)
 
 /* ---- housekeeping ---------------------------------------------------------------------- */
 
+/* A process killed inside a read transaction (wdt2jdyctl, a backup) leaves its reader slot
+ * behind, and the pages that reader could see are never reused: the store grows until map_max.
+ * LMDB clears such slots only when asked. */
+static void check_readers(wj_engine_t *e)
+{
+	if (++e->ticks % READER_CHECK_TICKS != 0)
+		return;
+	int dead = 0;
+	if (wj_store_reader_check(e->store, &dead) < 0)
+		wj_warn(MOD, NULL, "cannot check the store's reader table: %s", wj_store_strerror());
+	else if (dead > 0)
+		wj_info(MOD, NULL, "cleared %d stale reader slot%s left by a process that died in "
+			"a read transaction", dead, dead == 1 ? "" : "s");
+}
+
 static void on_tick(uv_timer_t *t)
 {
 	wj_engine_t *e = t->data;
 	if (e->stopping)
 		return;
+	check_readers(e);
 	for (size_t i = 0; i < e->n_pollers; i++)
 		poller_kick(e->pollers[i]);
 	dispatcher_pump(e->disp);
@@ -584,6 +602,7 @@ json_t *wj_engine_status(wj_engine_t *e)
 		json_object_set_new(so, "map_size", json_integer((json_int_t)ss.map_size));
 		json_object_set_new(so, "map_max", json_integer((json_int_t)ss.map_max));
 		json_object_set_new(so, "used_bytes", json_integer((json_int_t)ss.used_bytes));
+		json_object_set_new(so, "readers", json_integer((json_int_t)ss.readers));
 		json_object_set_new(so, "error", e->store_error ? json_string(strerror(-e->store_error))
 								: json_null());
 		json_object_set_new(st, "store", so);

@@ -81,7 +81,7 @@ for unit in UNITS:
     check(len(argv) == 3 and argv[2].endswith(want_conf),
           "%s: the configuration is ...%s" % (unit, want_conf))
     for key, want in [("Type", "notify"), ("NotifyAccess", "main"), ("Restart", "on-failure"),
-                      ("RestartPreventExitStatus", "78"), ("WatchdogSec", "60s"),
+                      ("RestartPreventExitStatus", "73 78"), ("WatchdogSec", "60s"),
                       ("ExecReload", "/bin/kill -HUP $MAINPID"), ("DynamicUser", "yes"),
                       ("ConfigurationDirectory", "wdt2jdy"),
                       ("StateDirectory", "wdt2jdy/%i" if tenant else "wdt2jdy"),

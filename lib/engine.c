@@ -25,6 +25,7 @@ void wj_engine_set_error(wj_engine_t *e, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(e->last_error, sizeof(e->last_error), fmt, ap);
 	va_end(ap);
+	wj_log_mask(e->last_error); /* shown in status.json and by wdt2jdyctl */
 	wj_time_format(wj_now(), e->cfg->tz_offset, e->last_error_at);
 }
 
@@ -546,6 +547,17 @@ static int64_t meta_u64(wj_txn_t *t, const char *key)
 	return (int64_t)wj_u64be_get(v.data);
 }
 
+/* A gate's pause (Retry-After, rate-limit answers) while it lasts: until when, wall clock. */
+static json_t *gate_status(const gate_t *g, int tz_offset)
+{
+	int64_t until = g->paused_until_ms;
+	if (until <= wj_now_ms())
+		return json_pack("{s:n, s:n}", "paused_until", "paused_until_ms");
+	char buf[WJ_TIME_LEN];
+	wj_time_format((until + 999) / 1000, tz_offset, buf);
+	return json_pack("{s:s, s:I}", "paused_until", buf, "paused_until_ms", (json_int_t)until);
+}
+
 json_t *wj_engine_status(wj_engine_t *e)
 {
 	json_t *st = json_object();
@@ -584,6 +596,9 @@ json_t *wj_engine_status(wj_engine_t *e)
 		json_object_set_new(api, ep_names[ep], o);
 	}
 	json_object_set_new(st, "api_calls", api);
+	json_object_set_new(st, "endpoints",
+			    json_pack("{s:o, s:o}", "wdt", gate_status(&e->wdt_gate, e->cfg->tz_offset),
+				      "kingdee", gate_status(&e->jdy_gate, e->cfg->tz_offset)));
 
 	json_t *kd = json_object();
 	char buf[WJ_TIME_LEN];

@@ -86,7 +86,8 @@ for unit in UNITS:
                       ("ConfigurationDirectory", "wdt2jdy"),
                       ("StateDirectory", "wdt2jdy/%i" if tenant else "wdt2jdy"),
                       ("LogsDirectory", "wdt2jdy/%i" if tenant else "wdt2jdy"),
-                      ("RestrictAddressFamilies", "AF_INET AF_INET6 AF_UNIX")]:
+                      ("RestrictAddressFamilies", "AF_INET AF_INET6 AF_UNIX"),
+                      ("LimitCORE", "0")]:
         check(s.get(key) == [want], "%s: %s=%s (got %s)" % (unit, key, want, s.get(key)))
     check("TimeoutStopSec" in s, "%s: TimeoutStopSec= is set" % unit)
     creds = {}

@@ -215,13 +215,61 @@ static void test_atomic_write_symlink(void **state)
 	assert_int_equal(system(cmd), 0);
 }
 
+static void expect_printable(const char *in, size_t n, const char *want)
+{
+	char *got = wj_text_printable(in, n);
+	assert_non_null(got);
+	assert_string_equal(got, want);
+	assert_true(strlen(got) <= n);
+	free(got);
+}
+
+#define PRINTABLE(in, want) expect_printable(in, sizeof(in) - 1, want)
+
+/* Remote text shown to an operator: nothing in it may drive the terminal. */
+static void test_printable(void **state)
+{
+	(void)state;
+	PRINTABLE("plain text 仓库不存在: WH09", "plain text 仓库不存在: WH09");
+	PRINTABLE("", "");
+	/* colours, cursor movement, screen clearing, title setting, hyperlinks */
+	PRINTABLE("\x1b[31mRED\x1b[0m ok", "RED ok");
+	PRINTABLE("a\x1b[2J\x1b[1;1Hb", "ab");
+	PRINTABLE("\x1b]0;owned\x07title", "title");
+	PRINTABLE("\x1b]8;;http://x\x1b\\link\x1b]8;;\x1b\\", "link");
+	PRINTABLE("x\x1b" "cy", "xy");       /* RIS */
+	PRINTABLE("x\x1b(0y", "xy");          /* charset with an intermediate byte */
+	PRINTABLE("x\x1bPq#0;2;0;0;0\x1b\\y", "xy"); /* DCS (sixel) */
+	PRINTABLE("x\x1b", "x");              /* a lone ESC at the end */
+	PRINTABLE("x\x1b[", "x");
+	PRINTABLE("x\x1b]unterminated", "x"); /* a string never ended hides the rest */
+	/* C1 controls in UTF-8: CSI, OSC, NEL */
+	PRINTABLE("a\xc2\x9b" "31mb", "ab");
+	PRINTABLE("a\xc2\x9d" "0;t\x07" "b", "ab");
+	PRINTABLE("a\xc2\x85" "b", "ab");
+	/* C0, DEL, line breaks, tabs */
+	PRINTABLE("a\x07\x08\x7f" "b", "ab");
+	PRINTABLE("line1\nline2\r\n\tx", "line1 line2   x");
+	PRINTABLE("a\xe2\x80\xa8" "b", "a b"); /* U+2028 */
+	/* bidirectional overrides and isolates reorder what is shown */
+	PRINTABLE("RK1\xe2\x80\xae" "0001", "RK10001");
+	PRINTABLE("a\xe2\x81\xa6" "b\xe2\x81\xa9", "ab");
+	/* not UTF-8: raw C1 bytes, overlong forms, surrogates, a cut sequence */
+	PRINTABLE("a\x9b" "31mb", "a?31mb");
+	PRINTABLE("a\xc0\xafz", "a??z");
+	PRINTABLE("a\xed\xa0\x80z", "a???z");
+	PRINTABLE("a\xe4\xbb", "a??");
+	/* a NUL inside the bytes is a control like the others */
+	PRINTABLE("a\0b", "ab");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_time_roundtrip), cmocka_unit_test(test_tz),
 		cmocka_unit_test(test_duration),       cmocka_unit_test(test_size),
 		cmocka_unit_test(test_buf),            cmocka_unit_test(test_atomic_write),
-		cmocka_unit_test(test_atomic_write_symlink),
+		cmocka_unit_test(test_atomic_write_symlink), cmocka_unit_test(test_printable),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -442,6 +442,9 @@ void wj_engine_reload(wj_engine_t *e, const wj_config_t *cfg)
 	jdy_opts(cfg, &jo);
 	wj_wdt_set_opts(e->wdt, &wo);
 	wj_jdy_set_opts(e->jdy, &jo);
+	if (wj_http_set_ca_file(e->wdt_http, cfg->wdt.ca_file) < 0 ||
+	    wj_http_set_ca_file(e->jdy_http, cfg->kingdee.ca_file) < 0)
+		wj_error(MOD, NULL, "out of memory: a changed ca_file is not applied");
 	wj_http_set_max_inflight(e->wdt_http, cfg->wdt.concurrency);
 	wj_http_set_max_inflight(e->jdy_http, cfg->kingdee.concurrency);
 	wj_tbucket_set_rate(&e->wdt_gate.bucket, cfg->wdt.rate_limit, 0);

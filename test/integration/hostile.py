@@ -29,12 +29,16 @@ Actions:
 A rule's times is how many requests it takes (None: every matching one). For "status_before"
 and "status_after", body may be a function of the request.
 
+Proxy(upstream, tls=(certfile, keyfile)) speaks HTTPS to the daemon (.url starts with
+https://) and plain HTTP to the upstream.
+
 Every request is recorded in .requests as a Request (method, path, query, headers, body,
 action, status) for assertions."""
 
 import http.client
 import json
 import socketserver
+import ssl
 import threading
 import time
 import urllib.parse
@@ -80,7 +84,7 @@ class Rule:
 
 
 class Proxy:
-    def __init__(self, upstream, timeout=60):
+    def __init__(self, upstream, timeout=60, tls=None):
         u = urllib.parse.urlsplit(upstream)
         self.up_host = u.hostname
         self.up_port = u.port or 80
@@ -105,9 +109,19 @@ class Proxy:
             daemon_threads = True
             allow_reuse_address = True
 
+            def handle_error(self, request, client_address):
+                pass  # a client that hung up, a refused TLS handshake: part of the game
+
         self.server = Server(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
         self.url = "http://127.0.0.1:%d" % self.port
+        if tls:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*tls)
+            # the handshake happens in the handler's thread: a refused one stops nothing else
+            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True,
+                                                 do_handshake_on_connect=False)
+            self.url = "https://127.0.0.1:%d" % self.port
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 

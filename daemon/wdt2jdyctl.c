@@ -272,10 +272,11 @@ static int cmd_status(int argc, char **argv)
 		wj_txn_count(&t, WJ_DB_REVIEW, &review);
 		wj_txn_count(&t, WJ_DB_DOCS, &docs);
 		for (size_t i = 0; i < cfg->n_flows; i++) {
-			json_t *c = wj_txn_get_json(&t, WJ_DB_CURSORS, cfg->flows[i].name,
-					     strlen(cfg->flows[i].name));
-			if (c)
-				json_object_set_new(cursors, cfg->flows[i].name, c);
+			wj_val_t v;
+			if (wj_txn_get(&t, WJ_DB_CURSORS, cfg->flows[i].name,
+				       strlen(cfg->flows[i].name), &v) == 0)
+				json_object_set_new(cursors, cfg->flows[i].name,
+						    shown_record(v.data, v.len));
 		}
 		wj_txn_abort(&t);
 	}

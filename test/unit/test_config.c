@@ -604,7 +604,8 @@ static const struct bad {
 	 "cfg.json: log.level: expected \"debug\", \"info\", \"warn\" or \"error\""},
 	/* flows */
 	{CFG(WDT, JDY, "\"flows\": [{\"name\": \"f1\"}, "
-	     "{\"name\": \"f2\", \"source\": {\"params\": {\"status\": \"90\"}}}, {\"name\": \"f1\"}]", ""),
+	     "{\"name\": \"f2\", \"source\": {\"params\": {\"status\": \"90\"}}}, "
+	     "{\"name\": \"f1\"}]", ""),
 	 "cfg.json: flows[2].name: duplicate flow name \"f1\""},
 	{CFG(WDT, JDY, "\"flows\": [{\"name\": \"bad name!\"}]", ""),
 	 "cfg.json: flows[0].name: expected 1 to 64 characters from A-Z a-z 0-9 _ . -"},

@@ -431,6 +431,8 @@ int wj_log_mask_json(json_t *v)
 	json_t *x;
 	size_t i;
 	int ret = 0;
+	if (L.n_pat == 0 && !L.mask_failed)
+		return 0; /* nothing to mask */
 	if (json_is_object(v)) {
 		json_object_foreach(v, k, x)
 			if (wj_log_mask_json(x) < 0)

@@ -11,6 +11,7 @@
 #include "lib/config.h"
 #include "lib/jdy.h"
 #include "lib/json.h"
+#include "lib/log.h"
 #include "lib/store.h"
 #include "lib/util.h"
 #include "lib/wdt.h"
@@ -60,6 +61,73 @@ static wj_config_t *load_config(void)
 	return cfg;
 }
 
+/* ---- what is printed ------------------------------------------------------------------------ */
+
+/* Everything printed that came from a remote service or from the state goes through shown():
+ * no control characters or terminal escapes, and no secret - the configured ones and the
+ * stored Kingdee token are masked again here, should an older record hold one. */
+static void load_secrets(const wj_config_t *cfg, wj_store_t *s)
+{
+	wj_txn_t t;
+	wj_log_set_secrets(wj_config_secrets(cfg));
+	if (wj_txn_begin(s, &t, false) < 0)
+		return;
+	json_t *tok = wj_txn_get_json(&t, WJ_DB_META, "jdy_token", 9);
+	wj_log_add_secret(json_string_value(json_object_get(tok, "app_token")));
+	json_decref(tok);
+	wj_txn_abort(&t);
+}
+
+/* The n bytes at s fit to print. Caller frees. */
+static char *shown(const char *s, size_t n)
+{
+	char *p = wj_text_printable(s, n);
+	if (!p) {
+		fprintf(stderr, "wdt2jdyctl: out of memory\n");
+		exit(1);
+	}
+	return wj_log_mask(p);
+}
+
+/* A copy of v with every key and string fit to print (NULL stays NULL). Caller owns it. */
+static json_t *shown_json(json_t *v)
+{
+	const char *k;
+	json_t *x, *r;
+	size_t i;
+	char *s;
+	if (json_is_string(v)) {
+		s = shown(json_string_value(v), json_string_length(v));
+		r = json_string(s);
+	} else if (json_is_object(v)) {
+		r = json_object();
+		json_object_foreach(v, k, x) {
+			s = shown(k, strlen(k));
+			json_object_set_new(r, s, shown_json(x));
+			free(s);
+		}
+		return r;
+	} else if (json_is_array(v)) {
+		r = json_array();
+		json_array_foreach(v, i, x)
+			json_array_append_new(r, shown_json(x));
+		return r;
+	} else {
+		return json_incref(v);
+	}
+	free(s);
+	return r;
+}
+
+/* Parse a stored JSON record and make it fit to print. Caller owns it (NULL if not JSON). */
+static json_t *shown_record(const void *data, size_t len)
+{
+	json_t *raw = json_loadb(data, len, 0, NULL);
+	json_t *o = shown_json(raw);
+	json_decref(raw);
+	return o;
+}
+
 static wj_store_t *open_store(const wj_config_t *cfg)
 {
 	wj_store_t *s;
@@ -68,6 +136,7 @@ static wj_store_t *open_store(const wj_config_t *cfg)
 			wj_store_strerror());
 		exit(EXIT_CANTCREAT);
 	}
+	load_secrets(cfg, s);
 	return s;
 }
 
@@ -202,7 +271,9 @@ static int cmd_status(int argc, char **argv)
 	bool as_json = argc > 1 && !strcmp(argv[1], "--json");
 	wj_config_t *cfg = load_config();
 	wj_store_t *s = open_store(cfg);
-	json_t *st = cfg->status_file ? json_load_file(cfg->status_file, 0, NULL) : NULL;
+	json_t *raw = cfg->status_file ? json_load_file(cfg->status_file, 0, NULL) : NULL;
+	json_t *st = shown_json(raw); /* written by the daemon, but it quotes remote errors */
+	json_decref(raw);
 	wj_txn_t t;
 	size_t ready = 0, delayed = 0, inflight = 0, dead = 0, review = 0, docs = 0;
 	json_t *cursors = json_object();
@@ -214,10 +285,11 @@ static int cmd_status(int argc, char **argv)
 		wj_txn_count(&t, WJ_DB_REVIEW, &review);
 		wj_txn_count(&t, WJ_DB_DOCS, &docs);
 		for (size_t i = 0; i < cfg->n_flows; i++) {
-			json_t *c = wj_txn_get_json(&t, WJ_DB_CURSORS, cfg->flows[i].name,
-					     strlen(cfg->flows[i].name));
-			if (c)
-				json_object_set_new(cursors, cfg->flows[i].name, c);
+			wj_val_t v;
+			if (wj_txn_get(&t, WJ_DB_CURSORS, cfg->flows[i].name,
+				       strlen(cfg->flows[i].name), &v) == 0)
+				json_object_set_new(cursors, cfg->flows[i].name,
+						    shown_record(v.data, v.len));
 		}
 		wj_txn_abort(&t);
 	}
@@ -293,17 +365,20 @@ static int cmd_status(int argc, char **argv)
 		       num(dq, "saved_since_start"), num(dq, "retried_since_start"),
 		       num(dq, "reconciled_found") + num(dq, "reconciled_missing"),
 		       num(dq, "reconciled_found"));
+	const char *ep;
+	json_t *o;
 	json_t *api = json_object_get(st, "api_calls");
 	if (api) {
 		printf("\n%-18s %8s %8s %6s %9s %9s %8s\n", "API CALLS", "ok", "limited", "auth",
 		       "transient", "permanent", "unknown");
-		const char *ep;
-		json_t *o;
 		json_object_foreach(api, ep, o)
 			printf("%-18s %8lld %8lld %6lld %9lld %9lld %8lld\n", ep, num(o, "ok"),
 			       num(o, "rate_limited"), num(o, "auth"), num(o, "transient"),
 			       num(o, "permanent"), num(o, "unknown"));
 	}
+	json_object_foreach(json_object_get(st, "endpoints"), ep, o)
+		if (json_is_string(json_object_get(o, "paused_until")))
+			printf("%-11s paused until %s (rate limited)\n", ep, str(o, "paused_until"));
 	json_t *kd = json_object_get(st, "kingdee");
 	if (kd)
 		printf("\nkingdee     token %s, expires %s\n",
@@ -371,21 +446,23 @@ static void print_list(wj_store_t *s, wj_db_t db, bool dead)
 	if (wj_iter_open(&t, db, &it) == 0) {
 		for (int r = wj_iter_seek(&it, NULL, 0); r == 0; r = wj_iter_next(&it)) {
 			wj_val_t k = wj_iter_key(&it), v = wj_iter_val(&it);
-			json_t *o = json_loadb(v.data, v.len, 0, NULL);
+			json_t *o = shown_record(v.data, v.len);
 			size_t fl = strnlen(k.data, k.len);
+			char *flow = shown(k.data, fl);
+			char *id = shown((const char *)k.data + fl + 1, k.len > fl ? k.len - fl - 1 : 0);
 			if (dead) {
-				printf("%-12.*s %-24s %-12.*s %8lld  %s\n", (int)fl, (const char *)k.data,
-				       str(o, "stockin_no"), (int)(k.len - fl - 1),
-				       (const char *)k.data + fl + 1, num(o, "attempts"),
-				       str(o, "reason"));
+				printf("%-12s %-24s %-12s %8lld  %s\n", flow, str(o, "stockin_no"), id,
+				       num(o, "attempts"), str(o, "reason"));
 			} else {
 				char seen[WJ_TIME_LEN];
 				wj_time_format(num(o, "seen"), 8 * 3600, seen);
-				printf("%-12.*s %-24s %-20s %-20s  %s\n", (int)fl, (const char *)k.data,
-				       str(o, "stockin_no"), str(o, "bill_no"), seen,
+				printf("%-12s %-24s %-20s %-20s  %s\n", flow, str(o, "stockin_no"),
+				       str(o, "bill_no"), seen,
 				       json_is_string(json_object_get(o, "note")) ? str(o, "note")
 					       : "content changed after posting");
 			}
+			free(flow);
+			free(id);
 			json_decref(o);
 			n++;
 		}
@@ -406,7 +483,9 @@ static int show_entry(wj_store_t *s, wj_db_t db, const char *want)
 	if (find_key(&t, db, want, key, &kl) < 0) {
 		fprintf(stderr, "wdt2jdyctl: %s: no such entry in %s\n", want, wj_db_name(db));
 	} else {
-		json_t *o = wj_txn_get_json(&t, db, key, kl);
+		wj_val_t v = {0};
+		wj_txn_get(&t, db, key, kl, &v);
+		json_t *o = shown_record(v.data, v.len);
 		char *text = json_dumps(o, JSON_INDENT(2) | JSON_SORT_KEYS);
 		printf("%s\n", text ? text : "{}");
 		free(text);

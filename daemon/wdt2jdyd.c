@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include "lib/config.h"
@@ -22,6 +23,9 @@
 #include "wj_build.h"
 
 enum { EXIT_CONFIG = 78, EXIT_CANTCREAT = 73 };
+
+/* status.json and the metrics file: the daemon's user and group only (they hold error texts). */
+#define STATUS_MODE 0640
 
 static const char *MOD = "daemon";
 
@@ -107,7 +111,7 @@ static void write_metrics(json_t *st)
 			      json_string_value(json_object_get(o, "name")),
 			      json_is_true(json_object_get(o, "paused")));
 	if (b.data) {
-		int r = wj_write_file_atomic(path, b.data, b.len, 0644);
+		int r = wj_write_file_atomic(path, b.data, b.len, STATUS_MODE);
 		if (r < 0)
 			wj_warn(MOD, NULL, "cannot write metrics file %s: %s", path, strerror(-r));
 	}
@@ -134,13 +138,15 @@ static void write_status(void)
 	json_object_set_new(st, "reload_failures", json_integer(d.reload_failures));
 	json_object_set_new(st, "last_reload_error",
 			    d.last_reload_error[0] ? json_string(d.last_reload_error) : json_null());
+	if (wj_log_mask_json(st) < 0)
+		wj_warn(MOD, NULL, "out of memory while masking secrets in the status");
 	write_metrics(st);
 	if (cfg->status_file && cfg->status_file[0]) {
 		char *text = json_dumps(st, JSON_INDENT(2) | JSON_SORT_KEYS);
 		if (text) {
 			size_t len = strlen(text);
 			text[len] = '\n'; /* json_dumps leaves room for the NUL we overwrite */
-			int r = wj_write_file_atomic(cfg->status_file, text, len + 1, 0644);
+			int r = wj_write_file_atomic(cfg->status_file, text, len + 1, STATUS_MODE);
 			text[len] = '\0';
 			if (r < 0)
 				wj_warn(MOD, NULL, "cannot write status file %s: %s", cfg->status_file,
@@ -341,6 +347,10 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 1;
 	}
+	/* No core dumps and no ptrace by other processes of the same user: the memory holds the
+	 * secrets and the Kingdee token. */
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
+		fprintf(stderr, "wdt2jdyd: cannot make the process non-dumpable: %s\n", strerror(errno));
 	/* Pages are parsed on libuv's thread pool, one at a time per flow: two threads are plenty,
 	 * and two malloc arenas keep the heap from growing one arena per thread. */
 	setenv("UV_THREADPOOL_SIZE", "2", 0);

@@ -860,6 +860,97 @@ static void parse_flows(ctx_t *c, const char *path, json_t *v, void *base)
 	}
 }
 
+/* ---- flows that read the same stock-ins ------------------------------------------------- */
+
+/* Documents are keyed by (flow, stockin_id): two flows that can both read one stock-in would
+ * each post a bill for it. Flows are told apart only by what is known to select orders: the
+ * WDT method, and these source.params, which WDT applies as equality on the order's field (the
+ * daemon checks order_type and status again itself). Another parameter's meaning is unknown to
+ * the daemon, so it never tells two flows apart. A value may be a comma-separated list. */
+static const char *const exact_filters[] = {"order_type", "status", "warehouse_no",
+					    "src_order_no", "stockin_no"};
+
+static const char *param(const wj_flow_cfg_t *f, const char *key)
+{
+	for (size_t i = 0; i < f->n_params; i++)
+		if (!strcmp(f->params[i].key, key))
+			return f->params[i].value;
+	return NULL;
+}
+
+/* One item of a list: spaces around it dropped, leading zeros of a number dropped ("04" and
+ * "4" may be the same order_type to WDT). */
+static void list_item(const char *s, size_t n, const char **out, size_t *len)
+{
+	while (n && *s == ' ')
+		s++, n--;
+	while (n && s[n - 1] == ' ')
+		n--;
+	bool digits = n > 0;
+	for (size_t i = 0; i < n && digits; i++)
+		digits = s[i] >= '0' && s[i] <= '9';
+	while (digits && n > 1 && *s == '0')
+		s++, n--;
+	*out = s;
+	*len = n;
+}
+
+/* Whether the comma-separated lists a and b share an item. */
+static bool lists_meet(const char *a, const char *b)
+{
+	for (const char *p = a;; p++) {
+		size_t pn = strcspn(p, ",");
+		const char *x;
+		size_t xn;
+		list_item(p, pn, &x, &xn);
+		for (const char *q = b;; q++) {
+			size_t qn = strcspn(q, ",");
+			const char *y;
+			size_t yn;
+			list_item(q, qn, &y, &yn);
+			if (xn == yn && !memcmp(x, y, xn))
+				return true;
+			q += qn;
+			if (!*q)
+				break;
+		}
+		p += pn;
+		if (!*p)
+			return false;
+	}
+}
+
+static bool flows_overlap(const wj_flow_cfg_t *a, const wj_flow_cfg_t *b)
+{
+	if (!a->method || !b->method || strcmp(a->method, b->method))
+		return false;
+	for (size_t i = 0; i < sizeof(exact_filters) / sizeof(exact_filters[0]); i++) {
+		const char *va = param(a, exact_filters[i]), *vb = param(b, exact_filters[i]);
+		if (va && vb && !lists_meet(va, vb))
+			return false; /* no order can match both */
+	}
+	return true;
+}
+
+static void check_overlaps(ctx_t *c, const wj_config_t *cfg)
+{
+	for (size_t i = 1; i < cfg->n_flows; i++) {
+		for (size_t j = 0; j < i; j++) {
+			const wj_flow_cfg_t *a = &cfg->flows[j], *b = &cfg->flows[i];
+			if (!a->name || !b->name || !strcmp(a->name, b->name) || !flows_overlap(a, b))
+				continue; /* a duplicate name is reported already */
+			char path[PATH_LEN];
+			snprintf(path, sizeof(path), "flows[%zu].source", i);
+			err(c, path, "flow \"%s\" can read the same stock-ins as flows[%zu] \"%s\" "
+			    "(both %s, and no order_type, status or warehouse_no value tells them "
+			    "apart): each would post its own bill for them. Give the two flows "
+			    "different values of one of these source.params, or merge them",
+			    b->name, j, a->name, b->method);
+			break;
+		}
+	}
+}
+
 /* ---- load ------------------------------------------------------------------------------ */
 
 /* Blank out // and # comments outside strings, keeping every byte position. */
@@ -982,6 +1073,7 @@ static void cross_checks(ctx_t *c, wj_config_t *cfg, json_t *doc)
 		cfg->status_file = NULL;
 		c->oom = true;
 	}
+	check_overlaps(c, cfg);
 	/* A mapping that does not compile is refused here, not when the daemon starts. */
 	for (size_t i = 0; i < cfg->n_flows; i++) {
 		const wj_flow_cfg_t *f = &cfg->flows[i];

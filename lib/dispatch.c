@@ -569,6 +569,7 @@ static void apply_outcome(wj_txn_t *t, job_t *j, outcome_t *final)
 	json_object_del(doc, "changed_order");
 	outcome_t out = j->out;
 	char reason[700];
+	wj_log_mask(j->reason); /* a remote error may echo a token: never stored */
 	snprintf(reason, sizeof(reason), "%s", j->reason);
 
 	if (out == O_RETRY) {

@@ -12,6 +12,8 @@
 
 static const char *MOD = "engine";
 
+#define READER_CHECK_TICKS 10 /* seconds between checks of the store's reader table */
+
 static const char *ep_names[EP_COUNT] = {"wdt.query", "kingdee.save", "kingdee.material",
 					 "kingdee.store", "kingdee.list"};
 static const char *oc_names[OC_COUNT] = {"ok",	      "rate_limited", "auth",
@@ -23,6 +25,7 @@ void wj_engine_set_error(wj_engine_t *e, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(e->last_error, sizeof(e->last_error), fmt, ap);
 	va_end(ap);
+	wj_log_mask(e->last_error); /* shown in status.json and by wdt2jdyctl */
 	wj_time_format(wj_now(), e->cfg->tz_offset, e->last_error_at);
 }
 
@@ -300,11 +303,27 @@ const wj_mapping_t *wj_engine_mapping(const wj_engine_t *e, const char *flow)
 
 /* ---- housekeeping ---------------------------------------------------------------------- */
 
+/* A process killed inside a read transaction (wdt2jdyctl, a backup) leaves its reader slot
+ * behind, and the pages that reader could see are never reused: the store grows until map_max.
+ * LMDB clears such slots only when asked. */
+static void check_readers(wj_engine_t *e)
+{
+	if (++e->ticks % READER_CHECK_TICKS != 0)
+		return;
+	int dead = 0;
+	if (wj_store_reader_check(e->store, &dead) < 0)
+		wj_warn(MOD, NULL, "cannot check the store's reader table: %s", wj_store_strerror());
+	else if (dead > 0)
+		wj_info(MOD, NULL, "cleared %d stale reader slot%s left by a process that died in "
+			"a read transaction", dead, dead == 1 ? "" : "s");
+}
+
 static void on_tick(uv_timer_t *t)
 {
 	wj_engine_t *e = t->data;
 	if (e->stopping)
 		return;
+	check_readers(e);
 	for (size_t i = 0; i < e->n_pollers; i++)
 		poller_kick(e->pollers[i]);
 	dispatcher_pump(e->disp);
@@ -427,6 +446,9 @@ void wj_engine_reload(wj_engine_t *e, const wj_config_t *cfg)
 	jdy_opts(cfg, &jo);
 	wj_wdt_set_opts(e->wdt, &wo);
 	wj_jdy_set_opts(e->jdy, &jo);
+	if (wj_http_set_ca_file(e->wdt_http, cfg->wdt.ca_file) < 0 ||
+	    wj_http_set_ca_file(e->jdy_http, cfg->kingdee.ca_file) < 0)
+		wj_error(MOD, NULL, "out of memory: a changed ca_file is not applied");
 	wj_http_set_max_inflight(e->wdt_http, cfg->wdt.concurrency);
 	wj_http_set_max_inflight(e->jdy_http, cfg->kingdee.concurrency);
 	wj_tbucket_set_rate(&e->wdt_gate.bucket, cfg->wdt.rate_limit, 0);
@@ -532,6 +554,17 @@ static int64_t meta_u64(wj_txn_t *t, const char *key)
 	return (int64_t)wj_u64be_get(v.data);
 }
 
+/* A gate's pause (Retry-After, rate-limit answers) while it lasts: until when, wall clock. */
+static json_t *gate_status(const gate_t *g, int tz_offset)
+{
+	int64_t until = g->paused_until_ms;
+	if (until <= wj_now_ms())
+		return json_pack("{s:n, s:n}", "paused_until", "paused_until_ms");
+	char buf[WJ_TIME_LEN];
+	wj_time_format((until + 999) / 1000, tz_offset, buf);
+	return json_pack("{s:s, s:I}", "paused_until", buf, "paused_until_ms", (json_int_t)until);
+}
+
 json_t *wj_engine_status(wj_engine_t *e)
 {
 	json_t *st = json_object();
@@ -570,6 +603,9 @@ json_t *wj_engine_status(wj_engine_t *e)
 		json_object_set_new(api, ep_names[ep], o);
 	}
 	json_object_set_new(st, "api_calls", api);
+	json_object_set_new(st, "endpoints",
+			    json_pack("{s:o, s:o}", "wdt", gate_status(&e->wdt_gate, e->cfg->tz_offset),
+				      "kingdee", gate_status(&e->jdy_gate, e->cfg->tz_offset)));
 
 	json_t *kd = json_object();
 	char buf[WJ_TIME_LEN];
@@ -588,6 +624,7 @@ json_t *wj_engine_status(wj_engine_t *e)
 		json_object_set_new(so, "map_size", json_integer((json_int_t)ss.map_size));
 		json_object_set_new(so, "map_max", json_integer((json_int_t)ss.map_max));
 		json_object_set_new(so, "used_bytes", json_integer((json_int_t)ss.used_bytes));
+		json_object_set_new(so, "readers", json_integer((json_int_t)ss.readers));
 		json_object_set_new(so, "error", e->store_error ? json_string(strerror(-e->store_error))
 								: json_null());
 		json_object_set_new(st, "store", so);

@@ -57,6 +57,7 @@ struct wj_engine {
 	size_t n_pollers;
 	dispatcher_t *disp;
 	uv_timer_t tick;       /* 1 s housekeeping: due retries, ctl replays, backpressure */
+	uint64_t ticks;        /* housekeeping rounds so far */
 	bool stopping;
 	bool closing;
 	int store_error;       /* last -ENOSPC etc. from a commit (0 when healthy) */

@@ -474,6 +474,18 @@ fail:
 	return NULL;
 }
 
+int wj_http_set_ca_file(wj_http_t *h, const char *ca_file)
+{
+	char *copy = NULL;
+	if (!h || h->closing)
+		return 0;
+	if (ca_file && !(copy = strdup(ca_file)))
+		return -ENOMEM;
+	free(h->ca_file);
+	h->ca_file = copy;
+	return 0;
+}
+
 void wj_http_set_max_inflight(wj_http_t *h, unsigned max_inflight)
 {
 	if (!h || h->closing)
@@ -517,8 +529,14 @@ static int req_setup(wj_http_t *h, struct http_req *r, const wj_http_req_t *req)
 	SET(CURLOPT_NOSIGNAL, 1L);
 	SET(CURLOPT_SSL_VERIFYPEER, 1L);
 	SET(CURLOPT_SSL_VERIFYHOST, 2L);
-	if (h->ca_file)
+	if (h->ca_file) {
 		SET(CURLOPT_CAINFO, h->ca_file);
+#if LIBCURL_VERSION_NUM >= 0x075700
+		/* curl keeps a parsed CA store for a day by default: a renewed file would not be
+		 * read. New connections are few (they are reused), so read it each time. */
+		SET(CURLOPT_CA_CACHE_TIMEOUT, 0L);
+#endif
+	}
 	SET(CURLOPT_USERAGENT, h->user_agent);
 	SET(CURLOPT_HTTPHEADER, r->headers);
 	SET(CURLOPT_TIMEOUT_MS, (long)timeout);

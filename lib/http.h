@@ -1,7 +1,8 @@
 /* Asynchronous HTTP client: curl multi driven by a libuv loop.
  *
  * One wj_http_t per remote API. Requests beyond max_inflight wait in FIFO order.
- * Connections are reused; TLS peer verification is always on (optional CA file);
+ * Connections are reused; TLS peer verification is always on (optional CA file, read again
+ * for every new connection, so a renewed file applies without a restart);
  * curl's standard proxy environment variables are honoured. */
 #pragma once
 
@@ -59,6 +60,10 @@ typedef void (*wj_http_cb)(const wj_http_resp_t *resp, void *arg);
 wj_http_t *wj_http_new(uv_loop_t *loop, const wj_http_opts_t *opts);
 /* The loop the client runs on. */
 uv_loop_t *wj_http_loop(const wj_http_t *h);
+/* Use another CA file (NULL: the system's) for requests queued from now on; copied. Reused
+ * connections made with the old file are not shared with the new requests. 0 or -ENOMEM (the
+ * old file stays in use). */
+int wj_http_set_ca_file(wj_http_t *h, const char *ca_file);
 /* Change the cap on requests in flight (applies to requests started from now on). */
 void wj_http_set_max_inflight(wj_http_t *h, unsigned max_inflight);
 /* Queue a request. 0 or -ENOMEM/-EINVAL; -ECANCELED once wj_http_free has been called. */

@@ -11,6 +11,8 @@
 
 #include "lib/util.h"
 
+#include <jansson.h>
+
 #define MSG_MAX (64 * 1024)   /* longer messages are cut */
 #define SECRET_MIN 4
 #define RUNTIME_SECRETS_MAX 64
@@ -75,42 +77,6 @@ static void puts_(sink_t *s, const char *str)
 	put(s, str, strlen(str));
 }
 
-/* Length of the valid UTF-8 sequence at s (n > 0 bytes available), 0 when invalid. */
-static size_t utf8_seq(const unsigned char *s, size_t n, uint32_t *cp)
-{
-	size_t len;
-	uint32_t c, min;
-	if (s[0] < 0x80) {
-		*cp = s[0];
-		return 1;
-	} else if ((s[0] & 0xe0) == 0xc0) {
-		len = 2, c = s[0] & 0x1f, min = 0x80;
-	} else if ((s[0] & 0xf0) == 0xe0) {
-		len = 3, c = s[0] & 0x0f, min = 0x800;
-	} else if ((s[0] & 0xf8) == 0xf0) {
-		len = 4, c = s[0] & 0x07, min = 0x10000;
-	} else {
-		return 0;
-	}
-	if (len > n)
-		return 0;
-	for (size_t i = 1; i < len; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		c = (c << 6) | (s[i] & 0x3f);
-	}
-	if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
-		return 0;
-	*cp = c;
-	return len;
-}
-
-/* Code points that must not appear raw: C0/C1 controls, DEL, line/paragraph separators. */
-static bool cp_is_control(uint32_t c)
-{
-	return c < 0x20 || c == 0x7f || (c >= 0x80 && c <= 0x9f) || c == 0x2028 || c == 0x2029;
-}
-
 static bool needs_quote(const char *v, size_t n)
 {
 	if (n == 0)
@@ -118,8 +84,8 @@ static bool needs_quote(const char *v, size_t n)
 	const unsigned char *u = (const unsigned char *)v;
 	for (size_t i = 0; i < n;) {
 		uint32_t c;
-		size_t l = utf8_seq(u + i, n - i, &c);
-		if (l == 0 || cp_is_control(c) || c == ' ' || c == '=' || c == '"' || c == '\\')
+		size_t l = wj_utf8_decode(u + i, n - i, &c);
+		if (l == 0 || wj_cp_unprintable(c) || c == ' ' || c == '=' || c == '"' || c == '\\')
 			return true;
 		i += l;
 	}
@@ -147,7 +113,7 @@ static void put_escaped(sink_t *s, const char *v, size_t n)
 	const unsigned char *u = (const unsigned char *)v;
 	for (size_t i = 0; i < n && !s->err;) {
 		uint32_t c;
-		size_t l = utf8_seq(u + i, n - i, &c);
+		size_t l = wj_utf8_decode(u + i, n - i, &c);
 		if (l == 0) {
 			put_hex(s, u + i, 1);
 			i++;
@@ -163,7 +129,7 @@ static void put_escaped(sink_t *s, const char *v, size_t n)
 			put(s, "\\r", 2);
 		else if (c == '\t')
 			put(s, "\\t", 2);
-		else if (cp_is_control(c))
+		else if (wj_cp_unprintable(c))
 			put_hex(s, u + i, l);
 		else
 			put(s, u + i, l);
@@ -430,6 +396,60 @@ static int mask_line(const char *line, size_t n, wj_buf_t *out)
 		from = i;
 	}
 	return wj_buf_append(out, line + from, n - from);
+}
+
+char *wj_log_mask(char *s)
+{
+	if (!s)
+		return s;
+	if (L.mask_failed) {
+		/* the patterns are incomplete: keep nothing that could hold a secret */
+		snprintf(s, strlen(s) + 1, "%s", "***");
+		return s;
+	}
+	if (L.n_pat == 0)
+		return s;
+	/* Every pattern is at least SECRET_MIN (> 3) bytes long: "***" never outgrows it. */
+	size_t n = strlen(s), r = 0, w = 0;
+	while (r < n) {
+		size_t m = match_secret(s + r, n - r);
+		if (m == 0) {
+			s[w++] = s[r++];
+			continue;
+		}
+		memcpy(s + w, "***", 3);
+		w += 3;
+		r += m;
+	}
+	s[w] = '\0';
+	return s;
+}
+
+int wj_log_mask_json(json_t *v)
+{
+	const char *k;
+	json_t *x;
+	size_t i;
+	int ret = 0;
+	if (L.n_pat == 0 && !L.mask_failed)
+		return 0; /* nothing to mask */
+	if (json_is_object(v)) {
+		json_object_foreach(v, k, x)
+			if (wj_log_mask_json(x) < 0)
+				ret = -ENOMEM;
+	} else if (json_is_array(v)) {
+		json_array_foreach(v, i, x)
+			if (wj_log_mask_json(x) < 0)
+				ret = -ENOMEM;
+	} else if (json_is_string(v)) {
+		char *s = strdup(json_string_value(v));
+		if (!s)
+			return json_string_set(v, "***") < 0 ? -ENOMEM : 0;
+		if (strcmp(wj_log_mask(s), json_string_value(v)) != 0 && json_string_set(v, s) < 0)
+			ret = -ENOMEM;
+		free(s);
+	}
+	return ret;
 }
 
 /* ---- destination ---- */

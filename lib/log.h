@@ -31,6 +31,16 @@ void wj_log_set_secrets(const char *const *secrets);
 /* Add one runtime secret (tokens, fetched app secrets); copied. The 64 most recent are kept. */
 void wj_log_add_secret(const char *secret);
 
+/* Mask every registered secret (and its URL-encoded and logfmt-escaped forms) in the
+ * NUL-terminated s, in place: each becomes "***", so the text never grows. For text kept
+ * outside the log (status, stored errors). If the secrets could not all be registered (out of
+ * memory), the whole text becomes "***". Returns s. */
+char *wj_log_mask(char *s);
+/* The same for every string value inside a JSON value (object keys are left alone).
+ * 0, or -ENOMEM when a value could not be replaced (it is then "***" where possible). */
+struct json_t;
+int wj_log_mask_json(struct json_t *v);
+
 /* fields: preformatted logfmt pairs "k=v k2=\"v 2\"" (may be NULL); msg is quoted as needed. */
 void wj_log(int level, const char *mod, const char *fields, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 #include "lib/store.h"
 
@@ -44,7 +45,7 @@ static const char *const db_names[WJ_DB_COUNT] = {
 	[WJ_DB_SLIM] = "slim",
 };
 
-static __thread char last_err[256];
+static __thread char last_err[1024];
 
 __attribute__((format(printf, 1, 2)))
 static void set_err(const char *fmt, ...)
@@ -268,6 +269,39 @@ fail:
 	return ret;
 }
 
+/* What an operator can do about a damaged data file (appended to the error text). */
+#define DAMAGED_ADVICE \
+	"Restore the state directory from a backup, or move it aside to start over with an " \
+	"empty state: the record of which orders were posted is then lost, so set each flow's " \
+	"cursor.start after the last order already in Kingdee, or those orders are posted twice"
+
+/* The data file must hold every page the newest meta page says is in use: LMDB reads pages
+ * through a memory map, and a page past the end of a truncated file kills the process with
+ * SIGBUS on first access. Checked before any transaction. */
+static int check_data_file(wj_store_t *s, const char *path)
+{
+	MDB_envinfo info;
+	MDB_stat st;
+	mdb_filehandle_t fd;
+	struct stat fst;
+	int rc;
+	if ((rc = mdb_env_info(s->env, &info)) != 0 || (rc = mdb_env_stat(s->env, &st)) != 0 ||
+	    (rc = mdb_env_get_fd(s->env, &fd)) != 0)
+		return mdb_fail(rc, "read the environment's meta page");
+	if (fstat(fd, &fst) != 0) {
+		int e = errno;
+		set_err("cannot access %s: %s", path, strerror(e));
+		return -e;
+	}
+	uint64_t need = ((uint64_t)info.me_last_pgno + 1) * st.ms_psize;
+	if ((uint64_t)fst.st_size >= need)
+		return 0;
+	set_err("%s is truncated: it holds %lld bytes, but the store uses %" PRIu64 " (%" PRIu64
+		" pages of %u bytes); reading it would crash. " DAMAGED_ADVICE,
+		path, (long long)fst.st_size, need, (uint64_t)info.me_last_pgno + 1, st.ms_psize);
+	return -EUCLEAN;
+}
+
 int wj_store_open(const char *dir, uint64_t map_size, uint64_t map_max, wj_store_t **out)
 {
 	wj_store_t *s = NULL;
@@ -301,8 +335,16 @@ int wj_store_open(const char *dir, uint64_t map_size, uint64_t map_max, wj_store
 		set_err("store path too long");
 		return -ENAMETOOLONG;
 	}
-	if (stat(path, &st) == 0 && st.st_size > 0 && (uint64_t)st.st_size > map_size)
-		map_size = (uint64_t)st.st_size;
+	if (stat(path, &st) == 0) {
+		/* LMDB would take an empty file for a new store and start over silently. */
+		if (st.st_size == 0) {
+			set_err("%s is empty: the store was cut short or never written. "
+				DAMAGED_ADVICE, path);
+			return -EUCLEAN;
+		}
+		if ((uint64_t)st.st_size > map_size)
+			map_size = (uint64_t)st.st_size;
+	}
 
 	s = calloc(1, sizeof(*s));
 	if (!s) {
@@ -326,9 +368,17 @@ int wj_store_open(const char *dir, uint64_t map_size, uint64_t map_max, wj_store
 	rc = mdb_env_open(s->env, dir, MDB_NOTLS, 0600);
 	if (rc != 0) {
 		ret = mdb_fail(rc, "mdb_env_open");
-		set_err("cannot open store %s: %s", dir, mdb_strerror(rc));
+		if (rc == MDB_INVALID || rc == MDB_VERSION_MISMATCH) {
+			set_err("%s is damaged (%s). " DAMAGED_ADVICE, path, mdb_strerror(rc));
+			ret = -EUCLEAN;
+		} else {
+			set_err("cannot open store %s: %s", dir, mdb_strerror(rc));
+		}
 		goto fail;
 	}
+	ret = check_data_file(s, path);
+	if (ret != 0)
+		goto fail;
 	int dead = 0;
 	rc = mdb_reader_check(s->env, &dead);
 	if (rc != 0) {

@@ -113,8 +113,11 @@ const char *wj_store_strerror(void);
 /* Open (creating dir with mode 0700 and the databases if missing) the environment in dir.
  * map_size: initial map in bytes (the data file's size if that is larger); map_max: growth
  * limit (raised to map_size if smaller). Stale reader slots of dead processes are cleared.
- * A store written with another schema version gives -EPROTO. 0 or -errno; on failure *out is
- * NULL and wj_store_strerror() says why. Close with wj_store_close(). */
+ * A store written with another schema version gives -EPROTO; a damaged data file -EUCLEAN
+ * (shorter than the pages its meta page says are in use, empty, or not LMDB): it is never
+ * read, since a missing page would raise SIGBUS, and the text says what the operator can do.
+ * 0 or -errno; on failure *out is NULL and wj_store_strerror() says why. Close with
+ * wj_store_close(). */
 int wj_store_open(const char *dir, uint64_t map_size, uint64_t map_max, wj_store_t **out);
 /* No transaction may be open. NULL is ignored. */
 void wj_store_close(wj_store_t *s);
@@ -125,7 +128,7 @@ uint64_t wj_store_map_size(const wj_store_t *s);
 /* Map size, usage and entries per database. Opens its own read transaction. 0 or -errno. */
 int wj_store_stat(wj_store_t *s, wj_store_stat_t *st);
 /* Clear reader slots left by dead processes (a killed wdt2jdyctl holding a read transaction
- * would otherwise keep old pages from being reused). Call now and then while running; open does
+ * would otherwise keep old pages from being reused). The daemon calls it every 10 s; open does
  * it once. *dead (may be NULL) gets the number cleared. 0 or -errno. */
 int wj_store_reader_check(wj_store_t *s, int *dead);
 /* Double the map (capped at map_max). No transaction of this process may be open: -EBUSY

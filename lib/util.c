@@ -3,11 +3,15 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+#define TEMP_TRIES 1000 /* names tried for a temporary file */
 
 int64_t wj_now(void)
 {
@@ -75,6 +79,113 @@ void wj_time_format(int64_t epoch, int tz_offset, char buf[WJ_TIME_LEN])
 		*p++ = (char)('0' + v[i] % 10);
 	}
 	*p = '\0';
+}
+
+size_t wj_utf8_decode(const unsigned char *s, size_t n, uint32_t *cp)
+{
+	size_t len;
+	uint32_t c, min;
+	if (s[0] < 0x80) {
+		*cp = s[0];
+		return 1;
+	} else if ((s[0] & 0xe0) == 0xc0) {
+		len = 2, c = s[0] & 0x1f, min = 0x80;
+	} else if ((s[0] & 0xf0) == 0xe0) {
+		len = 3, c = s[0] & 0x0f, min = 0x800;
+	} else if ((s[0] & 0xf8) == 0xf0) {
+		len = 4, c = s[0] & 0x07, min = 0x10000;
+	} else {
+		return 0;
+	}
+	if (len > n)
+		return 0;
+	for (size_t i = 1; i < len; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		c = (c << 6) | (s[i] & 0x3f);
+	}
+	if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
+		return 0;
+	*cp = c;
+	return len;
+}
+
+bool wj_cp_unprintable(uint32_t c)
+{
+	return c < 0x20 || c == 0x7f || (c >= 0x80 && c <= 0x9f) || c == 0x200e || c == 0x200f ||
+	       (c >= 0x2028 && c <= 0x202e) || (c >= 0x2066 && c <= 0x2069);
+}
+
+/* Length of the terminal control sequence starting at s[0] (ESC, or a C1 introducer of code
+ * point c taking l bytes): CSI with its parameters, the string controls (OSC, DCS, SOS, PM, APC)
+ * up to their terminator (or the end), other escapes with their intermediate bytes. */
+static size_t escape_len(const unsigned char *s, size_t n, uint32_t c, size_t l)
+{
+	size_t i = l;
+	uint32_t kind = c; /* the C1 equivalent of ESC X is X + 0x40 */
+	if (c == 0x1b) {
+		if (i >= n)
+			return i;
+		if (s[i] >= 0x40 && s[i] <= 0x5f)
+			kind = s[i++] + 0x40u;
+		else
+			kind = 0;
+	}
+	if (kind == 0x9b) { /* CSI: parameters, intermediates, final byte */
+		while (i < n && s[i] >= 0x20 && s[i] <= 0x3f)
+			i++;
+		if (i < n && s[i] >= 0x40 && s[i] <= 0x7e)
+			i++;
+		return i;
+	}
+	if (kind == 0x90 || kind == 0x98 || kind == 0x9d || kind == 0x9e || kind == 0x9f) {
+		for (; i < n; i++) { /* strings end with BEL, ST (ESC \) or C1 ST */
+			if (s[i] == 0x07)
+				return i + 1;
+			if (s[i] == 0x1b && i + 1 < n && s[i + 1] == '\\')
+				return i + 2;
+			if (s[i] == 0xc2 && i + 1 < n && s[i + 1] == 0x9c)
+				return i + 2;
+		}
+		return n;
+	}
+	if (c == 0x1b && kind == 0) { /* ESC, intermediates, one final byte */
+		while (i < n && s[i] >= 0x20 && s[i] <= 0x2f)
+			i++;
+		if (i < n && s[i] >= 0x30 && s[i] <= 0x7e)
+			i++;
+	}
+	return i;
+}
+
+char *wj_text_printable(const char *text, size_t n)
+{
+	const unsigned char *s = (const unsigned char *)text;
+	char *out = malloc(n + 1);
+	if (!out)
+		return NULL;
+	size_t w = 0;
+	for (size_t i = 0; i < n;) {
+		uint32_t c;
+		size_t l = wj_utf8_decode(s + i, n - i, &c);
+		if (l == 0) {
+			out[w++] = '?';
+			i++;
+		} else if (c == 0x1b || (c >= 0x90 && c <= 0x9f)) {
+			i += escape_len(s + i, n - i, c, l);
+		} else if (c == '\t' || c == '\n' || c == '\r' || c == 0x2028 || c == 0x2029) {
+			out[w++] = ' ';
+			i += l;
+		} else if (wj_cp_unprintable(c)) {
+			i += l;
+		} else {
+			memcpy(out + w, s + i, l);
+			w += l;
+			i += l;
+		}
+	}
+	out[w] = '\0';
+	return out;
 }
 
 static bool digits(const char *s, int n, int *out)
@@ -259,38 +370,79 @@ void wj_hex(const unsigned char *in, size_t n, char *out, bool upper)
 	out[2 * n] = '\0';
 }
 
+/* Create a new temporary file beside path: "PATH.PID.N.tmp", created exclusively and never
+ * through a symbolic link (O_EXCL refuses any existing name, a link included); a name already
+ * taken is skipped. The name goes to tmp. An fd or -errno. */
+static int open_temp(const char *path, unsigned mode, char *tmp, size_t size)
+{
+	static atomic_uint seq;
+	for (int i = 0; i < TEMP_TRIES; i++) {
+		int n = snprintf(tmp, size, "%s.%ld.%u.tmp", path, (long)getpid(),
+				 atomic_fetch_add(&seq, 1));
+		if (n < 0 || (size_t)n >= size)
+			return -ENAMETOOLONG;
+		int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY,
+			      mode & 0777);
+		if (fd >= 0)
+			return fd;
+		if (errno != EEXIST)
+			return -errno;
+	}
+	return -EEXIST;
+}
+
+static int write_all(int fd, const void *data, size_t len)
+{
+	const char *p = data;
+	while (len) {
+		ssize_t w = write(fd, p, len);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			return -errno;
+		p += w;
+		len -= (size_t)w;
+	}
+	return 0;
+}
+
+/* fsync the directory holding path, so that a rename into it survives a crash. */
+static int sync_dir(const char *path)
+{
+	char dir[4096];
+	const char *slash = strrchr(path, '/');
+	if (!slash)
+		snprintf(dir, sizeof(dir), ".");
+	else if (slash == path)
+		snprintf(dir, sizeof(dir), "/");
+	else if (snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path) >= (int)sizeof(dir))
+		return -ENAMETOOLONG;
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	int ret = fsync(fd) < 0 && errno != EINVAL ? -errno : 0; /* EINVAL: cannot be synced */
+	close(fd);
+	return ret;
+}
+
 int wj_write_file_atomic(const char *path, const void *data, size_t len, unsigned mode)
 {
 	char tmp[4096];
-	if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
-		return -ENAMETOOLONG;
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+	int fd = open_temp(path, mode, tmp, sizeof(tmp));
 	if (fd < 0)
-		return -errno;
-	const char *p = data;
-	size_t left = len;
-	while (left) {
-		ssize_t w = write(fd, p, left);
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			int e = -errno;
-			close(fd);
-			unlink(tmp);
-			return e;
-		}
-		p += w;
-		left -= (size_t)w;
-	}
-	if (fsync(fd) < 0 || close(fd) < 0) {
-		int e = -errno;
+		return fd;
+	int ret = fchmod(fd, mode & 0777) < 0 ? -errno : 0; /* exactly mode, whatever the umask */
+	if (ret == 0)
+		ret = write_all(fd, data, len);
+	if (ret == 0 && fsync(fd) < 0)
+		ret = -errno;
+	if (close(fd) < 0 && ret == 0)
+		ret = -errno;
+	if (ret == 0 && rename(tmp, path) < 0)
+		ret = -errno;
+	if (ret < 0) {
 		unlink(tmp);
-		return e;
+		return ret;
 	}
-	if (rename(tmp, path) < 0) {
-		int e = -errno;
-		unlink(tmp);
-		return e;
-	}
-	return 0;
+	return sync_dir(path);
 }

@@ -39,8 +39,28 @@ int wj_buf_printf(wj_buf_t *b, const char *fmt, ...) __attribute__((format(print
 void wj_buf_reset(wj_buf_t *b);
 void wj_buf_free(wj_buf_t *b);
 
+/* The valid UTF-8 sequence at s (n > 0 bytes available): its length, the code point in *cp;
+ * 0 when the bytes are not valid UTF-8 (overlong forms and surrogates included). */
+size_t wj_utf8_decode(const unsigned char *s, size_t n, uint32_t *cp);
+
+/* Code points a terminal acts on or that reorder what is shown: C0, DEL, C1, the Unicode line
+ * and paragraph separators, bidirectional marks, embeddings, overrides and isolates. */
+bool wj_cp_unprintable(uint32_t c);
+
+/* A copy of the n bytes at text fit to be shown on an operator's terminal, for text that came
+ * from a remote service or from the state: terminal escape sequences (ESC or C1 CSI with its
+ * parameters, OSC/DCS/APC/PM/SOS strings up to their terminator, other escapes) and every other
+ * control character (C0, DEL, C1, bidirectional marks and overrides) removed; tabs and line
+ * breaks become spaces, bytes that are not UTF-8 become '?'. Never longer than the input.
+ * Caller frees; NULL when out of memory. */
+char *wj_text_printable(const char *text, size_t n);
+
 /* Lowercase hex of n bytes into out (2n+1 bytes). */
 void wj_hex(const unsigned char *in, size_t n, char *out, bool upper);
 
-/* Write a whole file atomically: write to PATH.tmp, fsync, rename. 0 or -errno. */
+/* Write a whole file atomically with exactly the given mode: the data goes to a new temporary
+ * file beside path (a unique name "PATH.PID.N.tmp", created exclusively, never through a
+ * symbolic link), is flushed to disk and renamed over path; then the directory is flushed, so
+ * that the new file survives a crash. Readers see the old file or the new one, never a part.
+ * 0 or -errno (the temporary file is removed on failure). */
 int wj_write_file_atomic(const char *path, const void *data, size_t len, unsigned mode);

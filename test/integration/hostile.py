@@ -19,9 +19,18 @@ Actions:
   "drop_after"     forward, then close the connection without any answer
   "status_before"  answer status/body/headers without forwarding (the server never sees it)
   "drop_before"    close the connection without forwarding
-  "rewrite"        forward, then fn(status, headers, body) -> (status, headers, body)
+  "rewrite"        forward, then fn(status, headers, body) -> (status, headers, body);
+                   with with_request=True, fn(request, status, headers, body)
   "delay"          wait `seconds`, then forward
-A rule's times is how many requests it takes (None: every matching one).
+  "huge"           answer 200 with a body of `size` bytes (default 1 GiB) made on the fly, never
+                   held in memory: with its Content-Length when announce=True, else chunked;
+                   after=True forwards first (the server acts, then the answer is huge). The
+                   request's .sent tells how many body bytes went out before the client hung up.
+A rule's times is how many requests it takes (None: every matching one). For "status_before"
+and "status_after", body may be a function of the request.
+
+Proxy(upstream, tls=(certfile, keyfile)) speaks HTTPS to the daemon (.url starts with
+https://) and plain HTTP to the upstream.
 
 Every request is recorded in .requests as a Request (method, path, query, headers, body,
 action, status) for assertions."""
@@ -29,6 +38,7 @@ action, status) for assertions."""
 import http.client
 import json
 import socketserver
+import ssl
 import threading
 import time
 import urllib.parse
@@ -49,6 +59,7 @@ class Request:
         self.body = body
         self.action = None
         self.status = None
+        self.sent = 0
 
     def json(self):
         try:
@@ -73,7 +84,7 @@ class Rule:
 
 
 class Proxy:
-    def __init__(self, upstream, timeout=60):
+    def __init__(self, upstream, timeout=60, tls=None):
         u = urllib.parse.urlsplit(upstream)
         self.up_host = u.hostname
         self.up_port = u.port or 80
@@ -98,9 +109,19 @@ class Proxy:
             daemon_threads = True
             allow_reuse_address = True
 
+            def handle_error(self, request, client_address):
+                pass  # a client that hung up, a refused TLS handshake: part of the game
+
         self.server = Server(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
         self.url = "http://127.0.0.1:%d" % self.port
+        if tls:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*tls)
+            # the handshake happens in the handler's thread: a refused one stops nothing else
+            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True,
+                                                 do_handshake_on_connect=False)
+            self.url = "https://127.0.0.1:%d" % self.port
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
@@ -152,6 +173,11 @@ class Proxy:
         finally:
             conn.close()
 
+    @staticmethod
+    def _body(kw, req, default):
+        body = kw.get("body", default)
+        return body(req) if callable(body) else body
+
     def _answer(self, h, req, status, headers, body):
         if isinstance(body, str):
             body = body.encode("utf-8")
@@ -163,6 +189,31 @@ class Proxy:
         h.end_headers()
         h.wfile.write(body)
         h.wfile.flush()
+
+    def _huge(self, h, req, size, announce):
+        """Stream size bytes of a JSON-looking body; stop when the client goes away."""
+        req.status = 200
+        chunk = b'{"response":{"errorcode":0,"total_count":1,"stockin_list":["' + b"x" * (1 << 20)
+        h.send_response(200)
+        h.send_header("Content-Type", "application/json")
+        if announce:
+            h.send_header("Content-Length", str(size))
+        else:
+            h.send_header("Transfer-Encoding", "chunked")
+        h.end_headers()
+        try:
+            while req.sent < size:
+                part = chunk[:min(len(chunk), size - req.sent)]
+                if announce:
+                    h.wfile.write(part)
+                else:
+                    h.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+                req.sent += len(part)
+            if not announce:
+                h.wfile.write(b"0\r\n\r\n")
+            h.wfile.flush()
+        except OSError:
+            h.close_connection = True
 
     def _drop(self, h):
         h.close_connection = True
@@ -185,7 +236,10 @@ class Proxy:
                 action = "forward"
             if action == "status_before":
                 self._answer(h, req, kw.get("status", 502), list(kw.get("headers", [])),
-                             kw.get("body", "Bad Gateway"))
+                             self._body(kw, req, "Bad Gateway"))
+                return
+            if action == "huge" and not kw.get("after"):
+                self._huge(h, req, kw.get("size", 1 << 30), kw.get("announce", False))
                 return
             if action == "drop_before":
                 self._drop(h)
@@ -193,12 +247,17 @@ class Proxy:
             status, headers, rbody = self._forward(req)
             if action == "status_after":
                 self._answer(h, req, kw.get("status", 502), list(kw.get("headers", [])),
-                             kw.get("body", "<html><body>502 Bad Gateway</body></html>"))
+                             self._body(kw, req, "<html><body>502 Bad Gateway</body></html>"))
+            elif action == "huge":
+                self._huge(h, req, kw.get("size", 1 << 30), kw.get("announce", False))
             elif action == "drop_after":
                 req.status = status
                 self._drop(h)
             elif action == "rewrite":
-                status, headers, rbody = kw["fn"](status, headers, rbody)
+                if kw.get("with_request"):
+                    status, headers, rbody = kw["fn"](req, status, headers, rbody)
+                else:
+                    status, headers, rbody = kw["fn"](status, headers, rbody)
                 self._answer(h, req, status, headers, rbody)
             else:
                 self._answer(h, req, status, headers, rbody)

@@ -81,12 +81,13 @@ for unit in UNITS:
     check(len(argv) == 3 and argv[2].endswith(want_conf),
           "%s: the configuration is ...%s" % (unit, want_conf))
     for key, want in [("Type", "notify"), ("NotifyAccess", "main"), ("Restart", "on-failure"),
-                      ("RestartPreventExitStatus", "78"), ("WatchdogSec", "60s"),
+                      ("RestartPreventExitStatus", "73 78"), ("WatchdogSec", "60s"),
                       ("ExecReload", "/bin/kill -HUP $MAINPID"), ("DynamicUser", "yes"),
                       ("ConfigurationDirectory", "wdt2jdy"),
                       ("StateDirectory", "wdt2jdy/%i" if tenant else "wdt2jdy"),
                       ("LogsDirectory", "wdt2jdy/%i" if tenant else "wdt2jdy"),
-                      ("RestrictAddressFamilies", "AF_INET AF_INET6 AF_UNIX")]:
+                      ("RestrictAddressFamilies", "AF_INET AF_INET6 AF_UNIX"),
+                      ("LimitCORE", "0")]:
         check(s.get(key) == [want], "%s: %s=%s (got %s)" % (unit, key, want, s.get(key)))
     check("TimeoutStopSec" in s, "%s: TimeoutStopSec= is set" % unit)
     creds = {}

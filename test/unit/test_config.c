@@ -509,7 +509,8 @@ static const struct bad {
 	{OK_WITH(", \"bogus\": 1"), "cfg.json: bogus: unknown key"},
 	{CFG(WDT_WITH(", \"foo\": \"x\""), JDY, FLOW, ""), "cfg.json: wdt.foo: unknown key"},
 	{CFG(WDT, JDY_WITH(", \"foo\": {}"), FLOW, ""), "cfg.json: kingdee.foo: unknown key"},
-	{CFG(WDT, JDY, "\"flows\": [{\"name\": \"a\"}, {\"name\": \"b\", \"cursor\": {\"windw\": \"1h\"}}]",
+	{CFG(WDT, JDY, "\"flows\": [{\"name\": \"a\"}, {\"name\": \"b\", "
+	     "\"source\": {\"params\": {\"status\": \"90\"}}, \"cursor\": {\"windw\": \"1h\"}}]",
 	     ""), "cfg.json: flows[1].cursor.windw: unknown key"},
 	{OK_WITH(", \"log\": {\"lvl\": \"info\"}"), "cfg.json: log.lvl: unknown key"},
 	{OK_WITH(", \"queue\": {\"backoff\": {\"min\": \"1s\"}}"),
@@ -602,7 +603,9 @@ static const struct bad {
 	{OK_WITH(", \"log\": {\"level\": \"verbose\"}"),
 	 "cfg.json: log.level: expected \"debug\", \"info\", \"warn\" or \"error\""},
 	/* flows */
-	{CFG(WDT, JDY, "\"flows\": [{\"name\": \"f1\"}, {\"name\": \"f2\"}, {\"name\": \"f1\"}]", ""),
+	{CFG(WDT, JDY, "\"flows\": [{\"name\": \"f1\"}, "
+	     "{\"name\": \"f2\", \"source\": {\"params\": {\"status\": \"90\"}}}, "
+	     "{\"name\": \"f1\"}]", ""),
 	 "cfg.json: flows[2].name: duplicate flow name \"f1\""},
 	{CFG(WDT, JDY, "\"flows\": [{\"name\": \"bad name!\"}]", ""),
 	 "cfg.json: flows[0].name: expected 1 to 64 characters from A-Z a-z 0-9 _ . -"},
@@ -647,6 +650,64 @@ static void test_bad_configs(void **state)
 		print_message("bad config %zu: %s\n", i, bad_configs[i].msg);
 		expect_error(bad_configs[i].text, bad_configs[i].msg);
 	}
+}
+
+/* Two flows given as their source members ({"method": ..., "params": {...}} without braces). */
+#define TWO_FLOWS(a, b) \
+	CFG(WDT, JDY, "\"flows\": [{\"name\": \"pd-a\", \"source\": {" a "}}, " \
+		      "{\"name\": \"pd-b\", \"source\": {" b "}}]", "")
+#define OVERLAP_MSG(i, name, j, other) \
+	"cfg.json: flows[" i "].source: flow \"" name "\" can read the same stock-ins as " \
+	"flows[" j "] \"" other "\" (both wdt.stockin.order.query, and no order_type, status or " \
+	"warehouse_no value tells them apart): each would post its own bill for them. Give the " \
+	"two flows different values of one of these source.params, or merge them"
+
+/* Two flows that can read one stock-in would each post a bill for it: refused, naming both. */
+static void test_flow_overlap(void **state)
+{
+	(void)state;
+	const char *overlap = OVERLAP_MSG("1", "pd-b", "0", "pd-a");
+	/* the defaults (order_type 4, status 80) twice */
+	expect_error(TWO_FLOWS("", ""), overlap);
+	/* a filter on one side only: the other flow reads those orders too */
+	expect_error(TWO_FLOWS("", "\"params\": {\"warehouse_no\": \"WH01\"}"), overlap);
+	/* lists that share a value; numbers written two ways */
+	expect_error(TWO_FLOWS("\"params\": {\"warehouse_no\": \"WH01, WH02\"}",
+			       "\"params\": {\"warehouse_no\": \"WH03,WH02\"}"), overlap);
+	expect_error(TWO_FLOWS("\"params\": {\"order_type\": \"04\"}",
+			       "\"params\": {\"order_type\": 4}"), overlap);
+	/* a parameter whose meaning the daemon does not know tells nothing apart */
+	expect_error(TWO_FLOWS("\"params\": {\"shop_no\": \"S1\"}",
+			       "\"params\": {\"shop_no\": \"S2\"}"), overlap);
+
+	/* disjoint: a different value of a known filter, on both sides */
+	static const char *const apart[] = {
+		TWO_FLOWS("\"params\": {\"order_type\": \"4\"}", "\"params\": {\"order_type\": \"6\"}"),
+		TWO_FLOWS("", "\"params\": {\"status\": \"90\"}"),
+		TWO_FLOWS("\"params\": {\"warehouse_no\": \"WH01\"}",
+			  "\"params\": {\"warehouse_no\": \"WH02\"}"),
+		TWO_FLOWS("\"params\": {\"warehouse_no\": \"WH01,WH02\"}",
+			  "\"params\": {\"warehouse_no\": \"WH03\", \"shop_no\": \"S1\"}"),
+		TWO_FLOWS("\"params\": {\"order_type\": \"04\"}", "\"params\": {\"order_type\": 40}"),
+		TWO_FLOWS("", "\"method\": \"wdt.other.query\""),
+	};
+	for (size_t i = 0; i < sizeof(apart) / sizeof(apart[0]); i++)
+		wj_config_free(parse_ok(apart[i]));
+
+	/* three flows: only the pair that overlaps is named, once */
+	expect_error(CFG(WDT, JDY, "\"flows\": ["
+			 "{\"name\": \"live\"}, "
+			 "{\"name\": \"wh9\", \"source\": {\"params\": {\"status\": \"90\"}}}, "
+			 "{\"name\": \"again\", \"source\": {\"params\": {\"status\": \"90\", "
+			 "\"warehouse_no\": \"WH9\"}}}]", ""),
+		     OVERLAP_MSG("2", "again", "1", "wh9"));
+	/* also when the configuration has other errors: one load reports them all */
+	static const char *const both[] = {
+		"cfg.json: queue.capacity: expected an integer from 10 to 10000000",
+		OVERLAP_MSG("1", "pd-b", "0", "pd-a"),
+	};
+	expect_errors(CFG(WDT, JDY, "\"flows\": [{\"name\": \"pd-a\"}, {\"name\": \"pd-b\"}]",
+			  ", \"queue\": {\"capacity\": 1}"), both, 2);
 }
 
 static void test_all_errors_reported(void **state)
@@ -934,6 +995,7 @@ int main(void)
 		cmocka_unit_test(test_rate_parse),
 		cmocka_unit_test_setup_teardown(test_production_template, setup_tmp, teardown_tmp),
 		cmocka_unit_test(test_bad_configs),
+		cmocka_unit_test(test_flow_overlap),
 		cmocka_unit_test(test_all_errors_reported),
 		cmocka_unit_test(test_jdy_auth),
 		cmocka_unit_test_setup_teardown(test_secret_file, setup_tmp, teardown_tmp),

@@ -16,6 +16,8 @@
 
 #include <cmocka.h>
 
+#include <jansson.h>
+
 #include "lib/log.h"
 #include "lib/util.h"
 
@@ -168,6 +170,7 @@ static void test_quoting(void **state)
 	wj_info("m", NULL, "two\nlines\r\tand\x01" "bell");
 	wj_info("m", NULL, "盘盈单已保存");
 	wj_info("m", NULL, "bad\xff\xfe utf8 \xe4\xb8");
+	wj_info("m", NULL, "RK1\xe2\x80\xae" "0001 \xc2\x9b" "2J"); /* bidi override, C1 CSI */
 	char *s = slurp(path);
 	const char *p = "ts=2026-01-02T03:04:05.000+08:00 level=info mod=m msg=";
 	char want[2048];
@@ -178,8 +181,9 @@ static void test_quoting(void **state)
 		 "%s\"back\\\\slash\"\n"
 		 "%s\"two\\nlines\\r\\tand\\x01bell\"\n"
 		 "%s盘盈单已保存\n"
-		 "%s\"bad\\xff\\xfe utf8 \\xe4\\xb8\"\n",
-		 p, p, p, p, p, p, p);
+		 "%s\"bad\\xff\\xfe utf8 \\xe4\\xb8\"\n"
+		 "%s\"RK1\\xe2\\x80\\xae0001 \\xc2\\x9b2J\"\n",
+		 p, p, p, p, p, p, p, p);
 	assert_string_equal(s, want);
 	free(s);
 
@@ -273,6 +277,41 @@ static void test_masking(void **state)
 	assert_non_null(strstr(s, "msg=\"*** *** rotating-000\"\n"));
 	free(s);
 	wj_log_set_secrets(NULL);
+}
+
+/* Text kept outside the log (status, stored errors) is masked the same way, in place. */
+static void test_mask_text(void **state)
+{
+	(void)state;
+	const char *secrets[] = {"s3cr3t/val+ue", "abc", NULL};
+	wj_log_set_secrets(secrets);
+	wj_log_add_secret("tok-4f9a8b7c6d5e");
+	char a[] = "errcode 1030002006: invalid app-token tok-4f9a8b7c6d5e (secret s3cr3t%2Fval%2Bue)";
+	assert_ptr_equal(wj_log_mask(a), a);
+	assert_string_equal(a, "errcode 1030002006: invalid app-token *** (secret ***)");
+	char b[] = "tok-4f9a8b7c6d5etok-4f9a8b7c6d5e abc";
+	assert_string_equal(wj_log_mask(b), "****** abc");
+	char c[] = "nothing here";
+	assert_string_equal(wj_log_mask(c), "nothing here");
+	char d[] = "";
+	assert_string_equal(wj_log_mask(d), "");
+	assert_null(wj_log_mask(NULL));
+
+	json_t *o = json_pack("{s:s, s:[s, i, {s:s}], s:s}", "last_error",
+			      "HTTP 500: token tok-4f9a8b7c6d5e expired", "flows",
+			      "flow s3cr3t/val+ue", 3, "last_error", "still tok-4f9a8b7c6d5e", "name",
+			      "pd-gain");
+	assert_non_null(o);
+	assert_int_equal(wj_log_mask_json(o), 0);
+	char *text = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+	assert_string_equal(text, "{\"flows\":[\"flow ***\",3,{\"last_error\":\"still ***\"}],"
+				  "\"last_error\":\"HTTP 500: token *** expired\",\"name\":\"pd-gain\"}");
+	free(text);
+	json_decref(o);
+	wj_log_set_secrets(NULL);
+	wj_log_close(); /* forgets the runtime secrets too */
+	char e[] = "tok-4f9a8b7c6d5e";
+	assert_string_equal(wj_log_mask(e), "tok-4f9a8b7c6d5e");
 }
 
 static void test_reopen(void **state)
@@ -462,6 +501,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_ts_offset, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_quoting, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_masking, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_mask_text, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reopen, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open_again, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_levels, setup, teardown),

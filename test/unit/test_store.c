@@ -239,6 +239,75 @@ static void test_open_schema(void **state)
 	}
 }
 
+/* Fill a store with n values of len bytes (keys 0..n-1 in WJ_DB_ORDERS). */
+static void fill_store(const char *dir, unsigned n, size_t len)
+{
+	wj_store_t *s = NULL;
+	wj_txn_t t;
+	uint8_t *val = calloc(1, len);
+	assert_non_null(val);
+	assert_int_equal(wj_store_open(dir, 8 * MiB, 64 * MiB, &s), 0);
+	assert_int_equal(wj_txn_begin(s, &t, true), 0);
+	for (unsigned i = 0; i < n; i++) {
+		uint8_t kb[8];
+		wj_key_u64be(kb, i);
+		memset(val, (int)(i & 0xff), len);
+		wj_txn_put(&t, WJ_DB_ORDERS, kb, 8, val, len);
+	}
+	assert_int_equal(wj_txn_commit(&t), 0);
+	wj_store_close(s);
+	free(val);
+}
+
+/* A damaged data file (truncated, emptied, overwritten) is refused at open with advice, never
+ * read: a page past the end of the file would kill the process with SIGBUS. */
+static void test_damaged_file(void **state)
+{
+	fixture_t *f = *state;
+	wj_store_t *s = (wj_store_t *)1;
+	char path[400];
+	struct stat st;
+	snprintf(path, sizeof(path), "%s/data.mdb", f->dir);
+	fill_store(f->dir, 500, 3000);
+	assert_int_equal(stat(path, &st), 0);
+	off_t full = st.st_size;
+	assert_true(full > 1 * (off_t)MiB);
+
+	assert_int_equal(truncate(path, full / 2), 0);
+	assert_int_equal(wj_store_open(f->dir, 8 * MiB, 64 * MiB, &s), -EUCLEAN);
+	assert_null(s);
+	const char *e = wj_store_strerror();
+	assert_non_null(strstr(e, "data.mdb is truncated"));
+	assert_non_null(strstr(e, "Restore the state directory from a backup"));
+	assert_non_null(strstr(e, "move it aside"));
+	/* the same on a second try: nothing was rewritten */
+	assert_int_equal(wj_store_open(f->dir, 8 * MiB, 64 * MiB, &s), -EUCLEAN);
+
+	/* cut inside the meta pages, emptied, or not an LMDB file at all */
+	assert_int_equal(truncate(path, 4096 + 100), 0);
+	assert_int_equal(wj_store_open(f->dir, 8 * MiB, 64 * MiB, &s), -EUCLEAN);
+	assert_non_null(strstr(wj_store_strerror(), "is damaged"));
+	assert_int_equal(truncate(path, 0), 0);
+	assert_int_equal(wj_store_open(f->dir, 8 * MiB, 64 * MiB, &s), -EUCLEAN);
+	assert_non_null(strstr(wj_store_strerror(), "data.mdb is empty"));
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_size, 0); /* not silently made a new store */
+	int fd = open(path, O_WRONLY | O_TRUNC);
+	assert_true(fd >= 0);
+	char junk[3 * 4096];
+	memset(junk, 'x', sizeof(junk));
+	assert_int_equal(write(fd, junk, sizeof(junk)), (ssize_t)sizeof(junk));
+	close(fd);
+	assert_int_equal(wj_store_open(f->dir, 8 * MiB, 64 * MiB, &s), -EUCLEAN);
+	assert_non_null(strstr(wj_store_strerror(), "is damaged"));
+
+	/* an intact store of the same size opens */
+	assert_int_equal(unlink(path), 0);
+	fill_store(f->dir, 500, 3000);
+	assert_int_equal(wj_store_open(f->dir, 8 * MiB, 64 * MiB, &s), 0);
+	wj_store_close(s);
+}
+
 static void test_persist_order(void **state)
 {
 	fixture_t *f = *state;
@@ -879,6 +948,7 @@ int main(void)
 		cmocka_unit_test(test_u64be),
 		cmocka_unit_test_setup_teardown(test_open_schema, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_upgrade_v1, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_damaged_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_persist_order, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_first_error, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_crash_uncommitted, setup, teardown),

@@ -114,25 +114,153 @@ static void test_buf(void **state)
 	assert_string_equal(hex, "01ABFF10");
 }
 
+static void read_text(const char *path, char *out, size_t size)
+{
+	int fd = open(path, O_RDONLY);
+	assert_true(fd >= 0);
+	ssize_t n = read(fd, out, size - 1);
+	assert_true(n >= 0);
+	out[n] = '\0';
+	close(fd);
+}
+
+/* Entries of dir other than "." and "..". */
+static int count_entries(const char *dir)
+{
+	char cmd[600];
+	snprintf(cmd, sizeof(cmd), "ls -A '%s' | wc -l", dir);
+	FILE *f = popen(cmd, "r");
+	assert_non_null(f);
+	int n = -1;
+	assert_int_equal(fscanf(f, "%d", &n), 1);
+	pclose(f);
+	return n;
+}
+
 static void test_atomic_write(void **state)
 {
 	(void)state;
 	char dir[] = "/tmp/wj-util-XXXXXX";
 	assert_non_null(mkdtemp(dir));
-	char path[256], tmp[300];
+	char path[256], got[64];
 	snprintf(path, sizeof(path), "%s/status.json", dir);
 	assert_int_equal(wj_write_file_atomic(path, "{\"a\":1}\n", 8, 0644), 0);
 	assert_int_equal(wj_write_file_atomic(path, "{}\n", 3, 0644), 0);
-	char got[32] = {0};
-	int fd = open(path, O_RDONLY);
-	assert_true(fd >= 0);
-	assert_int_equal(read(fd, got, sizeof(got) - 1), 3);
-	close(fd);
+	read_text(path, got, sizeof(got));
 	assert_string_equal(got, "{}\n");
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	assert_int_equal(access(tmp, F_OK), -1);
+	assert_int_equal(count_entries(dir), 1); /* no temporary file left behind */
+
+	/* exactly the mode asked for, whatever the umask */
+	mode_t old = umask(077);
+	assert_int_equal(wj_write_file_atomic(path, "x", 1, 0640), 0);
+	umask(old);
+	struct stat st;
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0640);
+
+	/* a missing directory is an error, not a crash */
+	char bad[300];
+	snprintf(bad, sizeof(bad), "%s/no/such/file", dir);
+	assert_int_equal(wj_write_file_atomic(bad, "x", 1, 0640), -ENOENT);
 	unlink(path);
 	rmdir(dir);
+}
+
+/* Symbolic links planted where the temporary file goes (the old fixed name PATH.tmp and the
+ * next names this process would use) are never followed: the file they point to is left alone
+ * and the write still succeeds. */
+static void test_atomic_write_symlink(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/wj-util-XXXXXX";
+	assert_non_null(mkdtemp(dir));
+	char path[256], victim[256], link[320], got[64];
+	snprintf(path, sizeof(path), "%s/status.json", dir);
+	snprintf(victim, sizeof(victim), "%s/victim", dir);
+	int fd = open(victim, O_WRONLY | O_CREAT | O_EXCL, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "keep", 4), 4);
+	close(fd);
+
+	enum { PLANTED = 64 };
+	snprintf(link, sizeof(link), "%s.tmp", path);
+	assert_int_equal(symlink(victim, link), 0);
+	for (unsigned i = 0; i < PLANTED; i++) {
+		snprintf(link, sizeof(link), "%s.%ld.%u.tmp", path, (long)getpid(), i);
+		assert_int_equal(symlink(victim, link), 0);
+	}
+	/* and a dangling one, which O_CREAT alone would create a file through */
+	char dangling_target[300];
+	snprintf(dangling_target, sizeof(dangling_target), "%s/created-through-link", dir);
+	for (unsigned i = PLANTED; i < PLANTED + 8; i++) {
+		snprintf(link, sizeof(link), "%s.%ld.%u.tmp", path, (long)getpid(), i);
+		assert_int_equal(symlink(dangling_target, link), 0);
+	}
+
+	for (int round = 0; round < 3; round++)
+		assert_int_equal(wj_write_file_atomic(path, "new\n", 4, 0640), 0);
+	read_text(path, got, sizeof(got));
+	assert_string_equal(got, "new\n");
+	read_text(victim, got, sizeof(got));
+	assert_string_equal(got, "keep");
+	assert_int_equal(access(dangling_target, F_OK), -1);
+	struct stat st;
+	assert_int_equal(lstat(path, &st), 0);
+	assert_true(S_ISREG(st.st_mode));
+	/* path, victim, PATH.tmp and the planted links: nothing else */
+	assert_int_equal(count_entries(dir), 3 + PLANTED + 8);
+
+	char cmd[300];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
+static void expect_printable(const char *in, size_t n, const char *want)
+{
+	char *got = wj_text_printable(in, n);
+	assert_non_null(got);
+	assert_string_equal(got, want);
+	assert_true(strlen(got) <= n);
+	free(got);
+}
+
+#define PRINTABLE(in, want) expect_printable(in, sizeof(in) - 1, want)
+
+/* Remote text shown to an operator: nothing in it may drive the terminal. */
+static void test_printable(void **state)
+{
+	(void)state;
+	PRINTABLE("plain text 仓库不存在: WH09", "plain text 仓库不存在: WH09");
+	PRINTABLE("", "");
+	/* colours, cursor movement, screen clearing, title setting, hyperlinks */
+	PRINTABLE("\x1b[31mRED\x1b[0m ok", "RED ok");
+	PRINTABLE("a\x1b[2J\x1b[1;1Hb", "ab");
+	PRINTABLE("\x1b]0;owned\x07title", "title");
+	PRINTABLE("\x1b]8;;http://x\x1b\\link\x1b]8;;\x1b\\", "link");
+	PRINTABLE("x\x1b" "cy", "xy");       /* RIS */
+	PRINTABLE("x\x1b(0y", "xy");          /* charset with an intermediate byte */
+	PRINTABLE("x\x1bPq#0;2;0;0;0\x1b\\y", "xy"); /* DCS (sixel) */
+	PRINTABLE("x\x1b", "x");              /* a lone ESC at the end */
+	PRINTABLE("x\x1b[", "x");
+	PRINTABLE("x\x1b]unterminated", "x"); /* a string never ended hides the rest */
+	/* C1 controls in UTF-8: CSI, OSC, NEL */
+	PRINTABLE("a\xc2\x9b" "31mb", "ab");
+	PRINTABLE("a\xc2\x9d" "0;t\x07" "b", "ab");
+	PRINTABLE("a\xc2\x85" "b", "ab");
+	/* C0, DEL, line breaks, tabs */
+	PRINTABLE("a\x07\x08\x7f" "b", "ab");
+	PRINTABLE("line1\nline2\r\n\tx", "line1 line2   x");
+	PRINTABLE("a\xe2\x80\xa8" "b", "a b"); /* U+2028 */
+	/* bidirectional overrides and isolates reorder what is shown */
+	PRINTABLE("RK1\xe2\x80\xae" "0001", "RK10001");
+	PRINTABLE("a\xe2\x81\xa6" "b\xe2\x81\xa9", "ab");
+	/* not UTF-8: raw C1 bytes, overlong forms, surrogates, a cut sequence */
+	PRINTABLE("a\x9b" "31mb", "a?31mb");
+	PRINTABLE("a\xc0\xafz", "a??z");
+	PRINTABLE("a\xed\xa0\x80z", "a???z");
+	PRINTABLE("a\xe4\xbb", "a??");
+	/* a NUL inside the bytes is a control like the others */
+	PRINTABLE("a\0b", "ab");
 }
 
 int main(void)
@@ -141,6 +269,7 @@ int main(void)
 		cmocka_unit_test(test_time_roundtrip), cmocka_unit_test(test_tz),
 		cmocka_unit_test(test_duration),       cmocka_unit_test(test_size),
 		cmocka_unit_test(test_buf),            cmocka_unit_test(test_atomic_write),
+		cmocka_unit_test(test_atomic_write_symlink), cmocka_unit_test(test_printable),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -8,7 +8,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "lib/alert.h"
 #include "lib/config.h"
+#include "lib/http.h"
 #include "lib/jdy.h"
 #include "lib/json.h"
 #include "lib/log.h"
@@ -39,6 +41,7 @@ static void usage(FILE *f)
 		"  backfill FLOW --from T --to T [--no-wait]\n"
 		"                                  re-read a past period below live priority\n"
 		"  check-config                    validate the configuration\n"
+		"  alert test                      send a test message to every configured alert\n"
 		"  sign qimen|openapi2 --secret S KEY=VALUE...\n"
 		"  sign kingdee --secret S --method M --path P --nonce N --timestamp T\n"
 		"               [--encoding rfc3986|form] [KEY=VALUE...]\n"
@@ -886,6 +889,66 @@ out:
 	return rc;
 }
 
+/* ---- alert test ---------------------------------------------------------------------------- */
+
+typedef struct alert_test {
+	const wj_config_t *cfg;
+	size_t answered, failed;
+	uv_loop_t *loop;
+	char (*why)[300]; /* per robot: "" delivered, else the reason */
+} alert_test_t;
+
+static const char *const alert_kind_names[] = {"dingtalk", "wecom", "feishu", "webhook"};
+
+static void on_alert_report(size_t i, bool ok, const char *why, void *arg)
+{
+	alert_test_t *t = arg;
+	snprintf(t->why[i], sizeof(t->why[i]), "%s", ok ? "" : why && *why ? why : "failed");
+	t->failed += !ok;
+	if (++t->answered == t->cfg->n_alerts)
+		uv_stop(t->loop);
+}
+
+static int cmd_alert(int argc, char **argv)
+{
+	if (argc != 2 || strcmp(argv[1], "test")) {
+		usage(stderr);
+		return 1;
+	}
+	wj_config_t *cfg = load_config();
+	if (!cfg->n_alerts) {
+		fprintf(stderr, "wdt2jdyctl: no alerts configured\n");
+		wj_config_free(cfg);
+		return 1;
+	}
+	uv_loop_t loop;
+	char instance[600];
+	wj_alert_instance(cfg, instance, sizeof(instance));
+	alert_test_t t = {.cfg = cfg, .loop = &loop, .why = calloc(cfg->n_alerts, sizeof(*t.why))};
+	int rc = 1;
+	if (!t.why || uv_loop_init(&loop) != 0 || wj_http_global_init() < 0) {
+		fprintf(stderr, "wdt2jdyctl: cannot initialise the event loop\n");
+		free(t.why);
+		wj_config_free(cfg);
+		return 1;
+	}
+	wj_alerts_t *a = wj_alerts_new(&loop, cfg, instance);
+	if (a && wj_alerts_test(a, on_alert_report, &t) == 0) {
+		uv_run(&loop, UV_RUN_DEFAULT);
+		rc = t.failed || t.answered < cfg->n_alerts ? 1 : 0;
+		for (size_t i = 0; i < cfg->n_alerts; i++)
+			printf("alerts[%zu] %-8s %s%s\n", i, alert_kind_names[cfg->alerts[i].kind],
+			       t.why[i][0] ? "FAILED: " : "OK", t.why[i]);
+	}
+	free(t.why);
+	wj_alerts_free(a);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	uv_loop_close(&loop);
+	wj_http_global_cleanup();
+	wj_config_free(cfg);
+	return rc;
+}
+
 int main(int argc, char **argv)
 {
 	int c;
@@ -928,6 +991,8 @@ int main(int argc, char **argv)
 		return cmd_cursor(sub_argc, sub_argv);
 	if (!strcmp(cmd, "backfill"))
 		return cmd_backfill(sub_argc, sub_argv);
+	if (!strcmp(cmd, "alert"))
+		return cmd_alert(sub_argc, sub_argv);
 	fprintf(stderr, "wdt2jdyctl: unknown command \"%s\"\n", cmd);
 	usage(stderr);
 	return 1;

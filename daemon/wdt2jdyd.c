@@ -13,6 +13,7 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
+#include "lib/alert.h"
 #include "lib/config.h"
 #include "lib/engine.h"
 #include "lib/http.h"
@@ -34,6 +35,7 @@ static struct {
 	wj_config_t *cfg;
 	wj_store_t *store;
 	wj_engine_t *engine;
+	wj_alerts_t *alerts;
 	uv_signal_t sig_hup, sig_term, sig_int;
 	uv_timer_t status_timer, watchdog_timer;
 	int64_t started;
@@ -274,6 +276,7 @@ static void reload(void)
 			       cfg->status_interval_ms);
 	wj_config_free(d.cfg);
 	d.cfg = cfg;
+	wj_alerts_set_config(d.alerts, d.cfg);
 	d.reloads++;
 	d.last_reload_error[0] = '\0';
 	wj_info(MOD, NULL, "configuration reloaded (%u changes)", changes);
@@ -288,10 +291,12 @@ static void close_cb(uv_handle_t *h)
 	(void)h;
 }
 
-static void on_drained(void *arg)
+/* Last step of a stop: alerts delivered (or given up), close everything. */
+static void on_alerts_flushed(void *arg)
 {
 	(void)arg;
-	write_status();
+	wj_alerts_free(d.alerts);
+	d.alerts = NULL;
 	uv_timer_stop(&d.status_timer);
 	uv_timer_stop(&d.watchdog_timer);
 	uv_close((uv_handle_t *)&d.status_timer, close_cb);
@@ -301,6 +306,18 @@ static void on_drained(void *arg)
 	uv_close((uv_handle_t *)&d.sig_int, close_cb);
 	wj_engine_free(d.engine);
 	d.engine = NULL;
+}
+
+static void on_drained(void *arg)
+{
+	(void)arg;
+	write_status();
+	if (!d.alerts) {
+		on_alerts_flushed(NULL);
+		return;
+	}
+	wj_alerts_event(d.alerts, WJ_EV_STOP, NULL);
+	wj_alerts_flush(d.alerts, 5000, on_alerts_flushed, NULL);
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -426,6 +443,13 @@ int main(int argc, char **argv)
 	uint64_t wd = wj_notify_watchdog_usec();
 	if (wd)
 		uv_timer_start(&d.watchdog_timer, on_watchdog, 0, wd / 2000 ? wd / 2000 : 1);
+
+	char instance[600];
+	wj_alert_instance(d.cfg, instance, sizeof(instance));
+	d.alerts = wj_alerts_new(&d.loop, d.cfg, instance);
+	if (!d.alerts)
+		wj_error(MOD, NULL, "cannot start the alerts: out of memory");
+	wj_alerts_event(d.alerts, WJ_EV_START, WJ_VERSION);
 
 	wj_notify_ready();
 	wj_info(MOD, NULL, "ready");

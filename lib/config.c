@@ -742,6 +742,8 @@ static const struct field flow_fields[] = {
 };
 
 static void parse_flows(ctx_t *c, const char *path, json_t *v, void *base);
+static void parse_alerts(ctx_t *c, const char *path, json_t *v, void *base);
+static void parse_alerts_lang(ctx_t *c, const char *path, json_t *v, void *base);
 
 /* timezone comes before flows: cursor.start is read in it */
 static const struct field top_fields[] = {
@@ -757,8 +759,115 @@ static const struct field top_fields[] = {
 	SUB("http", http_fields),
 	C("allow_insecure_http", K_BOOL, allow_insecure_http),
 	{.key = "flows", .kind = K_CUSTOM, .fn = parse_flows, .flags = F_REQUIRED},
+	FN("alerts", parse_alerts),
+	C("alerts_after", K_DUR, alerts_after_ms, .min = SEC, .max = DAY),
+	C("alerts_interval", K_DUR, alerts_interval_ms, .min = SEC, .max = DAY),
+	C("alerts_lag", K_DUR, alerts_lag_ms, .min = MIN, .max = 30 * DAY),
+	FN("alerts_lang", parse_alerts_lang),
 	{0},
 };
+
+/* ---- alerts ---------------------------------------------------------------------------- */
+
+static const char *const alert_kinds[] = {"dingtalk", "wecom", "feishu", "webhook"};
+static const char *const alert_events[WJ_EV_COUNT] = {
+	"dead_letter", "review", "auth_failure", "unreachable", "lag", "start", "stop", "degraded",
+};
+
+const char *wj_alert_event_name(wj_alert_event_t ev)
+{
+	return ev < WJ_EV_COUNT ? alert_events[ev] : "?";
+}
+
+#define A(k, kind_, member, ...) \
+	{ .key = k, .kind = kind_, .off = offsetof(wj_alert_cfg_t, member), __VA_ARGS__ }
+
+static void parse_alert_kind(ctx_t *c, const char *path, json_t *v, void *base)
+{
+	wj_alert_cfg_t *a = base;
+	for (size_t i = 0; i < sizeof(alert_kinds) / sizeof(alert_kinds[0]); i++)
+		if (json_is_string(v) && !strcmp(json_string_value(v), alert_kinds[i])) {
+			a->kind = (wj_alert_kind_t)i;
+			return;
+		}
+	err(c, path, "expected \"dingtalk\", \"wecom\", \"feishu\" or \"webhook\"");
+}
+
+static void parse_alert_events(ctx_t *c, const char *path, json_t *v, void *base)
+{
+	wj_alert_cfg_t *a = base;
+	size_t i;
+	json_t *e;
+	if (!json_is_array(v) || !json_array_size(v)) {
+		err(c, path, "expected a non-empty array of event names");
+		return;
+	}
+	a->events = 0;
+	json_array_foreach(v, i, e) {
+		char p[PATH_LEN];
+		snprintf(p, sizeof(p), "%s[%zu]", path, i);
+		unsigned ev = WJ_EV_COUNT;
+		for (unsigned k = 0; k < WJ_EV_COUNT && json_is_string(e); k++)
+			if (!strcmp(json_string_value(e), alert_events[k]))
+				ev = k;
+		if (ev == WJ_EV_COUNT)
+			err(c, p, "expected one of dead_letter, review, auth_failure, unreachable, lag, "
+			    "start, stop, degraded");
+		else
+			a->events |= 1u << ev;
+	}
+}
+
+static const struct field alert_fields[] = {
+	{.key = "kind", .kind = K_CUSTOM, .fn = parse_alert_kind, .flags = F_REQUIRED},
+	A("url", K_SECRET, url, .flags = REQ),
+	A("secret", K_SECRET, secret),
+	FN("events", parse_alert_events),
+	{0},
+};
+
+static void parse_alerts(ctx_t *c, const char *path, json_t *v, void *base)
+{
+	wj_config_t *cfg = base;
+	if (!json_is_array(v)) {
+		err(c, path, "expected an array");
+		return;
+	}
+	size_t n = json_array_size(v);
+	cfg->alerts = calloc(n ? n : 1, sizeof(*cfg->alerts));
+	if (!cfg->alerts) {
+		c->oom = true;
+		return;
+	}
+	cfg->n_alerts = n;
+	for (size_t i = 0; i < n; i++) {
+		wj_alert_cfg_t *a = &cfg->alerts[i];
+		json_t *e = json_array_get(v, i);
+		char p[PATH_LEN], q[PATH_LEN];
+		snprintf(p, sizeof(p), "%s[%zu]", path, i);
+		a->events = (1u << WJ_EV_COUNT) - 1;
+		if (!json_is_object(e)) {
+			err(c, p, "expected an object");
+			continue;
+		}
+		walk(c, p, e, alert_fields, a);
+		if (a->url && strncmp(a->url, "https://", 8) &&
+		    !(cfg->allow_insecure_http && !strncmp(a->url, "http://", 7)))
+			err(c, join(q, p, "url"), "expected an https:// URL");
+		if (a->kind == WJ_ALERT_WECOM && a->secret)
+			err(c, join(q, p, "secret"), "WeCom robots do not sign; leave it out");
+	}
+}
+
+static void parse_alerts_lang(ctx_t *c, const char *path, json_t *v, void *base)
+{
+	wj_config_t *cfg = base;
+	const char *s = json_is_string(v) ? json_string_value(v) : "";
+	if (!strcmp(s, "zh") || !strcmp(s, "en"))
+		cfg->alerts_en = !strcmp(s, "en");
+	else
+		err(c, path, "expected \"zh\" or \"en\"");
+}
 
 /* ---- flows ----------------------------------------------------------------------------- */
 
@@ -1005,6 +1114,10 @@ static void config_defaults(ctx_t *c, wj_config_t *cfg)
 	cfg->kingdee.timeout_ms = 30 * SEC;
 	cfg->kingdee.lookup_ttl_ms = DAY;
 
+	cfg->alerts_after_ms = 10 * MIN;
+	cfg->alerts_interval_ms = 10 * MIN;
+	cfg->alerts_lag_ms = 2 * HOUR;
+
 	cfg->http.max_body = 32ULL << 20;
 	cfg->http.max_retry_after_ms = HOUR;
 
@@ -1107,6 +1220,28 @@ static void syntax_error(ctx_t *c, const json_error_t *je)
 		c->oom = true;
 }
 
+/* Every configured secret, for masking: wj_config_secrets(). 0 or -ENOMEM. */
+static int collect_secrets(wj_config_t *cfg)
+{
+	const char *all[8 + 2 * cfg->n_alerts];
+	size_t n = 0;
+	all[n++] = cfg->wdt.app_secret;
+	all[n++] = cfg->kingdee.client_secret;
+	all[n++] = cfg->kingdee.password;
+	for (size_t i = 0; i < cfg->n_alerts; i++) {
+		all[n++] = cfg->alerts[i].url;
+		all[n++] = cfg->alerts[i].secret;
+	}
+	cfg->secret_list = calloc(n + 1, sizeof(*cfg->secret_list));
+	if (!cfg->secret_list)
+		return -ENOMEM;
+	size_t k = 0;
+	for (size_t i = 0; i < n; i++)
+		if (all[i] && *all[i])
+			cfg->secret_list[k++] = all[i];
+	return 0;
+}
+
 static wj_config_t *parse_buf(const char *text, size_t len, const char *name, wj_errors_t *errs)
 {
 	wj_errors_t local = {0};
@@ -1151,14 +1286,10 @@ static wj_config_t *parse_buf(const char *text, size_t len, const char *name, wj
 	cross_checks(&c, cfg, cfg->doc);
 	if (c.oom || c.errs->n > n0)
 		goto fail;
-	size_t k = 0;
-	if (cfg->wdt.app_secret && *cfg->wdt.app_secret)
-		cfg->secret_list[k++] = cfg->wdt.app_secret;
-	if (cfg->kingdee.client_secret && *cfg->kingdee.client_secret)
-		cfg->secret_list[k++] = cfg->kingdee.client_secret;
-	if (cfg->kingdee.password && *cfg->kingdee.password)
-		cfg->secret_list[k++] = cfg->kingdee.password;
-	cfg->secret_list[k] = NULL;
+	if (collect_secrets(cfg) < 0) {
+		c.oom = true;
+		goto fail;
+	}
 	wj_errors_free(&local);
 	return cfg;
 fail:
@@ -1256,6 +1387,12 @@ void wj_config_free(wj_config_t *cfg)
 	for (size_t i = 0; i < cfg->n_flows; i++)
 		flow_free(&cfg->flows[i]);
 	free(cfg->flows);
+	for (size_t i = 0; i < cfg->n_alerts; i++) {
+		free(cfg->alerts[i].url);
+		free(cfg->alerts[i].secret);
+	}
+	free(cfg->alerts);
+	free(cfg->secret_list);
 	free(cfg);
 }
 

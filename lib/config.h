@@ -44,6 +44,28 @@ typedef struct wj_flow_cfg {
 	char *remark_template;  /* default "WDT:{stockin_no}" */
 } wj_flow_cfg_t;
 
+/* Alert events (alerts[].events); bit i of wj_alert_cfg_t.events is event i. */
+typedef enum {
+	WJ_EV_DEAD_LETTER = 0, /* orders parked in the dead-letter list */
+	WJ_EV_REVIEW,          /* orders changed after their bill was saved */
+	WJ_EV_AUTH_FAILURE,    /* a service refused the credentials */
+	WJ_EV_UNREACHABLE,     /* a service failing for longer than alerts_after */
+	WJ_EV_LAG,             /* a flow's cursor behind now by more than alerts_lag */
+	WJ_EV_START,
+	WJ_EV_STOP,
+	WJ_EV_DEGRADED,        /* the start-up check of a service failed */
+	WJ_EV_COUNT
+} wj_alert_event_t;
+
+typedef enum { WJ_ALERT_DINGTALK, WJ_ALERT_WECOM, WJ_ALERT_FEISHU, WJ_ALERT_WEBHOOK } wj_alert_kind_t;
+
+typedef struct wj_alert_cfg {
+	wj_alert_kind_t kind;
+	char *url;       /* the robot's webhook URL (it carries the robot's token: a secret) */
+	char *secret;    /* signing secret; NULL when the robot does not sign */
+	unsigned events; /* bit mask over wj_alert_event_t; default every event */
+} wj_alert_cfg_t;
+
 typedef struct wj_config {
 	char *path;             /* file it was read from */
 	json_t *doc;            /* the parsed document (comments stripped), for reload diffs */
@@ -101,7 +123,14 @@ typedef struct wj_config {
 	wj_flow_cfg_t *flows;
 	size_t n_flows;
 
-	const char *secret_list[4]; /* backing store of wj_config_secrets() */
+	wj_alert_cfg_t *alerts;      /* alerts[] */
+	size_t n_alerts;
+	uint64_t alerts_after_ms;    /* default 10m: how long a service may fail before an alert */
+	uint64_t alerts_interval_ms; /* default 10m: at most one message per event kind per interval */
+	uint64_t alerts_lag_ms;      /* default 2h: flow lag that raises an alert */
+	bool alerts_en;              /* alerts_lang "en" (default "zh") */
+
+	const char **secret_list;    /* backing store of wj_config_secrets() */
 } wj_config_t;
 
 /* Error list collected while loading; each entry is a complete message. */
@@ -123,6 +152,9 @@ void wj_config_free(wj_config_t *cfg);
 
 /* The configured secret values (for log masking). NULL-terminated, valid while cfg lives. */
 const char *const *wj_config_secrets(const wj_config_t *cfg);
+
+/* Name of an alert event ("dead_letter", ...). */
+const char *wj_alert_event_name(wj_alert_event_t ev);
 
 /* Parse "N/s" or "N/min". 0 or -EINVAL. */
 int wj_rate_parse(const char *s, wj_rate_t *rate);

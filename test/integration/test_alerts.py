@@ -1,0 +1,101 @@
+"""Alerts end to end: the real daemon and wdt2jdyctl against a fake receiver that plays the
+DingTalk, WeCom and Feishu robots and a plain webhook, checking their signatures.
+
+- start and stop reach every robot, signed as each robot checks it, in Chinese by default;
+- `wdt2jdyctl alert test` reports each robot, exit 0 only when all took the message;
+- a robot that refuses makes `alert test` fail and name it;
+- alerts_lang "en" speaks English; the robots' tokens never reach the log."""
+
+import os
+import signal
+
+from wjtest import Daemon, base_config, check, ctl, finish, read, tempdir, wait_for, write_config
+from alert_receiver import KEY, TOKEN, Receiver
+
+SECRETS = {"ding": "SECding0123456789", "feishu": "feishu-secret-42", "hook": "hook-secret-99"}
+
+
+def alerts(r):
+    return [
+        {"kind": "dingtalk", "url": r.url("ding"), "secret": SECRETS["ding"]},
+        {"kind": "wecom", "url": r.url("wecom")},
+        {"kind": "feishu", "url": r.url("feishu"), "secret": SECRETS["feishu"]},
+        {"kind": "webhook", "url": r.url("hook"), "secret": SECRETS["hook"],
+         "events": ["start", "stop", "dead_letter"]},
+    ]
+
+
+def all_ok(r, name, needle):
+    return [m for m in r.messages(name) if m["ok"] and needle in (m["text"] or "")]
+
+
+def main():
+    r = Receiver(SECRETS)
+    tmp = tempdir()
+    cfg = base_config(tmp)
+    cfg["alerts"] = alerts(r)
+    cfg["alerts_interval"] = "2s"
+    path = os.path.join(tmp, "wdt2jdy.json")
+    write_config(path, cfg)
+
+    # alert test: every robot, signed, exit 0
+    p = ctl(path, "alert", "test")
+    check(p.returncode == 0, "alert test exits 0 when every robot takes the message")
+    for i, kind in enumerate(["dingtalk", "wecom", "feishu", "webhook"]):
+        check(("alerts[%d] %s" % (i, kind)) in p.stdout and "OK" in p.stdout.splitlines()[i],
+              "alert test reports alerts[%d] (%s) OK" % (i, kind))
+    for name in ("ding", "wecom", "feishu", "hook"):
+        check(len(all_ok(r, name, "测试消息")) == 1, "%s got one valid test message" % name)
+
+    # a robot that refuses: named, exit 1
+    r.fail["feishu"] = 1
+    p = ctl(path, "alert", "test")
+    check(p.returncode == 1, "alert test exits 1 when a robot refuses")
+    check("alerts[2] feishu   FAILED: code 19021: injected failure" in p.stdout,
+          "alert test names the refusing robot and its answer: %r" % p.stdout)
+
+    # the daemon: start and stop reach every robot that takes them
+    d = Daemon(path).start()
+    ok = wait_for(lambda: all(all_ok(r, n, "已启动") for n in ("ding", "wecom", "feishu", "hook")),
+                  timeout=20)
+    check(ok, "start reached every robot, signed, in Chinese")
+    hook = [m for m in r.messages("hook") if m["event"] == "start"]
+    check(hook and hook[0]["count"] == 1, "the webhook body names the event and its count")
+    d.signal(signal.SIGTERM)
+    rc = d.proc.wait(30)
+    d.stderr.close()
+    check(rc == 0, "daemon exits 0")
+    for n in ("ding", "wecom", "feishu", "hook"):
+        check(len(all_ok(r, n, "已停止")) == 1, "stop reached %s before the daemon exited" % n)
+    log = read(os.path.join(tmp, "wdt2jdy.log"))
+    check(TOKEN not in log and KEY not in log and SECRETS["ding"] not in log,
+          "the robots' tokens and secrets never reach the log")
+
+    # English, and events a robot did not ask for are not sent to it
+    cfg["alerts_lang"] = "en"
+    cfg["alerts"][3]["events"] = ["stop"]
+    write_config(path, cfg)
+    before = len(r.messages("hook"))
+    d = Daemon(path).start()
+    check(wait_for(lambda: all_ok(r, "ding", "started"), timeout=20), "alerts_lang en: English text")
+    d.stop()
+    hook = r.messages("hook")[before:]
+    check([m["event"] for m in hook] == ["stop"], "a webhook gets only its events: %r" %
+          [m["event"] for m in hook])
+
+    # bad configurations are refused with the path named
+    cfg["alerts"] = [{"kind": "slack", "url": "https://x"}]
+    write_config(path, cfg)
+    p = ctl(path, "check-config")
+    check(p.returncode == 78 and "alerts[0].kind: expected \"dingtalk\", \"wecom\", \"feishu\" or "
+          "\"webhook\"" in p.stderr, "an unknown kind is refused: %r" % p.stderr)
+    cfg["alerts"] = [{"kind": "wecom", "url": r.url("wecom"), "events": ["lag", "nope"]}]
+    write_config(path, cfg)
+    p = ctl(path, "check-config")
+    check(p.returncode == 78 and "alerts[0].events[1]: expected one of" in p.stderr,
+          "an unknown event is refused: %r" % p.stderr)
+    r.close()
+    finish()
+
+
+main()

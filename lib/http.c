@@ -530,7 +530,9 @@ static int req_setup(wj_http_t *h, struct http_req *r, const wj_http_req_t *req)
 	SET(CURLOPT_SSL_VERIFYPEER, 1L);
 	SET(CURLOPT_SSL_VERIFYHOST, 2L);
 	if (h->ca_file) {
+		/* The file instead of the system's CAs, as documented: no CA directory either. */
 		SET(CURLOPT_CAINFO, h->ca_file);
+		SET(CURLOPT_CAPATH, (char *)NULL);
 #if LIBCURL_VERSION_NUM >= 0x075700
 		/* curl keeps a parsed CA store for a day by default: a renewed file would not be
 		 * read. New connections are few (they are reused), so read it each time. */

@@ -2,7 +2,6 @@
 #include "lib/mapping.h"
 
 #include <errno.h>
-#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -580,20 +579,25 @@ static json_t *field_value(ctx_t *c, const field_t *f, const json_t *line, const
 	}
 	switch (f->conv) {
 	case CONV_NUMBER: {
-		double d;
-		if (wj_json_number(src, &d) < 0 || !isfinite(d)) {
-			shown_text(src, text, sizeof(text));
-			set_err(c->err, c->errsize, "order %s: %s%s: expected a number, got \"%s\"",
-				c->stockin_no, where, used, text);
-			return NULL;
-		}
-		if (f->positive && !(d > 0)) {
+		/* the shortest exact decimal as a real, which wj_json_dumps_body writes back as
+		 * that text */
+		char dec[64];
+		const char *why = NULL;
+		const char *noun = f->positive ? "quantity" : "number";
+		int r = wj_json_decimal(src, dec, sizeof(dec), &why);
+		if (r == 0 && f->positive && (dec[0] == '-' || !strcmp(dec, "0"))) {
 			shown_text(src, text, sizeof(text));
 			set_err(c->err, c->errsize, "order %s: %s%s: must be > 0, got \"%s\"",
 				c->stockin_no, where, used, text);
 			return NULL;
 		}
-		return json_real(d);
+		if (r < 0) {
+			shown_text(src, text, sizeof(text));
+			set_err(c->err, c->errsize, "order %s: %s%s: \"%s\" is not a usable %s: %s",
+				c->stockin_no, where, used, text, noun, why ? why : "too long");
+			return NULL;
+		}
+		return json_real(strtod(dec, NULL));
 	}
 	case CONV_DATE:
 		if (wj_json_text(src, text, sizeof(text)) < 0 || strlen(text) < 10 ||

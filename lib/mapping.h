@@ -9,8 +9,9 @@
  *   {"template": "WDT:{stockin_no}"}                     {name} = order field as text
  *   {"lookup": "material.id", "path": "spec_no"}         material.id | material.base_unit_id |
  *                                                       store.id  (number read from path)
- * "convert" is "string" (default for paths), "number" (must be > 0 for qty-like fields when
- * "positive": true) or "date" (YYYY-MM-DD from a WDT time).
+ * "convert" is "string" (default for paths), "number" (an exact decimal of at most
+ * WJ_DECIMAL_DIGITS digits, written as a real that wj_json_dumps_body sends in its shortest
+ * exact form; must be > 0 when "positive": true) or "date" (YYYY-MM-DD from a WDT time).
  * The built-in default is DESIGN.md's table, for api v1 or v2. */
 #pragma once
 
@@ -32,10 +33,12 @@ void wj_mapping_free(wj_mapping_t *m);
  * Kingdee object ({"id", "base_unit_id", ...}, borrowed) or NULL when not (yet) known. */
 typedef const json_t *(*wj_lookup_fn)(void *arg, char kind, const char *number);
 
-/* Build the body for order. Returns the body (caller owns) or NULL with:
+/* Build the body for order. Returns the body (caller owns; send it with wj_json_dumps_body)
+ * or NULL with:
  *   -EAGAIN  some lookups returned NULL (fn was called for each; resolve them, call again)
  *   -EINVAL  the order cannot be mapped; err names the order and the line, e.g.
- *            "order RK2026...: details_list[2].goods_count: must be > 0, got \"0.0000\"" */
+ *            "order RK2026...: details_list[2].goods_count: must be > 0, got \"0.0000\"",
+ *            "order RK1: details_list[0].goods_count: \"1e400\" is not a usable quantity: ..." */
 json_t *wj_mapping_apply(const wj_mapping_t *m, const json_t *order, wj_lookup_fn fn, void *arg,
 			 int *rc, char *err, size_t errsize);
 

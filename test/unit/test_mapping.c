@@ -10,6 +10,7 @@
 
 #include <cmocka.h>
 
+#include "lib/json.h"
 #include "lib/mapping.h"
 
 static const char *ORDER =
@@ -29,6 +30,31 @@ typedef struct catalogue {
 	int calls;
 	bool empty;
 } catalogue_t;
+
+/* SP00001 → M1 (unit U2), SP00002 → M2 (U3), WH01 → S01. */
+static catalogue_t plain_catalogue(void)
+{
+	catalogue_t c = {material("M1", "U2"), material("M2", "U3"),
+			 json_pack("{s:s}", "id", "S01"), 0, false};
+	return c;
+}
+
+/* spec (NULL: the default) compiled for api; fails the test when it does not compile. */
+static wj_mapping_t *compiled(const json_t *spec, wj_jdy_api_t api)
+{
+	wj_mapping_t *m = NULL;
+	char err[512] = "";
+	if (wj_mapping_compile(spec, api, NULL, &m, err, sizeof(err)) < 0)
+		fail_msg("does not compile: %s", err);
+	return m;
+}
+
+static void catalogue_free(catalogue_t *c)
+{
+	json_decref(c->m1);
+	json_decref(c->m2);
+	json_decref(c->s1);
+}
 
 static const json_t *lookup(void *arg, char kind, const char *number)
 {
@@ -225,6 +251,133 @@ static void test_refusals(void **state)
 	json_decref(c.s1);
 }
 
+/* One order of the default mapping with the given line (a JSON object text). */
+static json_t *one_line(const wj_mapping_t *m, const char *no, const char *line, catalogue_t *c,
+			int *rc, char *err)
+{
+	char text[2048];
+	snprintf(text, sizeof(text),
+		 "{\"stockin_no\": \"%s\", \"warehouse_no\": \"WH01\", \"src_order_no\": \"PD9\","
+		 " \"stockin_time\": \"2026-11-02 10:11:12\", \"details_list\": [%s]}", no, line);
+	return apply(m, text, c, rc, err);
+}
+
+/* The text of the body as sent, and of its first line. */
+static void expect_sent(json_t *body, const char *want_line)
+{
+	assert_non_null(body);
+	char *text = wj_json_dumps_body(body);
+	assert_non_null(text);
+	const char *entity = strstr(text, "\"material_entity\":[");
+	assert_non_null(entity);
+	entity += strlen("\"material_entity\":[");
+	assert_memory_equal(entity, want_line, strlen(want_line));
+	free(text);
+	json_decref(body);
+}
+
+static void test_exact_quantities(void **state)
+{
+	(void)state;
+	catalogue_t c = plain_catalogue();
+	wj_mapping_t *m = compiled(NULL, WJ_JDY_V2);
+	char err[512] = "";
+	int rc;
+	static const struct {
+		const char *count, *sent;
+	} ok[] = {
+		{"\"3.3000\"", "3.3"}, {"\"0.1000\"", "0.1"}, {"\"10.0000\"", "10"},
+		{"\"123456789012345\"", "123456789012345"}, {"\"0.000001\"", "0.000001"},
+		{"3.3", "3.3"}, {"7", "7"}, {"2.5e1", "25"}, {"\"0012.50\"", "12.5"},
+	};
+	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+		char line[256], want[256];
+		snprintf(line, sizeof(line), "{\"spec_no\": \"SP00001\", \"goods_count\": %s}",
+			 ok[i].count);
+		snprintf(want, sizeof(want),
+			 "{\"material_id\":\"M1\",\"stock_id\":\"S01\",\"qty\":%s,\"unit_id\":\"U2\"}",
+			 ok[i].sent);
+		expect_sent(one_line(m, "RK1", line, &c, &rc, err), want);
+		assert_int_equal(rc, 0);
+	}
+	static const struct {
+		const char *count, *msg;
+	} bad[] = {
+		{"\"99999999999999999999\"",
+		 "order RK1: details_list[0].goods_count: \"99999999999999999999\" is not a usable "
+		 "quantity: more than 15 digits"},
+		{"\"1234567890.1234567\"",
+		 "order RK1: details_list[0].goods_count: \"1234567890.1234567\" is not a usable "
+		 "quantity: more than 15 digits"},
+		{"\"3.3e2\"",
+		 "order RK1: details_list[0].goods_count: \"3.3e2\" is not a usable quantity: "
+		 "expected a number without an exponent"},
+		{"\"inf\"",
+		 "order RK1: details_list[0].goods_count: \"inf\" is not a usable quantity: "
+		 "expected a number"},
+		{"\"NaN\"",
+		 "order RK1: details_list[0].goods_count: \"NaN\" is not a usable quantity: "
+		 "expected a number"},
+		{"\"3,5\"",
+		 "order RK1: details_list[0].goods_count: \"3,5\" is not a usable quantity: "
+		 "expected a number"},
+		{"true",
+		 "order RK1: details_list[0].goods_count: \"true\" is not a usable quantity: "
+		 "expected a number"},
+		{"1e20",
+		 "order RK1: details_list[0].goods_count: \"1e+20\" is not a usable quantity: more "
+		 "than 15 digits"},
+		{"12345678901234567",
+		 "order RK1: details_list[0].goods_count: \"12345678901234567\" is not a usable "
+		 "quantity: more than 15 digits"},
+		{"\"\"", "order RK1: details_list[0].goods_count: missing"},
+		{"null", "order RK1: details_list[0].goods_count: missing"},
+		{"\"-0.0000\"", "order RK1: details_list[0].goods_count: must be > 0, got \"-0.0000\""},
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char line[256];
+		snprintf(line, sizeof(line), "{\"spec_no\": \"SP00001\", \"goods_count\": %s}",
+			 bad[i].count);
+		err[0] = '\0';
+		assert_null(one_line(m, "RK1", line, &c, &rc, err));
+		assert_int_equal(rc, -EINVAL);
+		assert_string_equal(err, bad[i].msg);
+	}
+	wj_mapping_free(m);
+	catalogue_free(&c);
+}
+
+/* A number jansson could not hold reaches the mapping as a string with its exact text: the
+ * order is refused (and so parked) with the order, the field path and the text. */
+static void test_out_of_range_numbers(void **state)
+{
+	(void)state;
+	catalogue_t c = plain_catalogue();
+	wj_mapping_t *m = compiled(NULL, WJ_JDY_V1);
+	char err[512] = "";
+	int rc;
+	assert_null(apply(m,
+			  "{\"stockin_no\": \"RK001\", \"warehouse_no\": \"WH01\", \"src_order_no\": "
+			  "\"PD9\", \"stockin_time\": \"2026-11-02 10:11:12\", \"details_list\": ["
+			  " {\"spec_no\": \"SP00001\", \"goods_count\": \"1e400\"}]}",
+			  &c, &rc, err));
+	assert_int_equal(rc, -EINVAL);
+	assert_string_equal(err, "order RK001: details_list[0].goods_count: \"1e400\" is not a "
+				 "usable quantity: expected a number without an exponent");
+	assert_null(apply(m,
+			  "{\"stockin_no\": \"RK002\", \"warehouse_no\": \"WH01\", \"src_order_no\": "
+			  "\"PD9\", \"stockin_time\": \"2026-11-02 10:11:12\", \"details_list\": ["
+			  " {\"spec_no\": \"SP00001\", \"goods_count\": \"2\"},"
+			  " {\"spec_no\": \"SP00002\", \"goods_count\": \"99999999999999999999\"}]}",
+			  &c, &rc, err));
+	assert_int_equal(rc, -EINVAL);
+	assert_string_equal(err, "order RK002: details_list[1].goods_count: "
+				 "\"99999999999999999999\" is not a usable quantity: more than 15 "
+				 "digits");
+	wj_mapping_free(m);
+	catalogue_free(&c);
+}
+
 /* Apply m to order and to its projection: same rc, same body, same error, same marker. */
 static void same_both_ways(const wj_mapping_t *m, json_t *order, catalogue_t *c, size_t *smaller)
 {
@@ -352,6 +505,8 @@ int main(void)
 		cmocka_unit_test(test_compile_errors),
 		cmocka_unit_test(test_refusals),
 		cmocka_unit_test(test_projection),
+		cmocka_unit_test(test_exact_quantities),
+		cmocka_unit_test(test_out_of_range_numbers),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

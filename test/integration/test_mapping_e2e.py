@@ -1,0 +1,100 @@
+"""The mapping end to end, seen on the wire: quantities go out exactly as WDT wrote them
+("3.3000" → 3.3, never 3.2999999999999998), and a number no quantity can be is parked with its
+order, field and text while the rest posts. A hostile proxy (here only forwarding) in front of
+the fake Kingdee records the raw save bodies."""
+
+import json
+import re
+
+from wjtest import check, ctl, finish
+from e2e import close_stack, compare_bills, derived_order, e2e_stack, wait_settled
+from hostile import Proxy
+
+SAVE_PATHS = ("/jdy/inv/inv_check_gain_bill_save", "/jdy/v2/scm/inv_check_gail_bill")
+# a quantity in its shortest exact form: no exponent, no trailing zeros in a fraction
+SHORTEST = re.compile(r'^-?(0|[1-9][0-9]*)(\.[0-9]*[1-9])?$')
+
+
+def dead_letters(st):
+    out = {}
+    for line in ctl(st.cfg_path, "dlq", "list").stdout.splitlines()[1:-1]:
+        parts = line.split(None, 4)
+        if len(parts) == 5:
+            out[parts[1]] = parts[4]
+    return out
+
+
+def raw_saves(proxy):
+    """(raw body text, parsed body) of every save request that reached the proxy."""
+    out = []
+    for r in proxy.seen(lambda r: r.method == "POST" and r.path in SAVE_PATHS):
+        text = r.body.decode("utf-8")
+        out.append((text, json.loads(text)))
+    return out
+
+
+def run(api, seed):
+    st = e2e_stack(8, span_days=2, seed=seed, kingdee_api=api)
+    proxy = Proxy(st.jdy.url)
+    try:
+        st.cfg["kingdee"]["url"] = proxy.url
+        st.write()
+        elig = st.eligible()
+        tpl = next(o for o in elig if len(o["details_list"]) >= 3)
+        when = elig[len(elig) // 2]["modified"]
+        lines = [dict(d, goods_count=c) for d, c in
+                 zip(tpl["details_list"], ("3.3000", "0.1000", "10.0000"))]
+        exact = derived_order(tpl, 1, when, details_list=lines)
+        huge = derived_order(tpl, 2, when, details_list=[
+            dict(tpl["details_list"][0], goods_count="99999999999999999999")])
+        expo = derived_order(tpl, 3, when, details_list=[
+            dict(tpl["details_list"][0], goods_count="1e400")])
+        for o in (exact, huge, expo):
+            st.wdt.admin_post("/admin/orders", o)
+
+        st.start()
+        expect = len(st.eligible())
+        took, nb, nd = wait_settled(st, expect, timeout=300)
+        check(took is not None, "%s: every order settled (%d bills, %d dead of %d)"
+              % (api, nb, nd, expect))
+
+        saves = raw_saves(proxy)
+        mine = [t for t, b in saves if b.get("remark") == "WDT:" + exact["stockin_no"]]
+        check(len(mine) >= 1, "%s: the order with 3.3000, 0.1000, 10.0000 was posted" % api)
+        text = mine[0] if mine else ""
+        check('"qty":3.3,' in text and '"qty":0.1,' in text and '"qty":10,' in text,
+              "%s: sent as 3.3, 0.1 and 10 on the wire (%s)" % (api, text[:300]))
+        check("2999999" not in text and "0000000" not in text,
+              "%s: no binary approximation reached Kingdee" % api)
+        qtys = [e.get("qty") for _, b in saves for e in b.get("material_entity", [])]
+        raw_qtys = re.findall(r'"qty":([^,}]*)', "".join(t for t, _ in saves))
+        check(qtys and all(SHORTEST.match(q) for q in raw_qtys),
+              "%s: every quantity of %d lines is in its shortest exact form" % (api, len(qtys)))
+
+        dl = dead_letters(st)
+        for o, text_ in ((huge, "99999999999999999999"), (expo, "1e400")):
+            want = 'order %s: details_list[0].goods_count: "%s" is not a usable quantity' % (
+                o["stockin_no"], text_)
+            got = dl.get(o["stockin_no"], "")
+            check(want in got, "%s: %s parked naming order, field and text (%r)"
+                  % (api, o["stockin_no"], got))
+            check(not any(b.get("remark") == "WDT:" + o["stockin_no"] for _, b in saves),
+                  "%s: nothing was posted for %s" % (api, o["stockin_no"]))
+
+        good = [o for o in st.eligible()
+                if o["stockin_no"] not in (huge["stockin_no"], expo["stockin_no"])]
+        missing, dups, extra, problems = compare_bills(st.bills(), good, api)
+        check(not missing and not dups and not extra,
+              "%s: one bill per valid order (missing %s, dup %s, extra %s)"
+              % (api, missing[:3], dups[:3], extra[:3]))
+        check(not problems, "%s: bodies as the default mapping says (%s)" % (api, problems[:3]))
+
+        check(close_stack(st) == 0, "%s: daemon exits 0" % api)
+    finally:
+        proxy.close()
+        close_stack(st)
+
+
+run("v1", 4101)
+run("v2", 4102)
+finish()

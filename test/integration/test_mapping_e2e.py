@@ -1,12 +1,16 @@
 """The mapping end to end, seen on the wire: quantities go out exactly as WDT wrote them
-("3.3000" → 3.3, never 3.2999999999999998), and a number no quantity can be is parked with its
-order, field and text while the rest posts. A hostile proxy (here only forwarding) in front of
-the fake Kingdee records the raw save bodies."""
+("3.3000" → 3.3, never 3.2999999999999998), a number no quantity can be is parked with its
+order, field and text while the rest posts, and a header bill number set by a mapping that
+extends the default reaches Kingdee next to the seed's line billno. A hostile proxy (here only
+forwarding) in front of the fake Kingdee records the raw save bodies."""
 
 import json
+import os
 import re
+import shutil
+import subprocess
 
-from wjtest import check, ctl, finish
+from wjtest import DAEMON, base_config, check, ctl, finish, tempdir, write_config
 from e2e import close_stack, compare_bills, derived_order, e2e_stack, wait_settled
 from hostile import Proxy
 
@@ -38,6 +42,9 @@ def run(api, seed):
     proxy = Proxy(st.jdy.url)
     try:
         st.cfg["kingdee"]["url"] = proxy.url
+        if api == "v1":
+            st.cfg["flows"][0]["mapping"] = {
+                "extends": "default", "bill": {"billno": {"template": "PY-{stockin_no}"}}}
         st.write()
         elig = st.eligible()
         tpl = next(o for o in elig if len(o["details_list"]) >= 3)
@@ -89,11 +96,53 @@ def run(api, seed):
               % (api, missing[:3], dups[:3], extra[:3]))
         check(not problems, "%s: bodies as the default mapping says (%s)" % (api, problems[:3]))
 
+        if api == "v1":
+            ok = all(b.get("billno") == "PY-" + b["remark"][4:] and
+                     all(e.get("billno", "").startswith("P") for e in b["material_entity"])
+                     for _, b in saves)
+            check(saves and ok, "v1: header billno PY-<stockin_no> next to the line billno")
+            check(all(t.index('"billno":"PY-') < t.index('"material_entity"') for t, _ in saves),
+                  "v1: the header billno is a bill field, not a line field")
+        else:
+            check(not any("billno" in b for _, b in saves), "v2: no header billno by default")
         check(close_stack(st) == 0, "%s: daemon exits 0" % api)
     finally:
         proxy.close()
         close_stack(st)
 
+
+def config_check(mapping):
+    """--check on a config whose flow has this mapping: (exit status, stdout + stderr)."""
+    tmp = tempdir()
+    try:
+        cfg = base_config(tmp)
+        cfg["flows"][0]["mapping"] = mapping
+        path = os.path.join(tmp, "wdt2jdy.json")
+        write_config(path, cfg)
+        p = subprocess.run([DAEMON, "--check", "-c", path], capture_output=True, text=True)
+        return p.returncode, p.stdout + p.stderr
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# an extending mapping is checked when the configuration is loaded
+rc, out = config_check({"extends": "default", "bill": {"billno": {"template": "PY-{stockin_no}"}},
+                        "lines": {"unit_cost": {"path": "cost_price", "convert": "number",
+                                                "optional": True}}})
+check(rc == 0 and "configuration OK" in out, "--check accepts an extension of the default")
+for mapping, want in (
+        ({"extends": "v2"}, 'flows[0].mapping.extends: expected "default"'),
+        ({"extends": "default", "bill": {"billno": {"templat": "PY-{stockin_no}"}}},
+         "flows[0].mapping.bill.billno.templat: unknown key"),
+        ({"extends": "default", "lines": {"batch": None}},
+         "flows[0].mapping.lines.batch: null removes a field of the default"),
+        ({"extends": "default", "lines": {"spid_id": {"lookup": "store.location",
+                                                      "path": "position_no",
+                                                      "when": "store.located"}}},
+         "flows[0].mapping.lines.spid_id.when: expected")):
+    rc, out = config_check(mapping)
+    check(rc == 78 and want in out, "--check refuses %s (%s)" % (json.dumps(mapping),
+                                                              out.strip()[-160:]))
 
 run("v1", 4101)
 run("v2", 4102)

@@ -44,6 +44,7 @@ typedef struct field {
 	lookup_t lookup;
 	const flag_t *when;            /* sent only when this flag of the line's subject holds */
 	char *with;                    /* sent only when this other field of the line is */
+	char *or;                      /* may be missing only when this other field is sent */
 } field_t;
 
 struct wj_mapping {
@@ -100,7 +101,7 @@ static const char *default_spec_v1 =
 	"  \"batchno\": {\"path\": \"batch_no\", \"when\": \"material.batch_managed\"},"
 	"  \"kfdate\": {\"path\": \"production_date\", \"convert\": \"date\","
 	"               \"when\": \"material.shelf_life_managed\"},"
-	"  \"kfperiod\": {\"path\": \"validity_days\", \"convert\": \"integer\", \"optional\": true,"
+	"  \"kfperiod\": {\"path\": \"validity_days\", \"convert\": \"integer\", \"or\": \"validdate\","
 	"                 \"when\": \"material.shelf_life_managed\"},"
 	"  \"kftype\": {\"const\": \"1\", \"with\": \"kfperiod\"},"
 	"  \"validdate\": {\"path\": \"expire_date\", \"convert\": \"date\", \"optional\": true,"
@@ -121,8 +122,8 @@ static const char *default_spec_v2 =
 	"  \"batch_no\": {\"path\": \"batch_no\", \"when\": \"material.batch_managed\"},"
 	"  \"kf_date\": {\"path\": \"production_date\", \"convert\": \"date\","
 	"                \"when\": \"material.shelf_life_managed\"},"
-	"  \"kf_period\": {\"path\": \"validity_days\", \"convert\": \"integer\", \"optional\": true,"
-	"                  \"when\": \"material.shelf_life_managed\"},"
+	"  \"kf_period\": {\"path\": \"validity_days\", \"convert\": \"integer\","
+	"                  \"or\": \"valid_date\", \"when\": \"material.shelf_life_managed\"},"
 	"  \"kf_type\": {\"const\": \"1\", \"with\": \"kf_period\"},"
 	"  \"valid_date\": {\"path\": \"expire_date\", \"convert\": \"date\", \"optional\": true,"
 	"                   \"when\": \"material.shelf_life_managed\"}}}";
@@ -130,7 +131,7 @@ static const char *default_spec_v2 =
 /* ---- compile ------------------------------------------------------------------------- */
 
 static const char *const KNOWN_KEYS[] = {"path", "const", "template", "lookup", "fallback",
-					 "convert", "positive", "optional", "when", "with"};
+					 "convert", "positive", "optional", "when", "with", "or"};
 
 /* Names in "convert" and "lookup", in the order of their enums. */
 static const char *const CONVERTS[] = {"string", "number", "integer", "date"};
@@ -207,6 +208,21 @@ static int compile_bool(bool *out, const char *where, const char *name, const ch
 	return 0;
 }
 
+/* The name of another field ("with", "or"). */
+static int compile_name(char **out, const char *where, const char *name, const char *key,
+			const json_t *v, char *err, size_t errsize)
+{
+	if (!v)
+		return 0;
+	if (!json_is_string(v)) {
+		set_err(err, errsize, "%s.%s.%s: expected the name of another field", where, name,
+			key);
+		return -EINVAL;
+	}
+	*out = strdup(json_string_value(v));
+	return 0;
+}
+
 static int compile_paths(field_t *f, const char *where, const json_t *path,
 			 const json_t *fallback, char *err, size_t errsize)
 {
@@ -277,12 +293,10 @@ static int compile_field(field_t *f, const char *where, const char *name, json_t
 			      json_object_get(spec, "optional"), err, errsize)) < 0 ||
 	    (when && (r = compile_when(f, where, when, err, errsize)) < 0))
 		return r;
-	if (with && !json_is_string(with)) {
-		set_err(err, errsize, "%s.%s.with: expected the name of another field", where, name);
-		return -EINVAL;
-	}
-	if (with)
-		f->with = strdup(json_string_value(with));
+	if ((r = compile_name(&f->with, where, name, "with", with, err, errsize)) < 0 ||
+	    (r = compile_name(&f->or, where, name, "or", json_object_get(spec, "or"), err,
+			      errsize)) < 0)
+		return r;
 	if (cnst) {
 		f->src = SRC_CONST;
 		f->value = json_incref(cnst);
@@ -553,16 +567,22 @@ static const field_t *first_lookup(const wj_mapping_t *m, lookup_t lk)
 	return NULL;
 }
 
-/* "with" names another field of the same list that has no "with" itself. */
-static int check_with(const field_t *f, size_t n, const char *where, char *err, size_t errsize)
+/* "with" names another field of the same list that has no "with" itself; "or" another
+ * field of the same list. */
+static int check_names(const field_t *f, size_t n, const char *where, char *err,
+		       size_t errsize)
 {
 	for (size_t i = 0; i < n; i++) {
-		if (!f[i].with)
-			continue;
-		const field_t *t = field_named(f, n, f[i].with);
-		if (!t || t == &f[i] || t->with) {
+		const field_t *w = f[i].with ? field_named(f, n, f[i].with) : NULL;
+		const field_t *o = f[i].or ? field_named(f, n, f[i].or) : NULL;
+		if (f[i].with && (!w || w == &f[i] || w->with)) {
 			set_err(err, errsize, "%s.%s.with: expected the name of another field of %s "
 				"(one without \"with\")", where, f[i].name, where);
+			return -EINVAL;
+		}
+		if (f[i].or && (!o || o == &f[i])) {
+			set_err(err, errsize, "%s.%s.or: expected the name of another field of %s",
+				where, f[i].name, where);
 			return -EINVAL;
 		}
 	}
@@ -648,8 +668,8 @@ int wj_mapping_compile(const json_t *spec, wj_jdy_api_t api, const char *remark_
 	    (r = compile_list(json_object_get(full, "lines"), "mapping.lines", &m->lines,
 			      &m->n_lines, err, errsize)) < 0 ||
 	    (r = check_bill(m, err, errsize)) < 0 ||
-	    (r = check_with(m->bill, m->n_bill, "mapping.bill", err, errsize)) < 0 ||
-	    (r = check_with(m->lines, m->n_lines, "mapping.lines", err, errsize)) < 0 ||
+	    (r = check_names(m->bill, m->n_bill, "mapping.bill", err, errsize)) < 0 ||
+	    (r = check_names(m->lines, m->n_lines, "mapping.lines", err, errsize)) < 0 ||
 	    (r = check_subjects(m, err, errsize)) < 0 || (r = collect_keys(m)) < 0)
 		goto fail;
 	json_decref(full);
@@ -670,6 +690,7 @@ static void free_fields(field_t *f, size_t n)
 		json_decref(f[i].value);
 		free(f[i].tpl);
 		free(f[i].with);
+		free(f[i].or);
 	}
 	free(f);
 }
@@ -819,7 +840,7 @@ static int number_value(ctx_t *c, const field_t *f, const json_t *src, const cha
 			c->stockin_no, where, used, shown, noun, why ? why : "too long");
 		return -EINVAL;
 	}
-	if (f->optional && !strcmp(text, "0"))
+	if ((f->optional || f->or) && !strcmp(text, "0"))
 		return 0; /* WDT writes an unset number as zero */
 	*out = json_real(strtod(text, NULL));
 	return 0;
@@ -878,7 +899,7 @@ static int check_when(ctx_t *c, const field_t *f, const json_t *line, bool has,
 	char num[512];
 	const json_t *obj = subject(c, line, f->when->kind, num, sizeof(num));
 	*skip = !obj || !json_is_true(json_object_get(obj, f->when->key));
-	if (*skip || has || f->optional)
+	if (*skip || has || f->optional || f->or)
 		return 0;
 	set_err(c->err, c->errsize, "order %s: %.*s (%s): %s but the line has no %s", c->stockin_no,
 		(int)(strlen(where) ? strlen(where) - 1 : 0), where, num, f->when->says, used);
@@ -897,7 +918,7 @@ static int field_value(ctx_t *c, const field_t *f, const json_t *line, const cha
 	*out = NULL;
 	if (f->when && check_when(c, f, line, !reads || src, where, used, &skip) < 0)
 		return -EINVAL;
-	if (skip || (reads && !src && f->optional))
+	if (skip || (reads && !src && (f->optional || f->or)))
 		return 0;
 	if (f->src == SRC_CONST) {
 		*out = json_incref(f->value);
@@ -948,6 +969,36 @@ static int field_value(ctx_t *c, const field_t *f, const json_t *line, const cha
 	}
 }
 
+/* The path a field reads first, to name it in a message. */
+static const char *first_path(const field_t *f)
+{
+	return f->n_paths ? f->paths[0] : f->name;
+}
+
+/* A field with "or" that was not sent needs its other field sent, where its "when" holds. */
+static int check_or(ctx_t *c, const field_t *list, size_t n, const field_t *f,
+		    const json_t *line, const char *where, const json_t *out)
+{
+	if (json_object_get(out, f->name) || json_object_get(out, f->or))
+		return 0;
+	char num[512];
+	const json_t *obj = f->when ? subject(c, line, f->when->kind, num, sizeof(num)) : NULL;
+	if (f->when && (!obj || !json_is_true(json_object_get(obj, f->when->key))))
+		return 0;
+	const char *a = first_path(f), *b = first_path(field_named(list, n, f->or));
+	int len = (int)(where[0] ? strlen(where) - 1 : 0);
+	if (f->when)
+		set_err(c->err, c->errsize, "order %s: %.*s (%s): %s but the line has no %s or %s",
+			c->stockin_no, len, where, num, f->when->says, a, b);
+	else if (line)
+		set_err(c->err, c->errsize, "order %s: %.*s: the line has no %s or %s",
+			c->stockin_no, len, where, a, b);
+	else
+		set_err(c->err, c->errsize, "order %s: the order has no %s or %s", c->stockin_no, a,
+			b);
+	return -EINVAL;
+}
+
 /* The fields of one list into out: those without "with" first, then those whose "with" field
  * was sent. */
 static int fill(ctx_t *c, const field_t *f, size_t n, const json_t *line, const char *where,
@@ -965,6 +1016,9 @@ static int fill(ctx_t *c, const field_t *f, size_t n, const json_t *line, const 
 				json_object_set_new(out, f[i].name, v);
 		}
 	}
+	for (size_t i = 0; i < n; i++)
+		if (f[i].or && check_or(c, f, n, &f[i], line, where, out) < 0)
+			return -EINVAL;
 	return 0;
 }
 

@@ -18,7 +18,8 @@
  * "material.shelf_life_managed" | "store.location_managed" sends a field only when that flag
  * of the line's material (named by the material lookup's path) or store is true, and then
  * requires it. "optional": true leaves a field out when its value is missing (or a zero
- * number); "with": "other" sends it only together with field "other".
+ * number); "with": "other" sends it only together with field "other"; "or": "other" lets it be
+ * missing only when field "other" is sent.
  * {"extends": "default", "bill": {...}, "lines": {...}} is the default with fields added,
  * replaced, or removed (null).
  * The built-in default is DESIGN.md's table, for api v1 or v2, plus the batch, shelf-life and

@@ -238,6 +238,12 @@ static void test_compile_errors(void **state)
 		{"{\"bill\": {\"remark\": {\"template\": \"x\"}},"
 		 " \"lines\": {\"q\": {\"const\": 1, \"with\": 3}}}",
 		 "mapping.lines.q.with: expected the name of another field"},
+		{"{\"bill\": {\"remark\": {\"template\": \"x\"}},"
+		 " \"lines\": {\"q\": {\"path\": \"a\", \"or\": \"r\"}}}",
+		 "mapping.lines.q.or: expected the name of another field of mapping.lines"},
+		{"{\"bill\": {\"remark\": {\"template\": \"x\"}},"
+		 " \"lines\": {\"q\": {\"path\": \"a\", \"or\": [\"r\"]}}}",
+		 "mapping.lines.q.or: expected the name of another field"},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		json_t *spec = json_loads(cases[i].spec, 0, NULL);
@@ -552,14 +558,28 @@ static void test_managed(void **state)
 		     "[{\"material_id\":\"M1\",\"stock_id\":\"S01\",\"sp_id\":\"L2\",\"qty\":2,"
 		     "\"unit_id\":\"U2\",\"batch_no\":\"B20261101\",\"kf_date\":\"2026-11-01\","
 		     "\"kf_period\":365,\"valid_date\":\"2027-11-01\",\"kf_type\":\"1\"}]}");
-	/* shelf life without a period or an expiry date: the production date alone; WDT's
-	 * zeros count as unset */
+	/* shelf life: the period or the expiry date may be missing, not both; WDT's zeros
+	 * count as unset */
 	expect_lines(m2,
 		     "{\"spec_no\": \"SP00001\", \"goods_count\": 1, \"position_no\": \"A-01\","
 		     " \"batch_no\": \"B1\", \"production_date\": \"2026-11-01\","
-		     " \"validity_days\": \"0\", \"expire_date\": \"0000-00-00 00:00:00\"}", &c,
+		     " \"validity_days\": \"0\", \"expire_date\": \"2027-05-01 00:00:00\"}", &c,
 		     "[{\"material_id\":\"M1\",\"stock_id\":\"S01\",\"sp_id\":\"L1\",\"qty\":1,"
-		     "\"unit_id\":\"U2\",\"batch_no\":\"B1\",\"kf_date\":\"2026-11-01\"}]}");
+		     "\"unit_id\":\"U2\",\"batch_no\":\"B1\",\"kf_date\":\"2026-11-01\","
+		     "\"valid_date\":\"2027-05-01\"}]}");
+	expect_lines(m1,
+		     "{\"spec_no\": \"SP00001\", \"goods_count\": 1, \"position_no\": \"A-01\","
+		     " \"batch_no\": \"B1\", \"production_date\": \"2026-11-01\","
+		     " \"validity_days\": 180}", &c,
+		     "[{\"materialid_id\":\"M1\",\"stockid_id\":\"S01\",\"spid_id\":\"L1\","
+		     "\"qty\":1,\"unit_id\":\"U2\",\"billno\":\"PD9\",\"batchno\":\"B1\","
+		     "\"kfdate\":\"2026-11-01\",\"kfperiod\":180,\"kftype\":\"1\"}]}");
+	expect_refused(m2,
+		       "{\"spec_no\": \"SP00001\", \"goods_count\": 1, \"position_no\": \"A-01\","
+		       " \"batch_no\": \"B1\", \"production_date\": \"2026-11-01\","
+		       " \"validity_days\": \"0\", \"expire_date\": \"0000-00-00 00:00:00\"}", &c,
+		       "order RK1: details_list[0] (SP00001): material is managed by shelf life but "
+		       "the line has no validity_days or expire_date");
 	/* a material managed neither way: no batch or shelf-life fields, even when WDT has them */
 	expect_lines(m2,
 		     "{\"spec_no\": \"SP00002\", \"goods_count\": 1, \"position_no\": \"A-01\","
@@ -599,6 +619,18 @@ static void test_managed(void **state)
 		     &c,
 		     "[{\"materialid_id\":\"M2\",\"stockid_id\":\"S01\",\"qty\":1,"
 		     "\"unit_id\":\"U3\",\"billno\":\"PD9\"}]}");
+	/* "or" without "when": one of the two, always */
+	json_t *spec = json_loads("{\"bill\": {\"remark\": {\"template\": \"X\"}},"
+				  " \"lines\": {\"m\": {\"lookup\": \"material.id\", \"path\": \"spec_no\"},"
+				  " \"a\": {\"path\": \"x\", \"or\": \"b\"},"
+				  " \"b\": {\"path\": \"y\", \"optional\": true}}}", 0, NULL);
+	wj_mapping_t *mo = compiled(spec, WJ_JDY_V2);
+	expect_lines(mo, "{\"spec_no\": \"SP00002\", \"y\": \"Y\"}", &c,
+		     "[{\"m\":\"M2\",\"b\":\"Y\"}]}");
+	expect_refused(mo, "{\"spec_no\": \"SP00002\", \"x\": \"\"}", &c,
+		       "order RK1: details_list[0]: the line has no x or y");
+	wj_mapping_free(mo);
+	json_decref(spec);
 	/* flags not known yet: -EAGAIN, never a refusal */
 	c.empty = true;
 	int rc;

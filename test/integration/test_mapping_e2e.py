@@ -39,6 +39,15 @@ def raw_saves(proxy):
     return out
 
 
+def start_settled(st, what):
+    """Start the daemon and wait until every eligible order has a bill or a dead letter."""
+    st.start()
+    expect = len(st.eligible())
+    took, nb, nd = wait_settled(st, expect, timeout=300)
+    check(took is not None, "%s: every order settled (%d bills, %d dead of %d)"
+          % (what, nb, nd, expect))
+
+
 def run(api, seed):
     st = e2e_stack(8, span_days=2, seed=seed, kingdee_api=api)
     proxy = Proxy(st.jdy.url)
@@ -60,12 +69,7 @@ def run(api, seed):
             dict(tpl["details_list"][0], goods_count="1e400")])
         for o in (exact, huge, expo):
             st.wdt.admin_post("/admin/orders", o)
-
-        st.start()
-        expect = len(st.eligible())
-        took, nb, nd = wait_settled(st, expect, timeout=300)
-        check(took is not None, "%s: every order settled (%d bills, %d dead of %d)"
-              % (api, nb, nd, expect))
+        start_settled(st, api)
 
         saves = raw_saves(proxy)
         mine = [t for t, b in saves if b.get("remark") == "WDT:" + exact["stockin_no"]]
@@ -203,12 +207,7 @@ def run_managed(api, seed, **over):
             o = derived_order(tpl, serial, when, warehouse_no=wh, details_list=[ln])
             parked[o["stockin_no"]] = "order %s: %s" % (o["stockin_no"], reason)
             st.wdt.admin_post("/admin/orders", o)
-
-        st.start()
-        expect = len(st.eligible())
-        took, nb, nd = wait_settled(st, expect, timeout=300)
-        check(took is not None, "%s managed: every order settled (%d bills, %d dead of %d)"
-              % (what, nb, nd, expect))
+        start_settled(st, what + " managed")
         saves = raw_saves(proxy)
         mine = [b for _, b in saves if b.get("remark") == "WDT:" + good["stockin_no"]]
         lines = mine[0]["material_entity"] if mine else [{}] * 4

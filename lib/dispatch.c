@@ -184,7 +184,7 @@ static void do_save(void *arg)
 		finish(j, O_DELAY);
 		return;
 	}
-	char *text = json_dumps(j->body, JSON_COMPACT);
+	char *text = wj_json_dumps_body(j->body);
 	j->calling = true;
 	j->sent_at = wj_now_ms();
 	if (!text || wj_jdy_save(j->d->e->jdy, text, on_save, j) < 0) {

@@ -170,6 +170,264 @@ int wj_json_int(const json_t *v, int64_t *out)
 	return 0;
 }
 
+/* ---- exact decimals ------------------------------------------------------------------- */
+
+static const char *const NOT_A_NUMBER = "expected a number";
+
+/* The shortest exact text of a decimal written s[0..len): leading zeros of the integer part
+ * and trailing zeros of the fraction dropped, at most WJ_DECIMAL_DIGITS digits. */
+static int decimal_text(const char *s, size_t len, char *buf, size_t size, const char **why)
+{
+	const char *p = s, *end = s + len, *frac = NULL, *frac_end = NULL;
+	bool neg = false;
+	*why = NOT_A_NUMBER;
+	if (p < end && (*p == '+' || *p == '-'))
+		neg = *p++ == '-';
+	const char *in = p;
+	while (p < end && is_digit(*p))
+		p++;
+	const char *in_end = p;
+	if (in == in_end)
+		return -EINVAL;
+	if (p < end && *p == '.') {
+		frac = ++p;
+		while (p < end && is_digit(*p))
+			p++;
+		frac_end = p;
+		if (frac == frac_end)
+			return -EINVAL;
+	}
+	if (p < end && (*p == 'e' || *p == 'E')) {
+		const char *e = ++p;
+		if (p < end && (*p == '+' || *p == '-'))
+			p++;
+		while (p < end && is_digit(*p))
+			p++;
+		if (p == end && is_digit(p[-1]) && p - e >= 1)
+			*why = "expected a number without an exponent";
+		return -EINVAL;
+	}
+	if (p != end)
+		return -EINVAL;
+	while (in < in_end && *in == '0')
+		in++;
+	while (frac && frac_end > frac && frac_end[-1] == '0')
+		frac_end--;
+	size_t ni = (size_t)(in_end - in), nf = frac ? (size_t)(frac_end - frac) : 0;
+	if (ni + nf > WJ_DECIMAL_DIGITS) {
+		*why = "more than 15 digits";
+		return -EINVAL;
+	}
+	*why = NULL;
+	if (ni + nf == 0)
+		return copy_text(buf, size, "0", 1);
+	char tmp[WJ_DECIMAL_DIGITS + 4];
+	size_t o = 0;
+	if (neg)
+		tmp[o++] = '-';
+	if (ni == 0)
+		tmp[o++] = '0';
+	memcpy(tmp + o, in, ni);
+	o += ni;
+	if (nf) {
+		tmp[o++] = '.';
+		memcpy(tmp + o, frac, nf);
+		o += nf;
+	}
+	return copy_text(buf, size, tmp, o);
+}
+
+/* The shortest decimal form of d (finite, not zero): its significant digits (1 to 17, the
+ * last one not zero) into digits, and the decimal exponent of the first: d = D.DDD × 10^exp.
+ * Returns the number of digits. */
+static int shortest_digits(double d, char digits[18], int *exp)
+{
+	char tmp[40];
+	int p;
+	for (p = 1; p < 17; p++) {
+		snprintf(tmp, sizeof(tmp), "%.*e", p - 1, d);
+		if (strtod(tmp, NULL) == d)
+			break;
+	}
+	snprintf(tmp, sizeof(tmp), "%.*e", p - 1, fabs(d));
+	int n = 0;
+	const char *q;
+	for (q = tmp; *q != 'e'; q++)
+		if (is_digit(*q))
+			digits[n++] = *q;
+	while (n > 1 && digits[n - 1] == '0')
+		n--;
+	digits[n] = '\0';
+	*exp = atoi(q + 1);
+	return n;
+}
+
+/* Digits the positional form of D.DDD × 10^exp (n digits) has in all: integer digits (none
+ * below 1) and fraction digits. */
+static size_t positional_digits(int n, int exp)
+{
+	int frac = n - 1 - exp > 0 ? n - 1 - exp : 0;
+	return (size_t)frac + (exp >= 0 ? (size_t)exp + 1 : 0);
+}
+
+int wj_real_text(double d, char *buf, size_t size)
+{
+	if (!isfinite(d))
+		return -EINVAL;
+	if (d == 0)
+		return copy_text(buf, size, "0", 1);
+	char digits[18];
+	int exp, n = shortest_digits(d, digits, &exp);
+	size_t digits_all = positional_digits(n, exp);
+	size_t need = (d < 0) + digits_all + (exp < 0 ? 2 : (size_t)exp + 1 < digits_all);
+	if (need >= size) /* sign, digits, "0." below 1 or a point inside */
+		return -ENOSPC;
+	size_t o = 0;
+	if (d < 0)
+		buf[o++] = '-';
+	if (exp < 0) {
+		buf[o++] = '0';
+		buf[o++] = '.';
+		for (int i = 0; i < -exp - 1; i++)
+			buf[o++] = '0';
+		memcpy(buf + o, digits, (size_t)n);
+		o += (size_t)n;
+	} else {
+		for (int i = 0; i <= exp || i < n; i++) {
+			if (i == exp + 1)
+				buf[o++] = '.';
+			buf[o++] = i < n ? digits[i] : '0';
+		}
+	}
+	buf[o] = '\0';
+	return 0;
+}
+
+int wj_json_decimal(const json_t *v, char *buf, size_t size, const char **why)
+{
+	char tmp[32];
+	*why = NOT_A_NUMBER;
+	if (json_is_string(v))
+		return decimal_text(json_string_value(v), json_string_length(v), buf, size, why);
+	if (json_is_integer(v)) {
+		int n = snprintf(tmp, sizeof(tmp), "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+		return decimal_text(tmp, (size_t)n, buf, size, why);
+	}
+	if (!json_is_real(v) || !isfinite(json_real_value(v)))
+		return -EINVAL;
+	double d = json_real_value(v);
+	char digits[18];
+	int exp = 0, n = d != 0 ? shortest_digits(d, digits, &exp) : 1;
+	if (positional_digits(n, exp) > WJ_DECIMAL_DIGITS) {
+		*why = "more than 15 digits";
+		return -EINVAL;
+	}
+	*why = NULL;
+	return wj_real_text(d, buf, size);
+}
+
+/* ---- the save body as sent ------------------------------------------------------------ */
+
+#define BODY_MAX_DEPTH 64
+
+static int dump_string(wj_buf_t *b, const char *s, size_t len)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	int r = wj_buf_append(b, "\"", 1);
+	size_t run = 0;
+	for (size_t i = 0; i < len && r == 0; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c >= 0x20 && c != '"' && c != '\\')
+			continue;
+		r = wj_buf_append(b, s + run, i - run);
+		run = i + 1;
+		char esc[6] = {'\\', (char)c, 0, 0, 0, 0};
+		size_t n = 2;
+		switch (c) {
+		case '"': case '\\': break;
+		case '\b': esc[1] = 'b'; break;
+		case '\f': esc[1] = 'f'; break;
+		case '\n': esc[1] = 'n'; break;
+		case '\r': esc[1] = 'r'; break;
+		case '\t': esc[1] = 't'; break;
+		default:
+			memcpy(esc + 1, "u00", 3);
+			esc[4] = hex[c >> 4];
+			esc[5] = hex[c & 15];
+			n = 6;
+		}
+		if (r == 0)
+			r = wj_buf_append(b, esc, n);
+	}
+	if (r == 0)
+		r = wj_buf_append(b, s + run, len - run);
+	return r == 0 ? wj_buf_append(b, "\"", 1) : r;
+}
+
+static int dump_value(wj_buf_t *b, const json_t *v, int depth)
+{
+	char num[400];
+	int r = 0;
+	if (depth > BODY_MAX_DEPTH)
+		return -EINVAL;
+	switch (json_typeof(v)) {
+	case JSON_OBJECT: {
+		const char *k;
+		json_t *x;
+		bool first = true;
+		r = wj_buf_append(b, "{", 1);
+		json_object_foreach((json_t *)v, k, x) {
+			if (r == 0 && !first)
+				r = wj_buf_append(b, ",", 1);
+			first = false;
+			if (r == 0)
+				r = dump_string(b, k, strlen(k));
+			if (r == 0)
+				r = wj_buf_append(b, ":", 1);
+			if (r == 0)
+				r = dump_value(b, x, depth + 1);
+		}
+		return r == 0 ? wj_buf_append(b, "}", 1) : r;
+	}
+	case JSON_ARRAY: {
+		size_t i;
+		json_t *x;
+		r = wj_buf_append(b, "[", 1);
+		json_array_foreach(v, i, x) {
+			if (r == 0 && i)
+				r = wj_buf_append(b, ",", 1);
+			if (r == 0)
+				r = dump_value(b, x, depth + 1);
+		}
+		return r == 0 ? wj_buf_append(b, "]", 1) : r;
+	}
+	case JSON_STRING:
+		return dump_string(b, json_string_value(v), json_string_length(v));
+	case JSON_INTEGER:
+		return wj_buf_printf(b, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+	case JSON_REAL:
+		r = wj_real_text(json_real_value(v), num, sizeof(num));
+		return r == 0 ? wj_buf_append(b, num, strlen(num)) : r;
+	case JSON_TRUE:
+		return wj_buf_append(b, "true", 4);
+	case JSON_FALSE:
+		return wj_buf_append(b, "false", 5);
+	case JSON_NULL:
+	default:
+		return wj_buf_append(b, "null", 4);
+	}
+}
+
+char *wj_json_dumps_body(const json_t *body)
+{
+	wj_buf_t b = {0};
+	if (!body || dump_value(&b, body, 0) < 0 || !b.data) {
+		wj_buf_free(&b);
+		return NULL;
+	}
+	return b.data; /* NUL-terminated; the caller frees it */
+}
+
 char *wj_json_canon(const json_t *v, size_t *len)
 {
 	*len = 0;

@@ -24,6 +24,29 @@ int wj_json_number(const json_t *v, double *out);
  * 0, -EINVAL or -ERANGE. */
 int wj_json_int(const json_t *v, int64_t *out);
 
+/* Exact decimals (quantities, prices): at most this many digits in all, integer and fraction
+ * digits together, after leading and trailing zeros are dropped. Every such decimal reads into a
+ * double that writes back as the same text (15 = DBL_DIG). */
+#define WJ_DECIMAL_DIGITS 15
+
+/* The shortest exact text of a decimal value, never with an exponent: a decimal string
+ * ("3.3000" → "3.3", "10.0000" → "10", "-0.50" → "-0.5", "0.000" → "0"), an integer, or a real
+ * (the shortest text that reads back as the same double). 0, or -EINVAL with *why set to a
+ * static phrase ("expected a number", "expected a number without an exponent",
+ * "more than 15 digits"), or -ENOSPC. */
+int wj_json_decimal(const json_t *v, char *buf, size_t size, const char **why);
+
+/* The shortest text that reads back as d, written without an exponent ("3.3", "10",
+ * "0.0001"); "0" for zero. Needs up to 330 bytes for extreme values. 0, -EINVAL (not finite)
+ * or -ENOSPC. */
+int wj_real_text(double d, char *buf, size_t size);
+
+/* The text of a save body: compact like json_dumps(body, JSON_COMPACT), keys in insertion
+ * order, and every real in its shortest exact form (wj_real_text), so that a quantity made
+ * from "3.3000" goes out as 3.3. Malloc'ed, caller frees; NULL when body is NULL, nests too
+ * deep or memory runs out. */
+char *wj_json_dumps_body(const json_t *body);
+
 /* The canonical dump of v (sorted keys, compact), malloc'ed, its length in *len; NULL when v is
  * NULL or memory runs out. This is the text stored for an order and the text its hash covers. */
 char *wj_json_canon(const json_t *v, size_t *len);

@@ -2,7 +2,6 @@
 #include "lib/mapping.h"
 
 #include <errno.h>
-#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,8 +11,23 @@
 #include "lib/util.h"
 
 typedef enum { SRC_PATH, SRC_CONST, SRC_TEMPLATE, SRC_LOOKUP } src_t;
-typedef enum { CONV_STRING, CONV_NUMBER, CONV_DATE } conv_t;
-typedef enum { LK_MATERIAL_ID, LK_MATERIAL_UNIT, LK_STORE_ID } lookup_t;
+typedef enum { CONV_STRING, CONV_NUMBER, CONV_INTEGER, CONV_DATE } conv_t;
+typedef enum { LK_MATERIAL_ID, LK_MATERIAL_UNIT, LK_STORE_ID, LK_STORE_LOCATION } lookup_t;
+
+/* Lookup flags (interface of the lookup objects) a field can depend on with "when". */
+typedef struct flag {
+	const char *name; /* as written in "when" */
+	char kind;        /* 'm' material, 's' store */
+	const char *key;  /* boolean key of the Kingdee object */
+	const char *says; /* "material is batch-managed" */
+} flag_t;
+
+static const flag_t FLAGS[] = {
+	{"material.batch_managed", 'm', "batch_managed", "material is batch-managed"},
+	{"material.shelf_life_managed", 'm', "shelf_life_managed",
+	 "material is managed by shelf life"},
+	{"store.location_managed", 's', "location_managed", "store is location-managed"},
+};
 
 #define MAX_FALLBACK 4
 
@@ -22,11 +36,15 @@ typedef struct field {
 	src_t src;
 	conv_t conv;
 	bool positive;                 /* number must be > 0 */
+	bool optional;                 /* a missing value (or a zero number) leaves the field out */
 	char *paths[1 + MAX_FALLBACK]; /* path, then fallbacks */
 	size_t n_paths;
 	json_t *value;                 /* const */
 	char *tpl;                     /* template */
 	lookup_t lookup;
+	const flag_t *when;            /* sent only when this flag of the line's subject holds */
+	char *with;                    /* sent only when this other field of the line is */
+	char *or;                      /* may be missing only when this other field is sent */
 } field_t;
 
 struct wj_mapping {
@@ -36,6 +54,7 @@ struct wj_mapping {
 	size_t n_lines;
 	char *lines_from; /* array field of the order holding the lines */
 	char *marker_field; /* bill field that carries the marker */
+	const field_t *material, *store; /* line fields naming the line's material and store */
 	json_t *order_keys, *line_keys; /* fields read (sets: key → true), for wj_mapping_project */
 	char id[17];      /* fingerprint of those sets */
 };
@@ -64,6 +83,8 @@ static void set_err(char *err, size_t size, const char *fmt, ...)
 
 /* ---- built-in default (DESIGN.md "Default mapping") ---------------------------------- */
 
+/* Batch, shelf-life and location fields are sent only where the Kingdee material or store is
+ * managed that way (and are then required, except the optional ones); kf_type 1 = days. */
 static const char *default_spec_v1 =
 	"{\"bill\": {"
 	"  \"billdate\": {\"path\": \"stockin_time\", \"fallback\": [\"check_time\", \"modified\"],"
@@ -72,9 +93,19 @@ static const char *default_spec_v1 =
 	" \"lines\": {"
 	"  \"materialid_id\": {\"lookup\": \"material.id\", \"path\": \"spec_no\"},"
 	"  \"stockid_id\": {\"lookup\": \"store.id\", \"path\": \"order.warehouse_no\"},"
+	"  \"spid_id\": {\"lookup\": \"store.location\", \"path\": \"position_no\","
+	"                \"when\": \"store.location_managed\"},"
 	"  \"qty\": {\"path\": \"goods_count\", \"convert\": \"number\", \"positive\": true},"
 	"  \"unit_id\": {\"lookup\": \"material.base_unit_id\", \"path\": \"spec_no\"},"
-	"  \"billno\": {\"path\": \"order.src_order_no\"}}}";
+	"  \"billno\": {\"path\": \"order.src_order_no\"},"
+	"  \"batchno\": {\"path\": \"batch_no\", \"when\": \"material.batch_managed\"},"
+	"  \"kfdate\": {\"path\": \"production_date\", \"convert\": \"date\","
+	"               \"when\": \"material.shelf_life_managed\"},"
+	"  \"kfperiod\": {\"path\": \"validity_days\", \"convert\": \"integer\", \"or\": \"validdate\","
+	"                 \"when\": \"material.shelf_life_managed\"},"
+	"  \"kftype\": {\"const\": \"1\", \"with\": \"kfperiod\"},"
+	"  \"validdate\": {\"path\": \"expire_date\", \"convert\": \"date\", \"optional\": true,"
+	"                  \"when\": \"material.shelf_life_managed\"}}}";
 
 static const char *default_spec_v2 =
 	"{\"bill\": {"
@@ -84,10 +115,142 @@ static const char *default_spec_v2 =
 	" \"lines\": {"
 	"  \"material_id\": {\"lookup\": \"material.id\", \"path\": \"spec_no\"},"
 	"  \"stock_id\": {\"lookup\": \"store.id\", \"path\": \"order.warehouse_no\"},"
+	"  \"sp_id\": {\"lookup\": \"store.location\", \"path\": \"position_no\","
+	"              \"when\": \"store.location_managed\"},"
 	"  \"qty\": {\"path\": \"goods_count\", \"convert\": \"number\", \"positive\": true},"
-	"  \"unit_id\": {\"lookup\": \"material.base_unit_id\", \"path\": \"spec_no\"}}}";
+	"  \"unit_id\": {\"lookup\": \"material.base_unit_id\", \"path\": \"spec_no\"},"
+	"  \"batch_no\": {\"path\": \"batch_no\", \"when\": \"material.batch_managed\"},"
+	"  \"kf_date\": {\"path\": \"production_date\", \"convert\": \"date\","
+	"                \"when\": \"material.shelf_life_managed\"},"
+	"  \"kf_period\": {\"path\": \"validity_days\", \"convert\": \"integer\","
+	"                  \"or\": \"valid_date\", \"when\": \"material.shelf_life_managed\"},"
+	"  \"kf_type\": {\"const\": \"1\", \"with\": \"kf_period\"},"
+	"  \"valid_date\": {\"path\": \"expire_date\", \"convert\": \"date\", \"optional\": true,"
+	"                   \"when\": \"material.shelf_life_managed\"}}}";
 
 /* ---- compile ------------------------------------------------------------------------- */
+
+static const char *const KNOWN_KEYS[] = {"path", "const", "template", "lookup", "fallback",
+					 "convert", "positive", "optional", "when", "with", "or"};
+
+/* Names in "convert" and "lookup", in the order of their enums. */
+static const char *const CONVERTS[] = {"string", "number", "integer", "date"};
+static const char *const LOOKUPS[] = {"material.id", "material.base_unit_id", "store.id",
+				      "store.location"};
+
+/* The index of v's text among names[0..n), or -1. */
+static int pick(const json_t *v, const char *const *names, size_t n)
+{
+	const char *s = json_string_value(v);
+	for (size_t i = 0; s && i < n; i++)
+		if (!strcmp(s, names[i]))
+			return (int)i;
+	return -1;
+}
+
+static int compile_convert(field_t *f, const char *where, const json_t *conv, char *err,
+			   size_t errsize)
+{
+	int i = pick(conv, CONVERTS, sizeof(CONVERTS) / sizeof(CONVERTS[0]));
+	if (i < 0) {
+		set_err(err, errsize,
+			"%s.%s.convert: expected \"string\", \"number\", \"integer\" or \"date\"",
+			where, f->name);
+		return -EINVAL;
+	}
+	f->conv = (conv_t)i;
+	return 0;
+}
+
+static int compile_lookup(field_t *f, const char *where, const json_t *lookup, char *err,
+			  size_t errsize)
+{
+	int i = pick(lookup, LOOKUPS, sizeof(LOOKUPS) / sizeof(LOOKUPS[0]));
+	if (i < 0) {
+		set_err(err, errsize,
+			"%s.%s.lookup: expected \"material.id\", \"material.base_unit_id\", "
+			"\"store.id\" or \"store.location\"",
+			where, f->name);
+		return -EINVAL;
+	}
+	f->src = SRC_LOOKUP;
+	f->lookup = (lookup_t)i;
+	return 0;
+}
+
+static int compile_when(field_t *f, const char *where, const json_t *when, char *err,
+			size_t errsize)
+{
+	const char *w = json_string_value(when);
+	for (size_t i = 0; w && i < sizeof(FLAGS) / sizeof(FLAGS[0]); i++) {
+		if (!strcmp(w, FLAGS[i].name)) {
+			f->when = &FLAGS[i];
+			return 0;
+		}
+	}
+	set_err(err, errsize,
+		"%s.%s.when: expected \"material.batch_managed\", \"material.shelf_life_managed\" "
+		"or \"store.location_managed\"",
+		where, f->name);
+	return -EINVAL;
+}
+
+static int compile_bool(bool *out, const char *where, const char *name, const char *key,
+			const json_t *v, char *err, size_t errsize)
+{
+	if (!v)
+		return 0;
+	if (!json_is_boolean(v)) {
+		set_err(err, errsize, "%s.%s.%s: expected true or false", where, name, key);
+		return -EINVAL;
+	}
+	*out = json_is_true(v);
+	return 0;
+}
+
+/* The name of another field ("with", "or"). */
+static int compile_name(char **out, const char *where, const char *name, const char *key,
+			const json_t *v, char *err, size_t errsize)
+{
+	if (!v)
+		return 0;
+	if (!json_is_string(v)) {
+		set_err(err, errsize, "%s.%s.%s: expected the name of another field", where, name,
+			key);
+		return -EINVAL;
+	}
+	*out = strdup(json_string_value(v));
+	return 0;
+}
+
+static int compile_paths(field_t *f, const char *where, const json_t *path,
+			 const json_t *fallback, char *err, size_t errsize)
+{
+	if (path && !json_is_string(path)) {
+		set_err(err, errsize, "%s.%s.path: expected a string", where, f->name);
+		return -EINVAL;
+	}
+	if (path)
+		f->paths[f->n_paths++] = strdup(json_string_value(path));
+	if (!fallback)
+		return 0;
+	if (!path || !json_is_array(fallback) || json_array_size(fallback) > MAX_FALLBACK) {
+		set_err(err, errsize, "%s.%s.fallback: expected a list of up to %d paths", where,
+			f->name, MAX_FALLBACK);
+		return -EINVAL;
+	}
+	size_t i;
+	json_t *v;
+	json_array_foreach(fallback, i, v) {
+		if (!json_is_string(v)) {
+			set_err(err, errsize, "%s.%s.fallback[%zu]: expected a string", where,
+				f->name, i);
+			return -EINVAL;
+		}
+		f->paths[f->n_paths++] = strdup(json_string_value(v));
+	}
+	return 0;
+}
 
 static int compile_field(field_t *f, const char *where, const char *name, json_t *spec,
 			 char *err, size_t errsize)
@@ -100,16 +263,14 @@ static int compile_field(field_t *f, const char *where, const char *name, json_t
 	}
 	json_t *path = json_object_get(spec, "path"), *cnst = json_object_get(spec, "const"),
 	       *tpl = json_object_get(spec, "template"), *lookup = json_object_get(spec, "lookup"),
-	       *fallback = json_object_get(spec, "fallback"), *conv = json_object_get(spec, "convert"),
-	       *positive = json_object_get(spec, "positive");
+	       *conv = json_object_get(spec, "convert"), *when = json_object_get(spec, "when"),
+	       *with = json_object_get(spec, "with");
 	const char *k;
 	json_t *v;
 	json_object_foreach(spec, k, v) {
-		static const char *known[] = {"path", "const", "template", "lookup",
-					      "fallback", "convert", "positive"};
 		bool ok = false;
-		for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
-			ok |= !strcmp(k, known[i]);
+		for (size_t i = 0; i < sizeof(KNOWN_KEYS) / sizeof(KNOWN_KEYS[0]); i++)
+			ok |= !strcmp(k, KNOWN_KEYS[i]);
 		if (!ok) {
 			set_err(err, errsize, "%s.%s.%s: unknown key", where, name, k);
 			return -EINVAL;
@@ -122,49 +283,20 @@ static int compile_field(field_t *f, const char *where, const char *name, json_t
 			where, name);
 		return -EINVAL;
 	}
-	if (path && !json_is_string(path)) {
-		set_err(err, errsize, "%s.%s.path: expected a string", where, name);
-		return -EINVAL;
-	}
-	if (path)
-		f->paths[f->n_paths++] = strdup(json_string_value(path));
-	if (fallback) {
-		if (!path || !json_is_array(fallback) || json_array_size(fallback) > MAX_FALLBACK) {
-			set_err(err, errsize, "%s.%s.fallback: expected a list of up to %d paths",
-				where, name, MAX_FALLBACK);
-			return -EINVAL;
-		}
-		size_t i;
-		json_array_foreach(fallback, i, v) {
-			if (!json_is_string(v)) {
-				set_err(err, errsize, "%s.%s.fallback[%zu]: expected a string", where,
-					name, i);
-				return -EINVAL;
-			}
-			f->paths[f->n_paths++] = strdup(json_string_value(v));
-		}
-	}
-	if (conv) {
-		const char *c = json_string_value(conv);
-		if (c && !strcmp(c, "string"))
-			f->conv = CONV_STRING;
-		else if (c && !strcmp(c, "number"))
-			f->conv = CONV_NUMBER;
-		else if (c && !strcmp(c, "date"))
-			f->conv = CONV_DATE;
-		else {
-			set_err(err, errsize, "%s.%s.convert: expected \"string\", \"number\" or \"date\"",
-				where, name);
-			return -EINVAL;
-		}
-	}
-	if (positive) {
-		if (!json_is_boolean(positive)) {
-			set_err(err, errsize, "%s.%s.positive: expected true or false", where, name);
-			return -EINVAL;
-		}
-		f->positive = json_is_true(positive);
-	}
+	int r;
+	if ((r = compile_paths(f, where, path, json_object_get(spec, "fallback"), err,
+			       errsize)) < 0 ||
+	    (conv && (r = compile_convert(f, where, conv, err, errsize)) < 0) ||
+	    (r = compile_bool(&f->positive, where, name, "positive",
+			      json_object_get(spec, "positive"), err, errsize)) < 0 ||
+	    (r = compile_bool(&f->optional, where, name, "optional",
+			      json_object_get(spec, "optional"), err, errsize)) < 0 ||
+	    (when && (r = compile_when(f, where, when, err, errsize)) < 0))
+		return r;
+	if ((r = compile_name(&f->with, where, name, "with", with, err, errsize)) < 0 ||
+	    (r = compile_name(&f->or, where, name, "or", json_object_get(spec, "or"), err,
+			      errsize)) < 0)
+		return r;
 	if (cnst) {
 		f->src = SRC_CONST;
 		f->value = json_incref(cnst);
@@ -176,21 +308,8 @@ static int compile_field(field_t *f, const char *where, const char *name, json_t
 		f->src = SRC_TEMPLATE;
 		f->tpl = strdup(json_string_value(tpl));
 	} else if (lookup) {
-		const char *l = json_string_value(lookup);
-		f->src = SRC_LOOKUP;
-		if (l && !strcmp(l, "material.id"))
-			f->lookup = LK_MATERIAL_ID;
-		else if (l && !strcmp(l, "material.base_unit_id"))
-			f->lookup = LK_MATERIAL_UNIT;
-		else if (l && !strcmp(l, "store.id"))
-			f->lookup = LK_STORE_ID;
-		else {
-			set_err(err, errsize,
-				"%s.%s.lookup: expected \"material.id\", \"material.base_unit_id\" or "
-				"\"store.id\"",
-				where, name);
-			return -EINVAL;
-		}
+		if ((r = compile_lookup(f, where, lookup, err, errsize)) < 0)
+			return r;
 		if (!path) {
 			set_err(err, errsize, "%s.%s: a lookup needs \"path\" (the number to look up)",
 				where, name);
@@ -352,72 +471,212 @@ json_t *wj_mapping_project(const wj_mapping_t *m, const json_t *order)
 	return out;
 }
 
-int wj_mapping_compile(const json_t *spec, wj_jdy_api_t api, const char *remark_template,
-		       wj_mapping_t **out, char *err, size_t errsize)
+/* The built-in default for api with its remark template. New reference or NULL. */
+static json_t *default_spec(wj_jdy_api_t api, const char *remark_template)
 {
-	json_t *def = NULL;
-	int r = -ENOMEM;
-	wj_mapping_t *m = calloc(1, sizeof(*m));
-	if (!m)
-		return -ENOMEM;
-	if (!spec) {
-		json_error_t je;
-		def = json_loads(api == WJ_JDY_V2 ? default_spec_v2 : default_spec_v1, 0, &je);
-		if (!def)
-			goto fail;
-		json_t *remark = json_object_get(json_object_get(def, "bill"), "remark");
+	json_error_t je;
+	json_t *def = json_loads(api == WJ_JDY_V2 ? default_spec_v2 : default_spec_v1, 0, &je);
+	json_t *remark = json_object_get(json_object_get(def, "bill"), "remark");
+	if (remark)
 		json_object_set_new(remark, "template",
 				    json_string(remark_template ? remark_template
 								: "WDT:{stockin_no}"));
-		spec = def;
+	return def;
+}
+
+/* Apply the fields of ext ("bill" or "lines" of an extending mapping) to base: each field is
+ * added or replaced, or removed when null. */
+static int extend_list(json_t *base, const char *list, const json_t *ext, char *err,
+		       size_t errsize)
+{
+	if (!ext)
+		return 0;
+	if (!json_is_object(ext)) {
+		set_err(err, errsize, "mapping.%s: expected an object of fields", list);
+		return -EINVAL;
 	}
-	r = -EINVAL;
-	if (!json_is_object(spec)) {
+	json_t *fields = json_object_get(base, list);
+	const char *k;
+	json_t *v;
+	json_object_foreach((json_t *)ext, k, v) {
+		if (!json_is_null(v)) {
+			json_object_set(fields, k, v);
+		} else if (json_object_del(fields, k) < 0) {
+			set_err(err, errsize,
+				"mapping.%s.%s: null removes a field of the default, which has none "
+				"of that name",
+				list, k);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+/* The mapping spec to compile: the default (spec NULL), spec itself, or the default extended
+ * by spec ({"extends": "default", ...}). New reference in *out. */
+static int resolve_spec(const json_t *spec, wj_jdy_api_t api, const char *remark_template,
+			json_t **out, char *err, size_t errsize)
+{
+	const json_t *ext = json_object_get(spec, "extends");
+	*out = NULL;
+	if (spec && !ext) {
+		*out = json_incref((json_t *)spec);
+		return 0;
+	}
+	if (ext && (!json_is_string(ext) || strcmp(json_string_value(ext), "default"))) {
+		set_err(err, errsize, "mapping.extends: expected \"default\"");
+		return -EINVAL;
+	}
+	json_t *def = default_spec(api, remark_template);
+	if (!def)
+		return -ENOMEM;
+	const char *k;
+	json_t *v;
+	int r = 0;
+	json_object_foreach((json_t *)spec, k, v) {
+		if (!strcmp(k, "bill") || !strcmp(k, "lines"))
+			r = extend_list(def, k, v, err, errsize);
+		else if (!strcmp(k, "lines_from"))
+			json_object_set(def, k, v);
+		else if (strcmp(k, "extends")) {
+			set_err(err, errsize, "mapping.%s: unknown key", k);
+			r = -EINVAL;
+		}
+		if (r < 0) {
+			json_decref(def);
+			return r;
+		}
+	}
+	*out = def;
+	return 0;
+}
+
+static const field_t *field_named(const field_t *f, size_t n, const char *name)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(f[i].name, name))
+			return &f[i];
+	return NULL;
+}
+
+static const field_t *first_lookup(const wj_mapping_t *m, lookup_t lk)
+{
+	for (size_t i = 0; i < m->n_lines; i++)
+		if (m->lines[i].src == SRC_LOOKUP && m->lines[i].lookup == lk)
+			return &m->lines[i];
+	return NULL;
+}
+
+/* "with" names another field of the same list that has no "with" itself; "or" another
+ * field of the same list. */
+static int check_names(const field_t *f, size_t n, const char *where, char *err,
+		       size_t errsize)
+{
+	for (size_t i = 0; i < n; i++) {
+		const field_t *w = f[i].with ? field_named(f, n, f[i].with) : NULL;
+		const field_t *o = f[i].or ? field_named(f, n, f[i].or) : NULL;
+		if (f[i].with && (!w || w == &f[i] || w->with)) {
+			set_err(err, errsize, "%s.%s.with: expected the name of another field of %s "
+				"(one without \"with\")", where, f[i].name, where);
+			return -EINVAL;
+		}
+		if (f[i].or && (!o || o == &f[i])) {
+			set_err(err, errsize, "%s.%s.or: expected the name of another field of %s",
+				where, f[i].name, where);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+/* Fields that depend on a line's material or store need a lookup field that names it. */
+static int check_subjects(wj_mapping_t *m, char *err, size_t errsize)
+{
+	m->material = first_lookup(m, LK_MATERIAL_ID);
+	if (!m->material)
+		m->material = first_lookup(m, LK_MATERIAL_UNIT);
+	m->store = first_lookup(m, LK_STORE_ID);
+	for (size_t i = 0; i < m->n_lines; i++) {
+		const field_t *f = &m->lines[i];
+		bool store = (f->src == SRC_LOOKUP && f->lookup == LK_STORE_LOCATION) ||
+			     (f->when && f->when->kind == 's');
+		if (store && !m->store) {
+			set_err(err, errsize, "mapping.lines.%s: needs a line field with \"lookup\": "
+				"\"store.id\" (it names the store)", f->name);
+			return -EINVAL;
+		}
+		if (f->when && f->when->kind == 'm' && !m->material) {
+			set_err(err, errsize, "mapping.lines.%s: needs a line field with \"lookup\": "
+				"\"material.id\" (it names the material)", f->name);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+static int check_bill(wj_mapping_t *m, char *err, size_t errsize)
+{
+	for (size_t i = 0; i < m->n_bill; i++) {
+		const field_t *f = &m->bill[i];
+		if (f->src == SRC_LOOKUP || f->when) {
+			set_err(err, errsize, "mapping.bill.%s: %s only allowed in lines", f->name,
+				f->when ? "\"when\" is" : "lookups are");
+			return -EINVAL;
+		}
+		if (!strcmp(f->name, "remark"))
+			m->marker_field = f->name;
+	}
+	if (!m->marker_field) {
+		set_err(err, errsize,
+			"mapping.bill.remark: required (it carries the marker used to detect duplicates)");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int wj_mapping_compile(const json_t *spec, wj_jdy_api_t api, const char *remark_template,
+		       wj_mapping_t **out, char *err, size_t errsize)
+{
+	json_t *full = NULL;
+	wj_mapping_t *m = calloc(1, sizeof(*m));
+	if (!m)
+		return -ENOMEM;
+	int r = -EINVAL;
+	if (spec && !json_is_object(spec)) {
 		set_err(err, errsize, "mapping: expected \"default\" or an object");
 		goto fail;
 	}
+	if ((r = resolve_spec(spec, api, remark_template, &full, err, errsize)) < 0)
+		goto fail;
+	r = -EINVAL;
 	const char *k;
 	json_t *v;
-	json_object_foreach((json_t *)spec, k, v) {
+	json_object_foreach(full, k, v) {
 		if (strcmp(k, "bill") && strcmp(k, "lines") && strcmp(k, "lines_from")) {
 			set_err(err, errsize, "mapping.%s: unknown key", k);
 			goto fail;
 		}
 	}
-	json_t *from = json_object_get(spec, "lines_from");
+	json_t *from = json_object_get(full, "lines_from");
 	if (from && !json_is_string(from)) {
 		set_err(err, errsize, "mapping.lines_from: expected a string");
 		goto fail;
 	}
 	m->lines_from = strdup(from ? json_string_value(from) : "details_list");
-	if ((r = compile_list(json_object_get(spec, "bill"), "mapping.bill", &m->bill, &m->n_bill,
+	if ((r = compile_list(json_object_get(full, "bill"), "mapping.bill", &m->bill, &m->n_bill,
 			      err, errsize)) < 0 ||
-	    (r = compile_list(json_object_get(spec, "lines"), "mapping.lines", &m->lines,
-			      &m->n_lines, err, errsize)) < 0)
+	    (r = compile_list(json_object_get(full, "lines"), "mapping.lines", &m->lines,
+			      &m->n_lines, err, errsize)) < 0 ||
+	    (r = check_bill(m, err, errsize)) < 0 ||
+	    (r = check_names(m->bill, m->n_bill, "mapping.bill", err, errsize)) < 0 ||
+	    (r = check_names(m->lines, m->n_lines, "mapping.lines", err, errsize)) < 0 ||
+	    (r = check_subjects(m, err, errsize)) < 0 || (r = collect_keys(m)) < 0)
 		goto fail;
-	for (size_t i = 0; i < m->n_bill; i++) {
-		if (m->bill[i].src == SRC_LOOKUP) {
-			set_err(err, errsize, "mapping.bill.%s: lookups are only allowed in lines",
-				m->bill[i].name);
-			r = -EINVAL;
-			goto fail;
-		}
-		if (!strcmp(m->bill[i].name, "remark"))
-			m->marker_field = m->bill[i].name;
-	}
-	if (!m->marker_field) {
-		set_err(err, errsize,
-			"mapping.bill.remark: required (it carries the marker used to detect duplicates)");
-		r = -EINVAL;
-		goto fail;
-	}
-	if ((r = collect_keys(m)) < 0)
-		goto fail;
-	json_decref(def);
+	json_decref(full);
 	*out = m;
 	return 0;
 fail:
-	json_decref(def);
+	json_decref(full);
 	wj_mapping_free(m);
 	return r;
 }
@@ -430,6 +689,8 @@ static void free_fields(field_t *f, size_t n)
 			free(f[i].paths[j]);
 		json_decref(f[i].value);
 		free(f[i].tpl);
+		free(f[i].with);
+		free(f[i].or);
 	}
 	free(f);
 }
@@ -482,6 +743,7 @@ int wj_template_expand(const char *tpl, const json_t *order, char *buf, size_t s
 }
 
 typedef struct ctx {
+	const wj_mapping_t *m;
 	const json_t *order;
 	const char *stockin_no;
 	wj_lookup_fn fn;
@@ -521,100 +783,243 @@ static void shown_text(const json_t *v, char *buf, size_t size)
 	snprintf(buf, size, "%s", what);
 }
 
-static json_t *field_value(ctx_t *c, const field_t *f, const json_t *line, const char *where)
+/* The value f reads: the first of its paths that is set (not absent, null, "" or, for dates,
+ * WDT's zero time "0000-00-00 …"). NULL when none is; *used names the path to blame. */
+static const json_t *source(const ctx_t *c, const field_t *f, const json_t *line,
+			    const char **used)
+{
+	*used = f->n_paths ? f->paths[0] : f->name;
+	for (size_t i = 0; i < f->n_paths; i++) {
+		const json_t *v = resolve(c, line, f->paths[i]);
+		bool zero_time = f->conv == CONV_DATE && json_is_string(v) &&
+				 !strncmp(json_string_value(v), "0000-00-00", 10);
+		if (v && !json_is_null(v) && !(json_is_string(v) && !json_string_length(v)) &&
+		    !zero_time) {
+			*used = f->paths[i];
+			return v;
+		}
+	}
+	return NULL;
+}
+
+/* The Kingdee object of the line's material or store ('m' or 's'), its WDT-side number in
+ * num. NULL when the line names none (the naming field reports that) or when it is not
+ * known yet (c->missing). */
+static const json_t *subject(ctx_t *c, const json_t *line, char kind, char *num, size_t size)
+{
+	const char *used;
+	const json_t *v = source(c, kind == 's' ? c->m->store : c->m->material, line, &used);
+	if (!v || wj_json_text(v, num, size) < 0)
+		return NULL;
+	const json_t *obj = c->fn ? c->fn(c->arg, kind, num) : NULL;
+	if (!obj)
+		c->missing = true;
+	return obj;
+}
+
+/* A number field: the shortest exact decimal of src as a real, which wj_json_dumps_body
+ * writes back as that text. *out stays NULL for a zero in an optional field. */
+static int number_value(ctx_t *c, const field_t *f, const json_t *src, const char *where,
+			const char *used, json_t **out)
+{
+	char text[64], shown[512];
+	const char *why = NULL;
+	const char *noun = f->positive ? "quantity" : "number";
+	int r = wj_json_decimal(src, text, sizeof(text), &why);
+	if (r == 0 && f->conv == CONV_INTEGER && strchr(text, '.'))
+		why = "expected a whole number", r = -EINVAL;
+	if (r == 0 && f->positive && (text[0] == '-' || !strcmp(text, "0"))) {
+		shown_text(src, shown, sizeof(shown));
+		set_err(c->err, c->errsize, "order %s: %s%s: must be > 0, got \"%s\"",
+			c->stockin_no, where, used, shown);
+		return -EINVAL;
+	}
+	if (r < 0) {
+		shown_text(src, shown, sizeof(shown));
+		set_err(c->err, c->errsize, "order %s: %s%s: \"%s\" is not a usable %s: %s",
+			c->stockin_no, where, used, shown, noun, why ? why : "too long");
+		return -EINVAL;
+	}
+	if ((f->optional || f->or) && !strcmp(text, "0"))
+		return 0; /* WDT writes an unset number as zero */
+	*out = json_real(strtod(text, NULL));
+	return 0;
+}
+
+static int lookup_value(ctx_t *c, const field_t *f, const json_t *line, const json_t *src,
+			const char *where, const char *used, json_t **out)
+{
+	char text[512], idtext[256];
+	const char *kind_name = f->lookup == LK_STORE_ID || f->lookup == LK_STORE_LOCATION
+					? "store" : "material";
+	if (wj_json_text(src, text, sizeof(text)) < 0) {
+		set_err(c->err, c->errsize, "order %s: %s%s: expected a text value", c->stockin_no,
+			where, used);
+		return -EINVAL;
+	}
+	const json_t *obj, *v;
+	const char *key;
+	if (f->lookup == LK_STORE_LOCATION) {
+		char store[512];
+		if (!(obj = subject(c, line, 's', store, sizeof(store)))) {
+			*out = json_null();
+			return 0;
+		}
+		v = json_object_get(json_object_get(obj, "locations"), text);
+		if (!v || wj_json_text(v, idtext, sizeof(idtext)) < 0 || !idtext[0]) {
+			set_err(c->err, c->errsize, "order %s: %s%s: Kingdee store %s has no location %s",
+				c->stockin_no, where, used, store, text);
+			return -EINVAL;
+		}
+		*out = json_string(idtext);
+		return 0;
+	}
+	obj = c->fn ? c->fn(c->arg, f->lookup == LK_STORE_ID ? 's' : 'm', text) : NULL;
+	if (!obj) {
+		c->missing = true;
+		*out = json_null();
+		return 0;
+	}
+	key = f->lookup == LK_MATERIAL_UNIT ? "base_unit_id" : "id";
+	v = json_object_get(obj, key);
+	if (!v || wj_json_text(v, idtext, sizeof(idtext)) < 0 || !idtext[0]) {
+		set_err(c->err, c->errsize, "order %s: %s%s: Kingdee %s %s has no %s", c->stockin_no,
+			where, used, kind_name, text, key);
+		return -EINVAL;
+	}
+	*out = json_string(idtext);
+	return 0;
+}
+
+/* A field whose "when" flag does not hold is left out (*skip); one whose flag holds must have
+ * its value, unless optional. */
+static int check_when(ctx_t *c, const field_t *f, const json_t *line, bool has,
+		      const char *where, const char *used, bool *skip)
+{
+	char num[512];
+	const json_t *obj = subject(c, line, f->when->kind, num, sizeof(num));
+	*skip = !obj || !json_is_true(json_object_get(obj, f->when->key));
+	if (*skip || has || f->optional || f->or)
+		return 0;
+	set_err(c->err, c->errsize, "order %s: %.*s (%s): %s but the line has no %s", c->stockin_no,
+		(int)(strlen(where) ? strlen(where) - 1 : 0), where, num, f->when->says, used);
+	return -EINVAL;
+}
+
+/* The value of f for line (NULL in "bill") into *out; *out stays NULL when the field is left
+ * out. 0 or -EINVAL with the reason in c->err. */
+static int field_value(ctx_t *c, const field_t *f, const json_t *line, const char *where,
+		       json_t **out)
 {
 	char text[512];
-	const json_t *src = NULL;
-	const char *used = f->n_paths ? f->paths[0] : f->name;
-	switch (f->src) {
-	case SRC_CONST:
-		return json_incref(f->value);
-	case SRC_TEMPLATE:
+	const char *used = f->name;
+	bool reads = f->src == SRC_PATH || f->src == SRC_LOOKUP, skip = false;
+	const json_t *src = reads ? source(c, f, line, &used) : NULL;
+	*out = NULL;
+	if (f->when && check_when(c, f, line, !reads || src, where, used, &skip) < 0)
+		return -EINVAL;
+	if (skip || (reads && !src && (f->optional || f->or)))
+		return 0;
+	if (f->src == SRC_CONST) {
+		*out = json_incref(f->value);
+		return 0;
+	}
+	if (f->src == SRC_TEMPLATE) {
 		if (wj_template_expand(f->tpl, c->order, text, sizeof(text)) < 0) {
-			set_err(c->err, c->errsize, "order %s: %s: template \"%s\" names a missing field",
-				c->stockin_no, where, f->tpl);
-			return NULL;
+			set_err(c->err, c->errsize, "order %s: %s%s: template \"%s\" names a missing "
+				"field", c->stockin_no, where, f->name, f->tpl);
+			return -EINVAL;
 		}
-		return json_string(text);
-	case SRC_PATH:
-	case SRC_LOOKUP:
-		for (size_t i = 0; i < f->n_paths && !src; i++) {
-			const json_t *v = resolve(c, line, f->paths[i]);
-			/* WDT writes unset times as "0000-00-00 00:00:00": fall through to the next. */
-			bool zero_time = f->conv == CONV_DATE && json_is_string(v) &&
-					 !strncmp(json_string_value(v), "0000-00-00", 10);
-			if (v && !json_is_null(v) && !(json_is_string(v) && !json_string_length(v)) &&
-			    !zero_time) {
-				src = v;
-				used = f->paths[i];
-			}
-		}
-		break;
+		*out = json_string(text);
+		return 0;
 	}
 	if (!src) {
 		set_err(c->err, c->errsize, "order %s: %s%s: missing", c->stockin_no, where, used);
-		return NULL;
+		return -EINVAL;
 	}
-	if (f->src == SRC_LOOKUP) {
-		if (wj_json_text(src, text, sizeof(text)) < 0) {
-			set_err(c->err, c->errsize, "order %s: %s%s: expected a text value",
-				c->stockin_no, where, used);
-			return NULL;
-		}
-		const json_t *obj = c->fn ? c->fn(c->arg, f->lookup == LK_STORE_ID ? 's' : 'm', text)
-					 : NULL;
-		if (!obj) {
-			c->missing = true;
-			return json_null();
-		}
-		const char *key = f->lookup == LK_MATERIAL_UNIT ? "base_unit_id" : "id";
-		const json_t *v = json_object_get(obj, key);
-		char idtext[256];
-		if (!v || wj_json_text(v, idtext, sizeof(idtext)) < 0 || !idtext[0]) {
-			set_err(c->err, c->errsize, "order %s: %s%s: Kingdee %s %s has no %s",
-				c->stockin_no, where, used, f->lookup == LK_STORE_ID ? "store" : "material",
-				text, key);
-			return NULL;
-		}
-		return json_string(idtext);
-	}
+	if (f->src == SRC_LOOKUP)
+		return lookup_value(c, f, line, src, where, used, out);
 	switch (f->conv) {
-	case CONV_NUMBER: {
-		double d;
-		if (wj_json_number(src, &d) < 0 || !isfinite(d)) {
-			shown_text(src, text, sizeof(text));
-			set_err(c->err, c->errsize, "order %s: %s%s: expected a number, got \"%s\"",
-				c->stockin_no, where, used, text);
-			return NULL;
-		}
-		if (f->positive && !(d > 0)) {
-			shown_text(src, text, sizeof(text));
-			set_err(c->err, c->errsize, "order %s: %s%s: must be > 0, got \"%s\"",
-				c->stockin_no, where, used, text);
-			return NULL;
-		}
-		return json_real(d);
-	}
+	case CONV_NUMBER:
+	case CONV_INTEGER:
+		return number_value(c, f, src, where, used, out);
 	case CONV_DATE:
 		if (wj_json_text(src, text, sizeof(text)) < 0 || strlen(text) < 10 ||
 		    !date_prefix(text)) {
 			set_err(c->err, c->errsize, "order %s: %s%s: expected a time like "
 				"\"2026-11-01 12:00:00\"", c->stockin_no, where, used);
-			return NULL;
+			return -EINVAL;
 		}
 		text[10] = '\0';
-		return json_string(text);
+		*out = json_string(text);
+		return 0;
 	case CONV_STRING:
 	default:
-		if (json_is_string(src))
-			return json_incref((json_t *)src);
+		if (json_is_string(src)) {
+			*out = json_incref((json_t *)src);
+			return 0;
+		}
 		if (wj_json_text(src, text, sizeof(text)) < 0) {
 			set_err(c->err, c->errsize, "order %s: %s%s: expected a text value",
 				c->stockin_no, where, used);
-			return NULL;
+			return -EINVAL;
 		}
-		return json_string(text);
+		*out = json_string(text);
+		return 0;
 	}
+}
+
+/* The path a field reads first, to name it in a message. */
+static const char *first_path(const field_t *f)
+{
+	return f->n_paths ? f->paths[0] : f->name;
+}
+
+/* A field with "or" that was not sent needs its other field sent, where its "when" holds. */
+static int check_or(ctx_t *c, const field_t *list, size_t n, const field_t *f,
+		    const json_t *line, const char *where, const json_t *out)
+{
+	if (json_object_get(out, f->name) || json_object_get(out, f->or))
+		return 0;
+	char num[512];
+	const json_t *obj = f->when ? subject(c, line, f->when->kind, num, sizeof(num)) : NULL;
+	if (f->when && (!obj || !json_is_true(json_object_get(obj, f->when->key))))
+		return 0;
+	const char *a = first_path(f), *b = first_path(field_named(list, n, f->or));
+	int len = (int)(where[0] ? strlen(where) - 1 : 0);
+	if (f->when)
+		set_err(c->err, c->errsize, "order %s: %.*s (%s): %s but the line has no %s or %s",
+			c->stockin_no, len, where, num, f->when->says, a, b);
+	else if (line)
+		set_err(c->err, c->errsize, "order %s: %.*s: the line has no %s or %s",
+			c->stockin_no, len, where, a, b);
+	else
+		set_err(c->err, c->errsize, "order %s: the order has no %s or %s", c->stockin_no, a,
+			b);
+	return -EINVAL;
+}
+
+/* The fields of one list into out: those without "with" first, then those whose "with" field
+ * was sent. */
+static int fill(ctx_t *c, const field_t *f, size_t n, const json_t *line, const char *where,
+		json_t *out)
+{
+	for (int pass = 0; pass < 2; pass++) {
+		for (size_t i = 0; i < n; i++) {
+			bool later = f[i].with != NULL;
+			if (later != (pass == 1) || (later && !json_object_get(out, f[i].with)))
+				continue;
+			json_t *v;
+			if (field_value(c, &f[i], line, where, &v) < 0)
+				return -EINVAL;
+			if (v)
+				json_object_set_new(out, f[i].name, v);
+		}
+	}
+	for (size_t i = 0; i < n; i++)
+		if (f[i].or && check_or(c, f, n, &f[i], line, where, out) < 0)
+			return -EINVAL;
+	return 0;
 }
 
 json_t *wj_mapping_apply(const wj_mapping_t *m, const json_t *order, wj_lookup_fn fn, void *arg,
@@ -622,7 +1027,7 @@ json_t *wj_mapping_apply(const wj_mapping_t *m, const json_t *order, wj_lookup_f
 {
 	char no[128] = "?";
 	wj_json_text(json_object_get(order, "stockin_no"), no, sizeof(no));
-	ctx_t c = {.order = order, .stockin_no = no, .fn = fn, .arg = arg, .err = err,
+	ctx_t c = {.m = m, .order = order, .stockin_no = no, .fn = fn, .arg = arg, .err = err,
 		   .errsize = errsize};
 	json_t *body = json_object(), *lines = json_array();
 	char where[160];
@@ -631,13 +1036,8 @@ json_t *wj_mapping_apply(const wj_mapping_t *m, const json_t *order, wj_lookup_f
 		set_err(err, errsize, "order: not an object");
 		goto fail;
 	}
-	for (size_t i = 0; i < m->n_bill; i++) {
-		snprintf(where, sizeof(where), "%s", "");
-		json_t *v = field_value(&c, &m->bill[i], NULL, where);
-		if (!v)
-			goto fail;
-		json_object_set_new(body, m->bill[i].name, v);
-	}
+	if (fill(&c, m->bill, m->n_bill, NULL, "", body) < 0)
+		goto fail;
 	const json_t *src = json_object_get(order, m->lines_from);
 	if (!json_is_array(src) || json_array_size(src) == 0) {
 		set_err(err, errsize, "order %s: %s: no lines", no, m->lines_from);
@@ -653,12 +1053,8 @@ json_t *wj_mapping_apply(const wj_mapping_t *m, const json_t *order, wj_lookup_f
 		json_t *out = json_object();
 		json_array_append_new(lines, out);
 		snprintf(where, sizeof(where), "%s[%zu].", m->lines_from, i);
-		for (size_t j = 0; j < m->n_lines; j++) {
-			json_t *v = field_value(&c, &m->lines[j], line, where);
-			if (!v)
-				goto fail;
-			json_object_set_new(out, m->lines[j].name, v);
-		}
+		if (fill(&c, m->lines, m->n_lines, line, where, out) < 0)
+			goto fail;
 	}
 	if (c.missing) {
 		*rc = -EAGAIN;

@@ -8,10 +8,22 @@
  *   {"const": <any JSON value>}
  *   {"template": "WDT:{stockin_no}"}                     {name} = order field as text
  *   {"lookup": "material.id", "path": "spec_no"}         material.id | material.base_unit_id |
- *                                                       store.id  (number read from path)
- * "convert" is "string" (default for paths), "number" (must be > 0 for qty-like fields when
- * "positive": true) or "date" (YYYY-MM-DD from a WDT time).
- * The built-in default is DESIGN.md's table, for api v1 or v2. */
+ *                                                       store.id | store.location (the
+ *                                                       store's "locations" map); the number
+ *                                                       is read from path
+ * "convert" is "string" (default for paths), "number" (an exact decimal of at most
+ * WJ_DECIMAL_DIGITS digits, written as a real that wj_json_dumps_body sends in its shortest
+ * exact form; must be > 0 when "positive": true), "integer" (the same, whole) or "date"
+ * (YYYY-MM-DD from a WDT time). In lines, "when": "material.batch_managed" |
+ * "material.shelf_life_managed" | "store.location_managed" sends a field only when that flag
+ * of the line's material (named by the material lookup's path) or store is true, and then
+ * requires it. "optional": true leaves a field out when its value is missing (or a zero
+ * number); "with": "other" sends it only together with field "other"; "or": "other" lets it be
+ * missing only when field "other" is sent.
+ * {"extends": "default", "bill": {...}, "lines": {...}} is the default with fields added,
+ * replaced, or removed (null).
+ * The built-in default is DESIGN.md's table, for api v1 or v2, plus the batch, shelf-life and
+ * location fields. */
 #pragma once
 
 #include <jansson.h>
@@ -29,13 +41,19 @@ int wj_mapping_compile(const json_t *spec, wj_jdy_api_t api, const char *remark_
 void wj_mapping_free(wj_mapping_t *m);
 
 /* Lookup callback: kind 'm' (material) or 's' (store) and the WDT-side number; returns the
- * Kingdee object ({"id", "base_unit_id", ...}, borrowed) or NULL when not (yet) known. */
+ * Kingdee object (borrowed; material: "id", "base_unit_id", "batch_managed",
+ * "shelf_life_managed"; store: "id", "location_managed", "locations") or NULL when not (yet)
+ * known. */
 typedef const json_t *(*wj_lookup_fn)(void *arg, char kind, const char *number);
 
-/* Build the body for order. Returns the body (caller owns) or NULL with:
+/* Build the body for order. Returns the body (caller owns; send it with wj_json_dumps_body)
+ * or NULL with:
  *   -EAGAIN  some lookups returned NULL (fn was called for each; resolve them, call again)
  *   -EINVAL  the order cannot be mapped; err names the order and the line, e.g.
- *            "order RK2026...: details_list[2].goods_count: must be > 0, got \"0.0000\"" */
+ *            "order RK2026...: details_list[2].goods_count: must be > 0, got \"0.0000\"",
+ *            "order RK1: details_list[0].goods_count: \"1e400\" is not a usable quantity: ...",
+ *            "order RK1: details_list[2] (SP00007): material is batch-managed but the line has
+ *            no batch_no" */
 json_t *wj_mapping_apply(const wj_mapping_t *m, const json_t *order, wj_lookup_fn fn, void *arg,
 			 int *rc, char *err, size_t errsize);
 

@@ -409,9 +409,15 @@ def leaks(st, secrets):
                    for s in secrets if s and s in text})
 
 
+# The default mapping without the fields a managed material or store needs, so that --managed
+# refuses the saves instead of the mapping parking the orders.
+WITHHOLD = {"extends": "default", "lines": {k: None for k in (
+    "spid_id", "batchno", "kfdate", "kfperiod", "kftype", "validdate")}}
+
+
 def echoed(st, what, extra_secrets):
-    """--managed refuses the saves of lines of batch or shelf-life materials (the default
-    mapping does not send those fields yet): their errors echo the token."""
+    """--managed refuses the saves of lines of batch or shelf-life materials (the mapping
+    withholds those fields): their errors echo the token."""
     orders = st.eligible()
     took, bills, dead = wait_settled(st, len(orders), timeout=60)
     check(took is not None and dead > 0, "%s: orders refused by the fake are dead (%d)" % (
@@ -424,13 +430,15 @@ def echoed(st, what, extra_secrets):
 
 
 def echo_gateway(h):
-    st = h["stack"] = e2e_stack(40, seed=55, jdy_args=["--echo-token-in-errors", "--managed"])
+    st = h["stack"] = e2e_stack(40, seed=55, jdy_args=["--echo-token-in-errors", "--managed"],
+                                flows__0__mapping=WITHHOLD)
     st.start()
     echoed(st, "echo (gateway)", ["test-client-secret"])
 
 
 def echo_password(h):
-    st = h["stack"] = password_stack(40, 56, jdy_args=["--echo-token-in-errors", "--managed"])
+    st = h["stack"] = password_stack(40, 56, jdy_args=["--echo-token-in-errors", "--managed"],
+                                     flows__0__mapping=WITHHOLD)
     st.start()
     echoed(st, "echo (password)", ["test-client-secret", PASSWORD])
 

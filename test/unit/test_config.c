@@ -619,7 +619,8 @@ static const struct bad {
 	 "cfg.json: flows[0].mapping: expected \"default\" or an object"},
 	{CFG(WDT, JDY, FLOW_WITH(", \"mapping\": {\"bill\": {\"remark\": {\"template\": \"x\"}},"
 				 " \"lines\": {\"q\": {\"path\": \"a\", \"convert\": \"int\"}}}"), ""),
-	 "cfg.json: flows[0].mapping.lines.q.convert: expected \"string\", \"number\" or \"date\""},
+	 "cfg.json: flows[0].mapping.lines.q.convert: expected \"string\", \"number\", "
+	 "\"integer\" or \"date\""},
 	{CFG(WDT, JDY, FLOW_WITH(", \"mapping\": {\"bill\": {}, \"lines\": {\"q\": {\"path\": \"a\"}}}"), ""),
 	 "cfg.json: flows[0].mapping.bill: expected a non-empty object of fields"},
 	{CFG(WDT, JDY, FLOW_WITH(", \"remark_template\": \"WDT:{stockin_id}\""), ""),

@@ -3,7 +3,11 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <inttypes.h>
+#include <math.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -222,12 +226,197 @@ static void test_utf8_repair(void **state)
 	wj_buf_free(&b);
 }
 
+static void expect_decimal(json_t *v, const char *want, const char *why)
+{
+	char buf[64] = "untouched";
+	const char *got_why = "unset";
+	assert_non_null(v);
+	int r = wj_json_decimal(v, buf, sizeof(buf), &got_why);
+	json_decref(v);
+	if (want) {
+		assert_int_equal(r, 0);
+		assert_string_equal(buf, want);
+		assert_null(got_why);
+	} else {
+		assert_int_equal(r, -EINVAL);
+		assert_string_equal(got_why, why);
+	}
+}
+
+static void test_decimal(void **state)
+{
+	(void)state;
+	/* WDT's decimal text, to its shortest exact form */
+	expect_decimal(json_string("3.3000"), "3.3", NULL);
+	expect_decimal(json_string("10.0000"), "10", NULL);
+	expect_decimal(json_string("0.1000"), "0.1", NULL);
+	expect_decimal(json_string("0.0000"), "0", NULL);
+	expect_decimal(json_string("-0.0000"), "0", NULL);
+	expect_decimal(json_string("-2.50"), "-2.5", NULL);
+	expect_decimal(json_string("+7"), "7", NULL);
+	expect_decimal(json_string("007.0100"), "7.01", NULL);
+	expect_decimal(json_string("100"), "100", NULL);
+	expect_decimal(json_string("0.05"), "0.05", NULL);
+	expect_decimal(json_string("123456789012345"), "123456789012345", NULL);
+	expect_decimal(json_string("12345678.1234567000"), "12345678.1234567", NULL);
+	expect_decimal(json_string("0.000000000000001"), "0.000000000000001", NULL);
+	expect_decimal(json_string("0000000000000000000000003.3"), "3.3", NULL);
+	/* integers and reals as they arrive in JSON: the shortest text that reads back */
+	expect_decimal(json_integer(2), "2", NULL);
+	expect_decimal(json_integer(-40), "-40", NULL);
+	expect_decimal(json_real(3.3), "3.3", NULL);
+	expect_decimal(json_real(0.1), "0.1", NULL);
+	expect_decimal(json_real(10.0), "10", NULL);
+	expect_decimal(json_real(1e-7), "0.0000001", NULL);
+	expect_decimal(json_real(1e14), "100000000000000", NULL);
+	expect_decimal(json_real(-0.0), "0", NULL);
+	/* refused, with the reason */
+	expect_decimal(json_string("1e400"), NULL, "expected a number without an exponent");
+	expect_decimal(json_string("3.3E+2"), NULL, "expected a number without an exponent");
+	expect_decimal(json_string("99999999999999999999"), NULL, "more than 15 digits");
+	expect_decimal(json_string("1234567890123456"), NULL, "more than 15 digits");
+	expect_decimal(json_string("0.0000000000000001"), NULL, "more than 15 digits");
+	expect_decimal(json_string("12345678.12345678"), NULL, "more than 15 digits");
+	expect_decimal(json_integer(1234567890123456), NULL, "more than 15 digits");
+	expect_decimal(json_real(1e20), NULL, "more than 15 digits");
+	expect_decimal(json_real(0.1 + 0.2), NULL, "more than 15 digits"); /* 0.30000000000000004 */
+	expect_decimal(json_real(1e-300), NULL, "more than 15 digits");
+	static const char *const bad[] = {"", " 3", "3 ", "abc", "NaN", "nan", "inf", "-Infinity",
+					  "0x10", "1e", "1.", ".5", "3,5", "--1", "1e+", "3abc",
+					  "1.5.2", "-", "+"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		expect_decimal(json_string(bad[i]), NULL, "expected a number");
+	expect_decimal(json_stringn("1\0002", 3), NULL, "expected a number");
+	expect_decimal(json_true(), NULL, "expected a number");
+	expect_decimal(json_null(), NULL, "expected a number");
+	expect_decimal(json_object(), NULL, "expected a number");
+	/* the text must fit */
+	char small[3];
+	const char *why;
+	json_t *v = json_string("3.3000");
+	assert_int_equal(wj_json_decimal(v, small, sizeof(small), &why), -ENOSPC);
+	json_decref(v);
+}
+
+static void expect_real(double d, const char *want)
+{
+	char buf[400];
+	assert_int_equal(wj_real_text(d, buf, sizeof(buf)), 0);
+	assert_string_equal(buf, want);
+}
+
+static void test_real_text(void **state)
+{
+	(void)state;
+	expect_real(3.3, "3.3");
+	expect_real(0.1, "0.1");
+	expect_real(10.0, "10");
+	expect_real(-2.5, "-2.5");
+	expect_real(0.0, "0");
+	expect_real(1e20, "100000000000000000000");
+	expect_real(1e23, "100000000000000000000000"); /* not the binary value 9999...1611392 */
+	expect_real(0.1 + 0.2, "0.30000000000000004");
+	expect_real(1.0 / 3.0, "0.3333333333333333");
+	expect_real(1e-5, "0.00001");
+	expect_real(123456.789, "123456.789");
+	char buf[400];
+	assert_int_equal(wj_real_text(5e-324, buf, sizeof(buf)), 0);
+	assert_int_equal(strlen(buf), 326);
+	assert_int_equal(wj_real_text(-1.7976931348623157e308, buf, sizeof(buf)), 0);
+	assert_int_equal(strlen(buf), 310);
+	assert_int_equal(wj_real_text(1e20, buf, 21), -ENOSPC);
+	assert_int_equal(wj_real_text(1e20, buf, 22), 0);
+	/* every double reads back the same from its text, and no shorter text would */
+	uint64_t x = 0x9E3779B97F4A7C15ULL;
+	for (int i = 0; i < 20000; i++) {
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		double d;
+		memcpy(&d, &x, sizeof(d));
+		if (!isfinite(d))
+			continue;
+		assert_int_equal(wj_real_text(d, buf, sizeof(buf)), 0);
+		assert_true(strtod(buf, NULL) == d);
+		assert_null(strchr(buf, 'e'));
+	}
+	/* decimals of up to 15 digits come back exactly as written */
+	for (int i = 0; i < 20000; i++) {
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		char text[40];
+		int scale = (int)(x % 16);
+		uint64_t mant = (x >> 8) % 1000000000000000ULL;
+		snprintf(text, sizeof(text), "%" PRIu64, mant);
+		char dec[48] = "";
+		size_t len = strlen(text);
+		if (scale && mant % 10) {
+			if ((size_t)scale >= len)
+				snprintf(dec, sizeof(dec), "0.%0*d%s", scale - (int)len, 0, text);
+			else
+				snprintf(dec, sizeof(dec), "%.*s.%s", (int)(len - (size_t)scale), text,
+					 text + len - scale);
+			if ((size_t)scale == len)
+				snprintf(dec, sizeof(dec), "0.%s", text);
+		} else {
+			snprintf(dec, sizeof(dec), "%s", text);
+		}
+		assert_int_equal(wj_real_text(strtod(dec, NULL), buf, sizeof(buf)), 0);
+		assert_string_equal(buf, dec);
+	}
+}
+
+static void expect_body(const char *json, const char *want)
+{
+	json_t *v = json_loads(json, JSON_DECODE_ANY, NULL);
+	assert_non_null(v);
+	char *text = wj_json_dumps_body(v);
+	assert_non_null(text);
+	assert_string_equal(text, want);
+	free(text);
+	json_decref(v);
+}
+
+static void test_dumps_body(void **state)
+{
+	(void)state;
+	/* reals in their shortest exact form; the rest as json_dumps(JSON_COMPACT) writes it */
+	expect_body("{\"billdate\": \"2026-11-02\", \"material_entity\": [{\"qty\": 3.3,"
+		    " \"n\": 0.1}, {\"qty\": 10.0, \"i\": 7, \"t\": true, \"f\": false, \"z\": null}]}",
+		    "{\"billdate\":\"2026-11-02\",\"material_entity\":[{\"qty\":3.3,\"n\":0.1},"
+		    "{\"qty\":10,\"i\":7,\"t\":true,\"f\":false,\"z\":null}]}");
+	expect_body("[]", "[]");
+	expect_body("{}", "{}");
+	expect_body("1e20", "100000000000000000000");
+	const char *plain = "{\"z\": \"盘盈 \\\"引号\\\" \\\\ / \\u0001 \\u001f \\b\\f\\n\\r\\t\","
+			    " \"a\": [1, -2, {\"k\\n\": []}], \"x\": \"a\\u0000b\","
+			    " \"m\": 9223372036854775807}";
+	json_t *v = json_loads(plain, JSON_ALLOW_NUL, NULL);
+	assert_non_null(v);
+	char *mine = wj_json_dumps_body(v);
+	char *theirs = json_dumps(v, JSON_COMPACT);
+	assert_non_null(mine);
+	assert_string_equal(mine, theirs);
+	free(mine);
+	free(theirs);
+	json_decref(v);
+	/* too deep for a body */
+	json_t *deep = json_array();
+	for (int i = 0; i < 100; i++) {
+		json_t *outer = json_array();
+		json_array_append_new(outer, deep);
+		deep = outer;
+	}
+	assert_null(wj_json_dumps_body(deep));
+	json_decref(deep);
+	assert_null(wj_json_dumps_body(NULL));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_str),    cmocka_unit_test(test_text),
 		cmocka_unit_test(test_number), cmocka_unit_test(test_int),
 		cmocka_unit_test(test_hash),   cmocka_unit_test(test_utf8_repair),
+		cmocka_unit_test(test_decimal), cmocka_unit_test(test_real_text),
+		cmocka_unit_test(test_dumps_body),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

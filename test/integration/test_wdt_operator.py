@@ -79,11 +79,12 @@ try:
     check(wait_for(lambda: "backfill finished" in read(st.log), timeout=120, step=0.5),
           "backfill: the first one reads its whole period")
     # once it finished, a new one is accepted; one that waits learns of its cancel
-    waiter = subprocess.Popen([CTL, "-c", st.cfg_path, "backfill", "pd-gain", "--from", a,
+    waiter = subprocess.Popen([CTL, "-c", st.cfg_path, "backfill", "pd-gain", "--from", c,
                                "--to", b], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True)
-    wait_status(st, lambda s: (s.get("flows") or [{}])[0].get("backfill") is not None,
-                timeout=30)
+    check(wait_status(st, lambda s: ((s.get("flows") or [{}])[0].get("backfill") or {})
+                      .get("from") == c, timeout=30).get("flows", [{}])[0].get("backfill"),
+          "backfill: the next one runs")
     p = ctl(st.cfg_path, "backfill", "pd-gain", "--cancel", check_rc=0)
     check(p.returncode == 0 and "cancelled" in p.stdout, "backfill: --cancel drops it: %r"
           % p.stdout)
@@ -93,7 +94,7 @@ try:
     check(wait_status(st, lambda s: (s.get("flows") or [{}])[0].get("backfill") is None,
                       timeout=30).get("flows", [{}])[0].get("backfill") is None,
           "backfill: the daemon drops the cancelled job")
-    p = ctl(st.cfg_path, "backfill", "pd-gain", "--from", c, "--to", d, "--no-wait", check_rc=0)
+    p = ctl(st.cfg_path, "backfill", "pd-gain", "--from", a, "--to", d, "--no-wait", check_rc=0)
     check(p.returncode == 0, "backfill: a new one is accepted after the cancel")
     check(close_stack(st) == 0, "daemon exits 0")
 finally:

@@ -34,7 +34,7 @@
 #define MAX_SPAN_S (30 * 86400 - 1)
 #define MAX_REREADS 3
 #define MAX_READ_RECS 200000 /* a read deeper than this is not a window WDT pages sanely */
-#define PROBE_MARGIN_S 2     /* around the Dates of the answers, for the change query */
+#define PROBE_MARGIN_S 1     /* around the Dates of the answers, for the change query */
 #define PROBE_MARGIN_UNDATED_S 10 /* when an answer had no Date header */
 #define CLOCK_WARN_MS 30000
 
@@ -901,6 +901,29 @@ static void window_read(poller_t *p)
 
 static void fetch_probe(void *arg);
 
+static int64_t probe_margin(const poller_t *p)
+{
+	return p->ans_undated ? PROBE_MARGIN_UNDATED_S : PROBE_MARGIN_S;
+}
+
+static void on_probe_due(uv_timer_t *t)
+{
+	poller_t *p = t->data;
+	gate_enter(&p->e->wdt_gate, fetch_probe, p);
+}
+
+/* Whether WDT accepts an end_time past its now is not known: the change query waits until
+ * WDT's clock, as estimated (never ahead of it), has reached its end. */
+static void start_probe(poller_t *p)
+{
+	int64_t end_ms = (p->ans_last + probe_margin(p)) * 1000;
+	int64_t wait = end_ms - (wj_now_ms() + p->e->wdt_clock.offset_ms);
+	if (wait > 0)
+		uv_timer_start(&p->timer, on_probe_due, (uint64_t)wait, 0);
+	else
+		gate_enter(&p->e->wdt_gate, fetch_probe, p);
+}
+
 static void on_page(wj_wdt_result_t *res, void *arg)
 {
 	poller_t *p = arg;
@@ -958,7 +981,7 @@ static void on_page(wj_wdt_result_t *res, void *arg)
 		return;
 	}
 	if (p->page > 0) {
-		gate_enter(&p->e->wdt_gate, fetch_probe, p);
+		start_probe(p);
 		return;
 	}
 	window_read(p); /* one answer: nothing could move between pages */
@@ -1068,7 +1091,7 @@ static void fetch_probe(void *arg)
 		p->busy = false;
 		return;
 	}
-	int64_t m = p->ans_undated ? PROBE_MARGIN_UNDATED_S : PROBE_MARGIN_S;
+	int64_t m = probe_margin(p);
 	int64_t from = p->ans_first - m, to = p->ans_last + m;
 	if (to - from > MAX_SPAN_S) {
 		reread(p, "it took too long to read to check it");

@@ -40,6 +40,7 @@ static void usage(FILE *f)
 		"  cursor set FLOW \"YYYY-MM-DD HH:MM:SS\"\n"
 		"  backfill FLOW --from T --to T [--no-wait]\n"
 		"                                  re-read a past period below live priority\n"
+		"  backfill FLOW --cancel          drop the backfill under way\n"
 		"  check-config                    validate the configuration\n"
 		"  alert test                      send a test message to every configured alert\n"
 		"  sign qimen|openapi2 --secret S KEY=VALUE...\n"
@@ -686,12 +687,17 @@ typedef struct cursor_set {
 	int64_t at, origin;
 } cursor_set_t;
 
+/* "op" counts the operator's changes: a window being read when it changes does not record its
+ * end over the operator's cursor. */
 static int cursor_set_fn(wj_txn_t *t, void *arg)
 {
 	cursor_set_t *c = arg;
-	json_t *cur = json_pack("{s:I, s:I, s:I, s:b}", "cursor", (json_int_t)c->at, "origin",
+	json_t *old = wj_txn_get_json(t, WJ_DB_CURSORS, c->flow, strlen(c->flow));
+	json_int_t op = json_integer_value(json_object_get(old, "op")) + 1;
+	json_decref(old);
+	json_t *cur = json_pack("{s:I, s:I, s:I, s:b, s:I}", "cursor", (json_int_t)c->at, "origin",
 				(json_int_t)c->origin, "updated", (json_int_t)wj_now(), "set_by_ctl",
-				1);
+				1, "op", op);
 	wj_txn_put_json(t, WJ_DB_CURSORS, c->flow, strlen(c->flow), cur);
 	json_decref(cur);
 	return t->err;
@@ -746,8 +752,9 @@ static int cmd_cursor(int argc, char **argv)
 				fprintf(stderr, "wdt2jdyctl: %s\n", wj_store_strerror());
 				rc = 1;
 			} else {
-				printf("%s cursor set to %s (taken up at the flow's next window)\n",
-				       argv[2], argv[3]);
+				printf("%s cursor set to %s (taken up at the flow's next window; a "
+				       "window being read now ends without moving it)\n", argv[2],
+				       argv[3]);
 			}
 		}
 	} else {
@@ -765,17 +772,49 @@ typedef struct bf_set {
 	char key[WJ_DOC_KEY_MAX_CTL];
 	size_t kl;
 	int64_t from, to;
+	bool cancel;
+	int64_t id;   /* of the job queued */
+	json_t *found; /* the job there was (unfinished: the new one is refused) */
 } bf_set_t;
 
+static bool bf_unfinished(const json_t *job)
+{
+	return job && json_integer_value(json_object_get(job, "cursor")) <
+			      json_integer_value(json_object_get(job, "to"));
+}
+
+/* Queue a job (refused with -EBUSY while another one is unfinished) or cancel it. Each job has
+ * its own id, so that the daemon never records progress into another job's record. */
 static int bf_set_fn(wj_txn_t *t, void *arg)
 {
 	bf_set_t *b = arg;
-	json_t *o = json_pack("{s:I, s:I, s:I, s:I}", "from", (json_int_t)b->from, "to",
+	json_decref(b->found);
+	b->found = wj_txn_get_json(t, WJ_DB_CURSORS, b->key, b->kl);
+	if (b->cancel) {
+		if (b->found)
+			wj_txn_del(t, WJ_DB_CURSORS, b->key, b->kl);
+		return t->err;
+	}
+	if (bf_unfinished(b->found))
+		return -EBUSY;
+	int64_t last = json_integer_value(json_object_get(b->found, "id"));
+	b->id = wj_now_ms() > last ? wj_now_ms() : last + 1;
+	json_t *o = json_pack("{s:I, s:I, s:I, s:I, s:I}", "from", (json_int_t)b->from, "to",
 			      (json_int_t)b->to, "cursor", (json_int_t)b->from, "started",
-			      (json_int_t)wj_now());
+			      (json_int_t)wj_now(), "id", (json_int_t)b->id);
 	wj_txn_put_json(t, WJ_DB_CURSORS, b->key, b->kl, o);
 	json_decref(o);
 	return t->err;
+}
+
+/* "FROM .. TO, at CURSOR" of a job, in the configured offset. */
+static void bf_describe(const json_t *job, int tz, char *buf, size_t size)
+{
+	char a[WJ_TIME_LEN], b[WJ_TIME_LEN], c[WJ_TIME_LEN];
+	wj_time_format(json_integer_value(json_object_get(job, "from")), tz, a);
+	wj_time_format(json_integer_value(json_object_get(job, "to")), tz, b);
+	wj_time_format(json_integer_value(json_object_get(job, "cursor")), tz, c);
+	snprintf(buf, size, "%s .. %s, at %s", a, b, c);
 }
 
 static bool daemon_running(const wj_config_t *cfg)
@@ -789,11 +828,12 @@ static bool daemon_running(const wj_config_t *cfg)
 static int cmd_backfill(int argc, char **argv)
 {
 	const char *from = NULL, *to = NULL;
-	bool wait = true;
+	bool wait = true, cancel = false;
 	static const struct option opts[] = {
 		{"from", required_argument, NULL, 'f'},
 		{"to", required_argument, NULL, 't'},
 		{"no-wait", no_argument, NULL, 'n'},
+		{"cancel", no_argument, NULL, 'x'},
 		{NULL, 0, NULL, 0},
 	};
 	optind = 0;
@@ -803,16 +843,18 @@ static int cmd_backfill(int argc, char **argv)
 		case 'f': from = optarg; break;
 		case 't': to = optarg; break;
 		case 'n': wait = false; break;
+		case 'x': cancel = true; break;
 		default: usage(stderr); return 1;
 		}
 	}
-	if (optind != argc - 1 || !from || !to) {
-		fprintf(stderr, "wdt2jdyctl: usage: backfill FLOW --from T --to T [--no-wait]\n");
+	if (optind != argc - 1 || (cancel ? from || to : !from || !to)) {
+		fprintf(stderr, "wdt2jdyctl: usage: backfill FLOW --from T --to T [--no-wait] | "
+				"backfill FLOW --cancel\n");
 		return 1;
 	}
 	const char *flow = argv[optind];
 	wj_config_t *cfg = load_config();
-	bf_set_t b = {0};
+	bf_set_t b = {.cancel = cancel};
 	int rc = 1;
 	bool known = false;
 	for (size_t i = 0; i < cfg->n_flows; i++)
@@ -822,8 +864,8 @@ static int cmd_backfill(int argc, char **argv)
 		wj_config_free(cfg);
 		return 1;
 	}
-	if (wj_time_parse(from, cfg->tz_offset, &b.from) < 0 ||
-	    wj_time_parse(to, cfg->tz_offset, &b.to) < 0 || b.to <= b.from) {
+	if (!cancel && (wj_time_parse(from, cfg->tz_offset, &b.from) < 0 ||
+			wj_time_parse(to, cfg->tz_offset, &b.to) < 0 || b.to <= b.from)) {
 		fprintf(stderr, "wdt2jdyctl: expected --from and --to like \"2026-11-01 00:00:00\", "
 				"from before to\n");
 		wj_config_free(cfg);
@@ -835,12 +877,30 @@ static int cmd_backfill(int argc, char **argv)
 	memcpy(b.key + fl + 1, "backfill", 8);
 	b.kl = fl + 9;
 	wj_store_t *s = open_store(cfg);
-	if (wj_store_write(s, bf_set_fn, &b) < 0) {
+	char job[128] = "";
+	int wr = wj_store_write(s, bf_set_fn, &b);
+	if (b.found)
+		bf_describe(b.found, cfg->tz_offset, job, sizeof(job));
+	if (wr == -EBUSY) {
+		fprintf(stderr, "wdt2jdyctl: a backfill of %s is already under way (%s): wait for it "
+				"to finish (`wdt2jdyctl status` shows its progress) or cancel it with "
+				"`wdt2jdyctl backfill %s --cancel`\n", flow, job, flow);
+		goto out;
+	}
+	if (wr < 0) {
 		fprintf(stderr, "wdt2jdyctl: %s\n", wj_store_strerror());
 		goto out;
 	}
-	printf("backfill of %s from %s to %s queued\n", flow, from, to);
 	rc = 0;
+	if (cancel) {
+		if (!bf_unfinished(b.found))
+			printf("no backfill of %s under way\n", flow);
+		else
+			printf("backfill of %s (%s) cancelled; the orders it read are kept\n", flow,
+			       job);
+		goto out;
+	}
+	printf("backfill of %s from %s to %s queued\n", flow, from, to);
 	if (!wait)
 		goto out;
 	if (!daemon_running(cfg)) {
@@ -852,11 +912,19 @@ static int cmd_backfill(int argc, char **argv)
 	for (;;) {
 		wj_txn_t t;
 		int64_t cur = b.from;
+		bool ours = true;
 		if (wj_txn_begin(s, &t, false) == 0) {
 			json_t *o = wj_txn_get_json(&t, WJ_DB_CURSORS, b.key, b.kl);
 			cur = json_integer_value(json_object_get(o, "cursor"));
+			ours = json_integer_value(json_object_get(o, "id")) == b.id;
 			json_decref(o);
 			wj_txn_abort(&t);
+		}
+		if (!ours) {
+			printf("%sthe backfill of %s was cancelled or replaced\n", tty ? "\n" : "",
+			       flow);
+			rc = 1;
+			goto out;
 		}
 		double frac = (double)(cur - b.from) / (double)(b.to - b.from);
 		if (frac > 1)
@@ -884,6 +952,7 @@ static int cmd_backfill(int argc, char **argv)
 	}
 	printf("%sbackfill of %s done\n", tty ? "\n" : "", flow);
 out:
+	json_decref(b.found);
 	wj_store_close(s);
 	wj_config_free(cfg);
 	return rc;

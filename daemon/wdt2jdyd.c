@@ -107,6 +107,13 @@ static void write_metrics(json_t *st)
 		wj_buf_printf(&b, "wdt2jdy_flow_lag_seconds{flow=\"%s\"} %lld\n",
 			      json_string_value(json_object_get(o, "name")),
 			      (long long)json_integer_value(json_object_get(o, "lag_s")));
+	json_t *off = json_object_get(json_object_get(st, "wdt"), "clock_offset_s");
+	if (json_is_integer(off)) {
+		metric(&b, "wdt_clock_offset_seconds", "gauge",
+		       "WDT's clock minus this host's, from the Date of WDT's answers.");
+		wj_buf_printf(&b, "wdt2jdy_wdt_clock_offset_seconds %lld\n",
+			      (long long)json_integer_value(off));
+	}
 	metric(&b, "flow_paused", "gauge", "1 while a flow's polling is paused by backpressure.");
 	json_array_foreach(json_object_get(st, "flows"), i, o)
 		wj_buf_printf(&b, "wdt2jdy_flow_paused{flow=\"%s\"} %d\n",

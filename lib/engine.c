@@ -617,6 +617,12 @@ json_t *wj_engine_status(wj_engine_t *e)
 	}
 	json_object_set_new(kd, "logged_in", json_boolean(wj_jdy_has_token(e->jdy)));
 	json_object_set_new(st, "kingdee", kd);
+	/* WDT's clock minus this host's (conservative estimate), null until an answer had a Date */
+	int64_t off = e->wdt_clock.offset_ms;
+	json_object_set_new(st, "wdt", json_pack("{s:o}", "clock_offset_s",
+						 wj_wdt_clock_known(&e->wdt_clock)
+							 ? json_integer((off + (off < 0 ? -500 : 500)) / 1000)
+							 : json_null()));
 
 	wj_store_stat_t ss;
 	if (wj_store_stat(e->store, &ss) == 0) {

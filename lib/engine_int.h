@@ -49,6 +49,8 @@ struct wj_engine {
 	wj_store_t *store;
 	wj_http_t *wdt_http, *jdy_http;
 	wj_wdt_t *wdt;
+	wj_wdt_clock_t wdt_clock; /* WDT's clock, from its answers (poller.c) */
+	bool wdt_clock_warned;    /* its offset above 30 s was logged */
 	wj_jdy_t *jdy;
 	gate_t wdt_gate, jdy_gate;
 	wj_mapping_t **mappings; /* one per flow, in the order of cfg->flows */

@@ -459,8 +459,7 @@ int wj_json_hash(const json_t *v, uint8_t out[32])
 	return r;
 }
 
-/* Length of the valid UTF-8 sequence at p (1..4), or 0 when invalid or cut short. */
-static size_t utf8_seq(const unsigned char *p, size_t left)
+size_t wj_utf8_seq(const unsigned char *p, size_t left)
 {
 	unsigned char c = p[0];
 	size_t n;
@@ -493,7 +492,7 @@ int wj_utf8_repair(const char *in, size_t len, wj_buf_t *out)
 	size_t i = 0, start = 0;
 	int repaired = 0;
 	while (i < len) {
-		size_t n = utf8_seq(p + i, len - i);
+		size_t n = wj_utf8_seq(p + i, len - i);
 		if (n) {
 			i += n;
 			continue;

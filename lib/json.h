@@ -58,6 +58,10 @@ int wj_sha256(const void *data, size_t len, uint8_t out[32]);
  * 0, -EINVAL (NULL), -ENOMEM or -EIO (digest failure). */
 int wj_json_hash(const json_t *v, uint8_t out[32]);
 
+/* Length of the valid UTF-8 sequence at p[0..left) (1..4), or 0 when it is invalid (overlong,
+ * surrogate, beyond U+10FFFF) or cut short. left must be at least 1. */
+size_t wj_utf8_seq(const unsigned char *p, size_t left);
+
 /* Replace every invalid UTF-8 sequence of in[0..len) by U+FFFD, so that a remote answer with
  * one bad name still parses. Returns 0 when in is valid (out untouched), 1 when the repaired
  * text is in out, or -ENOMEM. */

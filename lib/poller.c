@@ -4,10 +4,22 @@
  * window has been read consistently. Pages are parsed, hashed and serialised on the loop's
  * thread pool.
  *
- * Window: [cursor - overlap, min(cursor + window, now - lag)], both ends inclusive, at most 30
- * days. Page 0 gives total_count; a window holding more records than the split threshold (or than
- * the room left in the queue) is halved before anything is read past page 0. If the count or the
- * set of ids changes while paging, the window is read again. */
+ * Window: [cursor - overlap, min(cursor + window, WDT's now - lag)], both ends inclusive, at
+ * most 30 days, in WDT's clock (estimated from the Date of its answers, never ahead of it).
+ * Pages are read from page 0 until one is shorter than page_size. Page 0's total_count, when
+ * WDT gives a usable one, is a cross-check and the early split signal: a window holding more
+ * records than the split threshold (or than the room left in the queue) is halved before
+ * anything is read past page 0 (without a count, once that many were read).
+ *
+ * Orders move while a window is paged: one that is modified leaves its place (its modified
+ * time becomes WDT's now), and the orders after it move up one place, so the first one of the
+ * next page would land on a page already read. Orders that enter only push others to later
+ * pages, which are still to be read. So after the last page of a window of several pages, one
+ * query lists the orders modified while it was read (from the Date of page 0's answer to that
+ * of the last one, a margin either side, same filters, one page): if one of them was read in
+ * the window, or that page is full, the window is read again. So is a window whose distinct
+ * orders disagree with page 0's count, unless the count is lower and two reads in a row gave
+ * the same orders. After MAX_REREADS the window is split instead. */
 #include "lib/engine_int.h"
 
 #include <errno.h>
@@ -21,20 +33,27 @@
 
 #define MAX_SPAN_S (30 * 86400 - 1)
 #define MAX_REREADS 3
+#define MAX_READ_RECS 200000 /* a read deeper than this is not a window WDT pages sanely */
+#define PROBE_MARGIN_S 1     /* around the Dates of the answers, for the change query */
+#define PROBE_MARGIN_UNDATED_S 10 /* when an answer had no Date header */
+#define CLOCK_WARN_MS 30000
 
 /* One record of a window, reduced on arrival to what storing it needs: holding a window as
- * parsed JSON costs several times its text. */
-typedef enum { REC_OK, REC_NO_ID, REC_FILTERED } rec_kind_t;
+ * parsed JSON costs several times its text. Every record has a key, so that the set of orders
+ * read can be compared with WDT's count: its stockin_id, or for an order without a usable one,
+ * "sha256:" and its content hash (it is parked, see park_order). */
+typedef enum { REC_OK, REC_BAD_ID, REC_FILTERED } rec_kind_t;
 typedef struct prec {
 	rec_kind_t kind;
 	char key[WJ_DOC_KEY_MAX];
 	size_t kl;
 	char no[128];
 	char hex[65];
-	char *text; /* canonical JSON of the order (REC_OK) */
+	char *text; /* canonical JSON of the order (REC_OK, REC_BAD_ID) */
 	size_t tlen;
 	char *slim; /* mapping id + the projection for the flow's mapping (REC_OK; may be NULL) */
 	size_t slen;
+	char *why;  /* what is wrong with its stockin_id (REC_BAD_ID) */
 } prec_t;
 
 struct poller {
@@ -45,15 +64,23 @@ struct poller {
 	uv_timer_t timer;
 	int64_t origin;   /* where the flow started (for backfill progress) */
 	int64_t cursor;   /* end of the last window fully stored */
+	uint64_t cursor_op; /* operator changes of the cursor record when it was loaded */
 	/* backfill job (from `wdt2jdyctl backfill`), run when the live cursor has caught up */
 	bool bf_active, bf_mode;
 	int64_t bf_from, bf_to, bf_cursor;
+	uint64_t bf_id;   /* the job's id: the record is ours only while it holds this id */
+	bool op_won;      /* the operator changed the cursor or the job while a window was read */
 	/* window in progress */
 	bool busy, querying, orphan, stopped, paused, timer_closed;
 	bool store_paused; /* the store refused a window for lack of space */
 	int64_t w_start, w_end;
 	unsigned page, rereads, failures;
-	int64_t total;
+	int64_t count;    /* page 0's total_count of this read; -1 none or unusable */
+	int64_t ans_first, ans_last; /* WDT's time of the first and the last answer of this read */
+	bool ans_undated; /* one of them had no Date header */
+	bool clock_moved; /* the last answer moved the estimate of WDT's clock by over a minute */
+	uint8_t prev_set[32]; /* digest of the keys of the previous read of this window */
+	bool prev_set_valid;
 	prec_t *recs;     /* records of the window read so far (text freed once stored) */
 	size_t n_recs, cap_recs, n_stored;
 	uint64_t w_new, w_unchanged, w_changed; /* this window, for its log line */
@@ -64,7 +91,8 @@ struct poller {
 	int64_t w_from;   /* the cursor when the window started */
 	uint64_t window_started;
 	/* counters */
-	uint64_t windows, splits, rereads_total, stored, unchanged, changed, ignored;
+	uint64_t windows, splits, rereads_total, stored, unchanged, changed, ignored, parked;
+	uint64_t checks; /* change queries after windows of several pages */
 	char last_error[300];
 	char last_window[64];
 };
@@ -91,12 +119,14 @@ static int load_cursor(poller_t *p)
 	wj_val_t v;
 	p->cursor = p->flow->cursor_start;
 	p->origin = p->flow->cursor_start;
+	p->cursor_op = 0;
 	if (wj_txn_begin(p->e->store, &t, false) < 0)
 		return -EIO;
 	if (wj_txn_get(&t, WJ_DB_CURSORS, p->name, strlen(p->name), &v) == 0) {
 		json_t *j = json_loadb(v.data, v.len, 0, NULL);
 		json_t *c = json_object_get(j, "cursor"), *o = json_object_get(j, "origin");
 		p->cursor_read_at = json_integer_value(json_object_get(j, "read_at"));
+		p->cursor_op = (uint64_t)json_integer_value(json_object_get(j, "op"));
 		if (json_is_integer(c))
 			p->cursor = json_integer_value(c);
 		if (json_is_integer(o))
@@ -127,6 +157,7 @@ static void load_backfill(poller_t *p)
 		p->bf_from = json_integer_value(json_object_get(j, "from"));
 		p->bf_to = json_integer_value(json_object_get(j, "to"));
 		p->bf_cursor = json_integer_value(json_object_get(j, "cursor"));
+		p->bf_id = (uint64_t)json_integer_value(json_object_get(j, "id"));
 		p->bf_active = j && p->bf_cursor < p->bf_to;
 		json_decref(j);
 	}
@@ -138,7 +169,7 @@ static void load_backfill(poller_t *p)
 typedef struct store_ctx {
 	poller_t *p;
 	int prio;
-	uint64_t n_new, n_unchanged, n_changed, n_ignored;
+	uint64_t n_new, n_unchanged, n_changed, n_ignored, n_parked;
 } store_ctx_t;
 
 static bool param_matches(const wj_flow_cfg_t *f, const char *key, const json_t *order)
@@ -160,7 +191,8 @@ static void recs_release(prec_t *v, size_t n)
 	for (size_t i = 0; i < n; i++) {
 		free(v[i].text);
 		free(v[i].slim);
-		v[i].text = v[i].slim = NULL;
+		free(v[i].why);
+		v[i].text = v[i].slim = v[i].why = NULL;
 	}
 }
 
@@ -222,6 +254,30 @@ static void page_recs_free(page_recs_t *pr)
 	free(pr);
 }
 
+/* The dead-letter reason of an order whose stockin_id cannot key it. Caller frees. */
+static char *bad_id_reason(const json_t *order, int err)
+{
+	char text[48] = "", *out = NULL;
+	if (err == -ERANGE) {
+		const json_t *v = json_object_get(order, "stockin_id");
+		if (!v || json_is_null(v))
+			v = json_object_get(json_array_get(json_object_get(order, "details_list"), 0),
+					    "stockin_id");
+		if (wj_json_text(v, text + 1, sizeof(text) - 2) == 0) {
+			text[0] = ' ';
+		} else {
+			/* longer than shown: its start, cut */
+			const char *sv = json_string_value(v);
+			snprintf(text, sizeof(text), " %.40s…", sv ? sv : "");
+		}
+	}
+	if (asprintf(&out, "stockin_id%s: %s: the order cannot be tracked by it, so it is parked "
+		     "under its content hash", text, err == -ENOSPC ? "longer than 127 bytes"
+		     : wj_wdt_key_problem(err)) < 0)
+		return NULL;
+	return out;
+}
+
 static void prep_page(wj_wdt_result_t *res, void *arg)
 {
 	const poller_t *p = arg;
@@ -237,19 +293,19 @@ static void prep_page(wj_wdt_result_t *res, void *arg)
 		*r = (prec_t){.no = "?"};
 		wj_json_text(json_object_get(order, "stockin_no"), r->no, sizeof(r->no));
 		char id[128];
-		if (!json_is_object(order) || wj_wdt_order_key(order, id, sizeof(id)) < 0) {
-			r->kind = REC_NO_ID;
-			continue;
-		}
 		uint8_t hash[32];
-		r->kind = REC_OK;
-		r->kl = wj_doc_key(r->key, p->name, id);
+		int kerr = wj_wdt_order_key(order, id, sizeof(id));
 		r->text = wj_json_canon(order, &r->tlen);
-		if (!r->text || wj_sha256(r->text, r->tlen, hash) < 0) {
+		if (!r->text || wj_sha256(r->text, r->tlen, hash) < 0 ||
+		    (kerr && !(r->why = bad_id_reason(order, kerr)))) {
 			page_recs_free(pr);
 			return;
 		}
 		wj_hex(hash, sizeof(hash), r->hex, false);
+		if (kerr)
+			snprintf(id, sizeof(id), "sha256:%s", r->hex);
+		r->kind = kerr ? REC_BAD_ID : REC_OK;
+		r->kl = wj_doc_key(r->key, p->name, id);
 	}
 	res->prep = pr;
 }
@@ -277,11 +333,12 @@ static int recs_add_page(poller_t *p, const json_t *orders, page_recs_t *pr)
 	for (size_t i = 0; i < pr->n; i++) {
 		prec_t *r = &pr->v[i];
 		const json_t *order = json_array_get(orders, i);
-		if (r->kind == REC_OK && (!param_matches(p->flow, "order_type", order) ||
-					  !param_matches(p->flow, "status", order))) {
+		if (!param_matches(p->flow, "order_type", order) ||
+		    !param_matches(p->flow, "status", order)) {
 			r->kind = REC_FILTERED;
 			free(r->text);
-			r->text = NULL;
+			free(r->why);
+			r->text = r->why = NULL;
 		}
 		if (r->kind == REC_OK)
 			r->slim = slim_text(p, order, &r->slen);
@@ -298,17 +355,54 @@ static json_t *rec_order(const prec_t *r)
 	return json_loadb(r->text, r->tlen, 0, NULL) ?: json_null();
 }
 
+/* An eligible order without a usable stockin_id: parked in the dead-letter list under its
+ * content hash, once per content. The operator sees it in `dlq list`; a retry posts it. */
+static int park_order(wj_txn_t *t, store_ctx_t *c, const prec_t *rec)
+{
+	poller_t *p = c->p;
+	wj_val_t v;
+	int r = wj_txn_get(t, WJ_DB_DOCS, rec->key, rec->kl, &v);
+	if (r == 0) {
+		c->n_unchanged++; /* this content is parked (or was dropped) already */
+		return 0;
+	}
+	if (r != -ENOENT)
+		return r;
+	json_t *order = rec_order(rec);
+	json_int_t now = (json_int_t)wj_now();
+	json_t *doc = json_pack("{s:s, s:s, s:s, s:i, s:i, s:I}", "state", "dead", "hash",
+				rec->hex, "stockin_no", rec->no, "attempts", 0, "prio", c->prio,
+				"first_seen", now);
+	json_t *id = json_object_get(order, "stockin_id");
+	json_t *dl = json_pack("{s:s, s:O, s:s, s:s, s:s, s:s, s:i, s:I, s:O, s:n}", "flow",
+			       p->name, "stockin_id", id ? id : json_null(), "stockin_no", rec->no,
+			       "reason", rec->why, "first_error", rec->why, "last_error", rec->why,
+			       "attempts", 0, "ts", now, "order", order, "body");
+	json_decref(order);
+	if (!doc || !dl) {
+		json_decref(doc);
+		json_decref(dl);
+		return -ENOMEM;
+	}
+	wj_txn_put_json(t, WJ_DB_DOCS, rec->key, rec->kl, doc);
+	wj_txn_put_json(t, WJ_DB_DEAD, rec->key, rec->kl, dl);
+	json_decref(doc);
+	json_decref(dl);
+	c->n_parked++;
+	char f[1024] = "";
+	wj_logfmt_kv(f, sizeof(f), "flow", p->name);
+	wj_logfmt_kv(f, sizeof(f), "stockin_no", rec->no);
+	wj_logfmt_kv(f, sizeof(f), "reason", rec->why);
+	wj_error("poller", f, "order parked in the dead-letter list");
+	wj_engine_set_error(p->e, "order %s: %s", rec->no, rec->why);
+	return t->err;
+}
+
 static int store_order(wj_txn_t *t, store_ctx_t *c, const prec_t *rec)
 {
 	poller_t *p = c->p;
-	if (rec->kind == REC_NO_ID) {
-		char f[300] = "";
-		wj_logfmt_kv(f, sizeof(f), "flow", p->name);
-		wj_logfmt_kv(f, sizeof(f), "stockin_no", rec->no);
-		wj_warn("poller", f, "order with no stockin_id: cannot be tracked, ignored");
-		c->n_ignored++;
-		return 0;
-	}
+	if (rec->kind == REC_BAD_ID)
+		return park_order(t, c, rec);
 	if (rec->kind == REC_FILTERED) {
 		c->n_ignored++;
 		return 0;
@@ -395,7 +489,7 @@ static int store_page_fn(wj_txn_t *t, void *arg)
 {
 	store_ctx_t *c = arg;
 	poller_t *p = c->p;
-	c->n_new = c->n_unchanged = c->n_changed = c->n_ignored = 0;
+	c->n_new = c->n_unchanged = c->n_changed = c->n_ignored = c->n_parked = 0;
 	for (size_t i = p->n_stored; i < p->n_recs; i++) {
 		int r = store_order(t, c, &p->recs[i]);
 		if (r < 0)
@@ -404,31 +498,54 @@ static int store_page_fn(wj_txn_t *t, void *arg)
 	return t->err;
 }
 
+/* Move the cursor (or the backfill job's) past the window, unless the operator changed it
+ * while the window was read (`wdt2jdyctl cursor set` counts up the record's "op"; a backfill
+ * cancelled or replaced has gone or holds another id): then the operator's value stands and
+ * p->op_won says so. */
 static int store_cursor_fn(wj_txn_t *t, void *arg)
 {
 	poller_t *p = arg;
+	p->op_won = false;
 	if (p->bf_mode) {
 		char key[WJ_DOC_KEY_MAX];
 		size_t kl = backfill_key(p, key);
-		json_t *bf = json_pack("{s:I, s:I, s:I, s:I}", "from", (json_int_t)p->bf_from, "to",
-				       (json_int_t)p->bf_to, "cursor", (json_int_t)p->w_end,
-				       "updated", (json_int_t)wj_now());
-		wj_txn_put_json(t, WJ_DB_CURSORS, key, kl, bf);
+		json_t *bf = wj_txn_get_json(t, WJ_DB_CURSORS, key, kl);
+		if (!bf || (uint64_t)json_integer_value(json_object_get(bf, "id")) != p->bf_id) {
+			p->op_won = true;
+		} else {
+			json_object_set_new(bf, "cursor", json_integer((json_int_t)p->w_end));
+			json_object_set_new(bf, "updated", json_integer((json_int_t)wj_now()));
+			wj_txn_put_json(t, WJ_DB_CURSORS, key, kl, bf);
+		}
 		json_decref(bf);
 		return t->err;
 	}
-	json_t *cur = json_pack("{s:I, s:I, s:I, s:I}", "cursor", (json_int_t)p->w_end, "origin",
-				(json_int_t)p->origin, "updated", (json_int_t)wj_now(), "read_at",
-				(json_int_t)p->read_at);
+	json_t *old = wj_txn_get_json(t, WJ_DB_CURSORS, p->name, strlen(p->name));
+	p->op_won = (uint64_t)json_integer_value(json_object_get(old, "op")) != p->cursor_op;
+	json_decref(old);
+	if (p->op_won)
+		return t->err;
+	json_t *cur = json_pack("{s:I, s:I, s:I, s:I, s:I}", "cursor", (json_int_t)p->w_end,
+				"origin", (json_int_t)p->origin, "updated", (json_int_t)wj_now(),
+				"read_at", (json_int_t)p->read_at, "op", (json_int_t)p->cursor_op);
 	wj_txn_put_json(t, WJ_DB_CURSORS, p->name, strlen(p->name), cur);
 	json_decref(cur);
 	return t->err;
 }
 
+/* Now for windows, in epoch seconds: WDT's now (never later than it is), or the host's if that
+ * is earlier. A WDT clock ahead of the host's only delays windows (a Date header far ahead,
+ * from a proxy say, must not make them end past what WDT stamps). */
+static int64_t wdt_now(const poller_t *p)
+{
+	int64_t host_ms = wj_now_ms(), wdt = wj_wdt_clock_now(&p->e->wdt_clock, host_ms);
+	return wdt < host_ms / 1000 ? wdt : host_ms / 1000;
+}
+
 static bool is_live(const poller_t *p)
 {
 	/* A window ending within one window length of "now - lag" is live; older ones are backfill. */
-	int64_t limit = wj_now() - (int64_t)(p->flow->lag_ms / 1000);
+	int64_t limit = wdt_now(p) - (int64_t)(p->flow->lag_ms / 1000);
 	return p->w_end + (int64_t)(p->flow->window_ms / 1000) >= limit;
 }
 
@@ -448,6 +565,7 @@ static int store_page(poller_t *p)
 	p->unchanged += c.n_unchanged;
 	p->changed += c.n_changed;
 	p->ignored += c.n_ignored;
+	p->parked += c.n_parked;
 	if (c.n_new)
 		dispatcher_pump(p->e->disp);
 	return 0;
@@ -457,6 +575,7 @@ static unsigned split_threshold(poller_t *p);
 
 static void window_done(poller_t *p)
 {
+	size_t n_read = p->n_recs;
 	int r = wj_engine_write(p->e, store_cursor_fn, p);
 	recs_clear(p);
 	p->busy = false;
@@ -470,6 +589,17 @@ static void window_done(poller_t *p)
 		wj_info("poller", p->fields, "state store writable again: polling resumed");
 		p->store_paused = false;
 	}
+	if (p->op_won) {
+		/* Its orders are stored; where to go on from is the operator's call. */
+		wj_info("poller", p->fields, p->bf_mode ? "backfill cancelled or replaced by "
+			"wdt2jdyctl while a window was read: the window's end is not recorded"
+			: "cursor set by wdt2jdyctl while a window was read: the operator's cursor "
+			"stands");
+		p->bf_active = p->bf_active && !p->bf_mode;
+		p->span = 0;
+		schedule(p, 0);
+		return;
+	}
 	if (p->bf_mode) {
 		p->bf_cursor = p->w_end;
 		if (p->bf_cursor >= p->bf_to) {
@@ -482,7 +612,7 @@ static void window_done(poller_t *p)
 		int64_t used = p->w_end - p->w_from, full = (int64_t)(p->flow->window_ms / 1000);
 		if (p->w_split && used > 0)
 			p->span = used;
-		else if (p->span > 0 && p->total * 2 < (int64_t)split_threshold(p))
+		else if (p->span > 0 && n_read * 2 < split_threshold(p))
 			p->span = 2 * p->span < full ? 2 * p->span : 0;
 		p->cursor = p->w_end;
 	}
@@ -495,7 +625,7 @@ static void window_done(poller_t *p)
 	char f[512];
 	snprintf(f, sizeof(f), "%s window_start=\"%s\" window_end=\"%s\" total=%lld new=%llu "
 		 "unchanged=%llu changed=%llu ms=%llu",
-		 p->fields, a, b, (long long)p->total, (unsigned long long)p->w_new,
+		 p->fields, a, b, (long long)n_read, (unsigned long long)p->w_new,
 		 (unsigned long long)p->w_unchanged, (unsigned long long)p->w_changed,
 		 (unsigned long long)(wj_mono_ms() - p->window_started));
 	if (p->w_new || p->w_changed)
@@ -523,30 +653,48 @@ static int key_cmp(const void *a, const void *b)
 	return c ? c : (x->kl > y->kl) - (x->kl < y->kl);
 }
 
-/* Distinct stockin ids among the records read (records without one are not counted). */
-static size_t distinct_ids(poller_t *p)
+/* The records read, sorted by key (caller frees); NULL on ENOMEM. */
+static prec_t **recs_sorted(poller_t *p)
 {
 	prec_t **v = malloc((p->n_recs ? p->n_recs : 1) * sizeof(*v));
 	if (!v)
-		return 0; /* read again: never store on a count we could not check */
-	size_t n = 0, d = 0;
+		return NULL;
 	for (size_t i = 0; i < p->n_recs; i++)
-		if (p->recs[i].kind != REC_NO_ID)
-			v[n++] = &p->recs[i];
-	qsort(v, n, sizeof(*v), key_cmp);
-	for (size_t i = 0; i < n; i++)
-		if (i == 0 || key_cmp(&v[i - 1], &v[i]))
-			d++;
+		v[i] = &p->recs[i];
+	qsort(v, p->n_recs, sizeof(*v), key_cmp);
+	return v;
+}
+
+/* The distinct orders read (by key) and a digest of their keys. -ENOMEM or the count. */
+static ssize_t read_set(poller_t *p, uint8_t digest[32])
+{
+	prec_t **v = recs_sorted(p);
+	wj_buf_t b = {0};
+	ssize_t d = 0;
+	if (!v)
+		return -ENOMEM;
+	for (size_t i = 0; i < p->n_recs && d >= 0; i++) {
+		if (i && !key_cmp(&v[i - 1], &v[i]))
+			continue;
+		d++;
+		if (wj_buf_printf(&b, "%zu:", v[i]->kl) < 0 ||
+		    wj_buf_append(&b, v[i]->key, v[i]->kl) < 0)
+			d = -ENOMEM;
+	}
+	if (d >= 0 && wj_sha256(b.data ? b.data : "", b.len, digest) < 0)
+		d = -ENOMEM;
+	wj_buf_free(&b);
 	free(v);
 	return d;
 }
 
 static void restart_window(poller_t *p)
 {
-	p->read_at = wj_now();
+	p->read_at = wdt_now(p);
 	recs_clear(p);
 	p->page = 0;
-	p->total = -1;
+	p->count = -1;
+	p->ans_undated = false;
 	gate_enter(&p->e->wdt_gate, fetch_page, p);
 }
 
@@ -564,20 +712,98 @@ static void retry_later(poller_t *p, uint64_t ms, const char *why)
 	schedule(p, ms);
 }
 
-static void on_page(wj_wdt_result_t *res, void *arg)
+static uint64_t backoff_ms(poller_t *p)
 {
-	poller_t *p = arg;
-	page_recs_t *pr = res->prep; /* ours from here on */
-	res->prep = NULL;
-	p->querying = false;
-	if (p->orphan) {
-		page_recs_free(pr);
-		poller_release(p);
+	const wj_config_t *cfg = p->e->cfg;
+	return wj_backoff_ms(p->failures, cfg->queue.backoff_initial_ms, cfg->queue.backoff_max_ms,
+			     wj_rand64()) + 100;
+}
+
+/* Halve the window being read and read it from page 0, if that keeps it ending past the
+ * cursor: the overlap behind the cursor is never dropped (a dense overlap is paged through
+ * instead). false when it cannot be split. */
+static bool try_split(poller_t *p)
+{
+	int64_t base = p->bf_mode ? p->bf_cursor : p->cursor;
+	int64_t mid = p->w_start + (p->w_end - p->w_start) / 2;
+	if (p->w_end <= p->w_start || mid <= base)
+		return false;
+	p->w_end = mid;
+	p->splits++;
+	p->w_split = true;
+	p->rereads = 0;
+	p->prev_set_valid = false;
+	restart_window(p);
+	return true;
+}
+
+/* Read the window again from page 0; after MAX_REREADS, split it (fewer pages, less time to
+ * change) or, when it cannot be split, read it again later. Moving the cursor now could miss
+ * an order that slid onto a page already read, so that is never done. */
+static void reread(poller_t *p, const char *why)
+{
+	p->rereads_total++;
+	char a[WJ_TIME_LEN], b[WJ_TIME_LEN];
+	wj_time_format(p->w_start, p->e->cfg->tz_offset, a);
+	wj_time_format(p->w_end, p->e->cfg->tz_offset, b);
+	if (++p->rereads <= MAX_REREADS) {
+		wj_info("poller", p->fields,
+			"window %s..%s changed while paging (%s; read %zu on %u pages): reading it "
+			"again", a, b, why, p->n_recs, p->page + 1);
+		restart_window(p);
 		return;
 	}
-	if (res->cls != WJ_WDT_OK || p->stopped) {
-		page_recs_free(pr);
-		pr = NULL;
+	if (try_split(p)) {
+		wj_info("poller", p->fields, "window %s..%s kept changing while paging (%s): "
+			"splitting it", a, b, why);
+		return;
+	}
+	p->rereads = 0;
+	p->prev_set_valid = false;
+	char msg[300];
+	snprintf(msg, sizeof(msg), "window %s..%s kept changing while paging (%s); reading it again "
+		 "later", a, b, why);
+	retry_later(p, backoff_ms(p), msg);
+}
+
+/* Every answer refines WDT's clock: later queries carry timestamps in it, and a clock more
+ * than 30 s off is logged once (until it comes back). The answer's time in WDT's clock marks
+ * the span of the read for the change query. */
+static void note_answer(poller_t *p, const wj_wdt_result_t *res)
+{
+	wj_engine_t *e = p->e;
+	int64_t before = e->wdt_clock.offset_ms;
+	p->clock_moved = false;
+	if (wj_wdt_clock_add(&e->wdt_clock, res->date_ms, res->recv_ms, res->elapsed_ms)) {
+		int64_t off = e->wdt_clock.offset_ms, abs_ms = off < 0 ? -off : off;
+		p->clock_moved = off - before > 60000 || before - off > 60000;
+		wj_wdt_set_clock_offset(e->wdt, off);
+		if (abs_ms > CLOCK_WARN_MS && !e->wdt_clock_warned) {
+			wj_warn("poller", NULL, "WDT's clock is %lld s %s this host's: windows end at "
+				"WDT's now - lag", (long long)(abs_ms / 1000),
+				off < 0 ? "behind" : "ahead of");
+			e->wdt_clock_warned = true;
+		} else if (abs_ms <= CLOCK_WARN_MS && e->wdt_clock_warned) {
+			wj_info("poller", NULL, "WDT's clock is within %d s of this host's again",
+				CLOCK_WARN_MS / 1000);
+			e->wdt_clock_warned = false;
+		}
+	}
+	int64_t t = res->date_ms >= 0 ? res->date_ms / 1000 : wdt_now(p);
+	p->ans_undated = p->ans_undated || res->date_ms < 0;
+	if (p->page == 0)
+		p->ans_first = t;
+	p->ans_last = t;
+}
+
+/* The start of every answer's callback. false when the callback must only release what it
+ * holds (the poller is gone or stopping). */
+static bool answer_begin(poller_t *p, wj_wdt_result_t *res)
+{
+	p->querying = false;
+	if (p->orphan) {
+		poller_release(p);
+		return false;
 	}
 	int oc = res->cls == WJ_WDT_OK ? OC_OK : res->cls == WJ_WDT_RATE_LIMITED ? OC_RATE_LIMITED
 		 : res->cls == WJ_WDT_AUTH ? OC_AUTH : res->cls == WJ_WDT_TRANSIENT ? OC_TRANSIENT
@@ -586,12 +812,16 @@ static void on_page(wj_wdt_result_t *res, void *arg)
 	if (p->stopped) {
 		recs_clear(p);
 		p->busy = false;
-		return;
+		return false;
 	}
-	const wj_config_t *cfg = p->e->cfg;
+	note_answer(p, res);
+	return true;
+}
+
+/* A failed query: the window is read again from page 0, after a pause fitting the failure. */
+static void answer_failed(poller_t *p, const wj_wdt_result_t *res)
+{
 	switch (res->cls) {
-	case WJ_WDT_OK:
-		break;
 	case WJ_WDT_RATE_LIMITED: {
 		int64_t ms = res->retry_after_ms > 30000 ? res->retry_after_ms : 30000;
 		gate_pause(&p->e->wdt_gate, ms);
@@ -599,38 +829,129 @@ static void on_page(wj_wdt_result_t *res, void *arg)
 		return;
 	}
 	case WJ_WDT_AUTH:
-		retry_later(p, 60000 * (p->failures < 10 ? p->failures + 1 : 10), res->error);
+		/* a stale timestamp, likely, when WDT's clock was only now found far off: the next
+		 * query carries WDT's time */
+		retry_later(p, p->clock_moved ? 1000 : 60000 * (p->failures < 10 ? p->failures + 1 : 10),
+			    res->error);
 		return;
 	case WJ_WDT_PERMANENT:
 		retry_later(p, 300000, res->error);
 		return;
-	case WJ_WDT_TRANSIENT:
 	default:
-		retry_later(p, wj_backoff_ms(p->failures, cfg->queue.backoff_initial_ms,
-					     cfg->queue.backoff_max_ms, wj_rand64()) + 100,
-			    res->error);
+		retry_later(p, backoff_ms(p), res->error);
 		return;
 	}
-	if (p->page == 0) {
-		p->total = res->total_count;
-		unsigned th = split_threshold(p);
-		int64_t base = p->bf_mode ? p->bf_cursor : p->cursor;
-		if (p->total > (int64_t)th && p->w_end > p->w_start) {
-			/* Split only while the window still ends past the cursor; the overlap behind
-			 * it is never dropped (a dense overlap is paged through instead). */
-			int64_t mid = p->w_start + (p->w_end - p->w_start) / 2;
-			if (mid > base) {
-				p->w_end = mid;
-				p->splits++;
-				p->w_split = true;
-				page_recs_free(pr);
-				restart_window(p);
-				return;
-			}
-		}
-	} else if (res->total_count != p->total) {
+}
+
+/* A live window must not end past WDT's now - lag: an order stamped later would fall behind
+ * the cursor. Windows are planned with the clock known so far; page 0's answer may show WDT
+ * behind that (first answer, clock set back). true when the window was cut back (and is read
+ * again) or dropped (nothing to read past the cursor yet). */
+static bool window_past_wdt_now(poller_t *p)
+{
+	int64_t limit = wdt_now(p) - (int64_t)(p->flow->lag_ms / 1000);
+	if (p->bf_mode || p->w_end <= limit)
+		return false;
+	char a[WJ_TIME_LEN], b[WJ_TIME_LEN];
+	wj_time_format(p->w_end, p->e->cfg->tz_offset, a);
+	wj_time_format(limit, p->e->cfg->tz_offset, b);
+	wj_debug("poller", p->fields, "window end %s is past WDT's now - lag (%s): cut back", a, b);
+	if (limit <= p->cursor) {
+		recs_clear(p);
+		p->busy = false;
+		schedule(p, p->flow->interval_ms);
+		return true;
+	}
+	p->w_end = limit;
+	p->prev_set_valid = false;
+	restart_window(p);
+	return true;
+}
+
+/* The window has been read to a short page (over several pages: no order read in it moved
+ * meanwhile). Page 0's count, when usable, cross-checks the distinct orders read. */
+static void window_read(poller_t *p)
+{
+	uint8_t set[32];
+	ssize_t distinct = read_set(p, set);
+	if (distinct < 0) {
+		retry_later(p, 1000, "out of memory");
+		return;
+	}
+	bool stable = p->prev_set_valid && !memcmp(set, p->prev_set, sizeof(set));
+	memcpy(p->prev_set, set, sizeof(set));
+	p->prev_set_valid = true;
+	if (p->count < 0 || distinct == p->count) {
+		window_done(p);
+		return;
+	}
+	char why[128];
+	if (distinct > p->count && stable) {
+		/* WDT's count is low, the orders are not: reading again would change nothing */
+		snprintf(why, sizeof(why), "total_count %lld, but %zd distinct orders read twice: "
+			 "the orders read are kept", (long long)p->count, distinct);
+		wj_warn("poller", p->fields, "%s", why);
+		window_done(p);
+		return;
+	}
+	snprintf(why, sizeof(why), "total_count %lld, %zd distinct orders read", (long long)p->count,
+		 distinct);
+	reread(p, why);
+}
+
+static void fetch_probe(void *arg);
+
+static int64_t probe_margin(const poller_t *p)
+{
+	return p->ans_undated ? PROBE_MARGIN_UNDATED_S : PROBE_MARGIN_S;
+}
+
+static void on_probe_due(uv_timer_t *t)
+{
+	poller_t *p = t->data;
+	gate_enter(&p->e->wdt_gate, fetch_probe, p);
+}
+
+/* Whether WDT accepts an end_time past its now is not known: the change query waits until
+ * WDT's clock, as estimated (never ahead of it), has reached its end. */
+static void start_probe(poller_t *p)
+{
+	int64_t end_ms = (p->ans_last + probe_margin(p)) * 1000;
+	int64_t wait = end_ms - (wj_now_ms() + p->e->wdt_clock.offset_ms);
+	if (wait > 0)
+		uv_timer_start(&p->timer, on_probe_due, (uint64_t)wait, 0);
+	else
+		gate_enter(&p->e->wdt_gate, fetch_probe, p);
+}
+
+static void on_page(wj_wdt_result_t *res, void *arg)
+{
+	poller_t *p = arg;
+	page_recs_t *pr = res->prep; /* ours from here on */
+	res->prep = NULL;
+	if (!answer_begin(p, res)) {
 		page_recs_free(pr);
-		goto reread;
+		return;
+	}
+	if (res->cls != WJ_WDT_OK) {
+		page_recs_free(pr);
+		answer_failed(p, res);
+		return;
+	}
+	size_t n = json_array_size(res->orders);
+	unsigned ps = p->flow->page_size;
+	if (p->page == 0) {
+		if (window_past_wdt_now(p)) {
+			page_recs_free(pr);
+			return;
+		}
+		/* a count below the rows of its own page is no count */
+		p->count = res->total_count >= (int64_t)n && (res->total_count || !n)
+				   ? res->total_count : -1;
+		if (p->count > (int64_t)split_threshold(p) && try_split(p)) {
+			page_recs_free(pr);
+			return;
+		}
 	}
 	if (recs_add_page(p, res->orders, pr) < 0) {
 		retry_later(p, 1000, "out of memory");
@@ -647,64 +968,87 @@ static void on_page(wj_wdt_result_t *res, void *arg)
 		schedule(p, 5000);
 		return;
 	}
-	unsigned ps = p->flow->page_size;
-	if ((int64_t)(p->page + 1) * ps < p->total && json_array_size(res->orders) > 0) {
+	if (n >= ps) {
+		/* a full page: more may follow */
+		if (p->count < 0 && p->n_recs > split_threshold(p) && try_split(p))
+			return;
+		if (p->n_recs >= MAX_READ_RECS) {
+			reread(p, "more orders than any window should hold");
+			return;
+		}
 		p->page++;
 		gate_enter(&p->e->wdt_gate, fetch_page, p);
 		return;
 	}
-	/* Consistency: the distinct ids read must be exactly total_count. */
-	{
-		size_t distinct = distinct_ids(p);
-		if ((int64_t)distinct == p->total)
-			goto done;
-	}
-reread:
-	p->rereads_total++;
-	if (++p->rereads <= MAX_REREADS) {
-		char a[WJ_TIME_LEN], b[WJ_TIME_LEN];
-		wj_time_format(p->w_start, p->e->cfg->tz_offset, a);
-		wj_time_format(p->w_end, p->e->cfg->tz_offset, b);
-		wj_info("poller", p->fields,
-			"window %s..%s changed while paging (total %lld, read %zu on %u pages): "
-			"reading it again", a, b, (long long)p->total, p->n_recs,
-			p->page + 1);
-		restart_window(p);
+	if (p->page > 0) {
+		start_probe(p);
 		return;
 	}
-	/* Still moving. Moving the cursor now could miss a record that slid onto a page already
-	 * read, so never do that: read a smaller window (fewer pages, less time to change). */
-	{
-		int64_t base = p->bf_mode ? p->bf_cursor : p->cursor;
-		int64_t mid = p->w_start + (p->w_end - p->w_start) / 2;
-		p->rereads = 0;
-		if (mid > base) {
-			wj_info("poller", p->fields, "window kept changing while paging: splitting it");
-			p->w_end = mid;
-			p->splits++;
-			p->w_split = true;
-			restart_window(p);
-		} else {
-			retry_later(p, 2000, "window kept changing while paging; reading it again later");
-		}
-		return;
-	}
-done:
-	window_done(p);
+	window_read(p); /* one answer: nothing could move between pages */
 }
 
-static void fetch_page(void *arg)
+/* The first order of orders (a change query's answer) that was read in this window: its
+ * stockin_no; NULL when none. */
+static const char *moved_order(poller_t *p, const json_t *orders, prec_t **sorted)
+{
+	size_t i;
+	const json_t *o;
+	json_array_foreach(orders, i, o) {
+		char id[128], no[128] = "";
+		wj_json_text(json_object_get(o, "stockin_no"), no, sizeof(no));
+		prec_t want = {0}, *w = &want, **hit = NULL;
+		if (wj_wdt_order_key(o, id, sizeof(id)) == 0) {
+			want.kl = wj_doc_key(want.key, p->name, id);
+			hit = bsearch(&w, sorted, p->n_recs, sizeof(*sorted), key_cmp);
+		} else {
+			/* its content hash changed with it: known by its stockin_no */
+			for (size_t k = 0; k < p->n_recs && !hit && no[0]; k++)
+				if (!strcmp(sorted[k]->no, no))
+					hit = &sorted[k];
+		}
+		if (hit)
+			return (*hit)->no;
+	}
+	return NULL;
+}
+
+static void on_probe(wj_wdt_result_t *res, void *arg)
 {
 	poller_t *p = arg;
-	if (p->stopped) {
-		p->busy = false;
+	if (!answer_begin(p, res))
+		return;
+	if (res->cls != WJ_WDT_OK) {
+		answer_failed(p, res);
 		return;
 	}
+	p->checks++;
+	prec_t **sorted = recs_sorted(p);
+	if (!sorted) {
+		retry_later(p, 1000, "out of memory");
+		return;
+	}
+	char why[200];
+	const char *moved = moved_order(p, res->orders, sorted);
+	if (moved)
+		snprintf(why, sizeof(why), "order %.128s, read in it, was modified meanwhile", moved);
+	else if (json_array_size(res->orders) >= p->flow->page_size)
+		snprintf(why, sizeof(why), "too many orders modified meanwhile to check them");
+	free(sorted);
+	if (moved || json_array_size(res->orders) >= p->flow->page_size)
+		reread(p, why);
+	else
+		window_read(p);
+}
+
+/* Send one query of the flow for [start, end] through the gate's turn. */
+static void query(poller_t *p, int64_t start, int64_t end, unsigned page_no, wj_wdt_prep_fn prep,
+		  wj_wdt_cb cb)
+{
 	const wj_flow_cfg_t *f = p->flow;
-	char start[WJ_TIME_LEN], end[WJ_TIME_LEN], page[16], size[16];
-	wj_time_format(p->w_start, p->e->cfg->tz_offset, start);
-	wj_time_format(p->w_end, p->e->cfg->tz_offset, end);
-	snprintf(page, sizeof(page), "%u", p->page);
+	char st[WJ_TIME_LEN], et[WJ_TIME_LEN], page[16], size[16];
+	wj_time_format(start, p->e->cfg->tz_offset, st);
+	wj_time_format(end, p->e->cfg->tz_offset, et);
+	snprintf(page, sizeof(page), "%u", page_no);
 	snprintf(size, sizeof(size), "%u", f->page_size);
 	size_t n = f->n_params + 4;
 	wj_kv_t *kv = calloc(n, sizeof(*kv));
@@ -715,17 +1059,45 @@ static void fetch_page(void *arg)
 	size_t k = 0;
 	for (size_t i = 0; i < f->n_params; i++)
 		kv[k++] = f->params[i];
-	kv[k++] = (wj_kv_t){"start_time", start};
-	kv[k++] = (wj_kv_t){"end_time", end};
+	kv[k++] = (wj_kv_t){"start_time", st};
+	kv[k++] = (wj_kv_t){"end_time", et};
 	kv[k++] = (wj_kv_t){"page_no", page};
 	kv[k++] = (wj_kv_t){"page_size", size};
 	p->querying = true;
-	int r = wj_wdt_query(p->e->wdt, f->method, kv, k, prep_page, on_page, p);
+	int r = wj_wdt_query(p->e->wdt, f->method, kv, k, prep, cb, p);
 	free(kv);
 	if (r < 0) {
 		p->querying = false;
 		retry_later(p, 1000, "cannot start the WDT query");
 	}
+}
+
+static void fetch_page(void *arg)
+{
+	poller_t *p = arg;
+	if (p->stopped) {
+		p->busy = false;
+		return;
+	}
+	query(p, p->w_start, p->w_end, p->page, prep_page, on_page);
+}
+
+/* The change query: the orders modified while the window was paged, by WDT's clock (the Dates
+ * of the first and the last answer, a margin either side, wider when one had no Date). */
+static void fetch_probe(void *arg)
+{
+	poller_t *p = arg;
+	if (p->stopped) {
+		p->busy = false;
+		return;
+	}
+	int64_t m = probe_margin(p);
+	int64_t from = p->ans_first - m, to = p->ans_last + m;
+	if (to - from > MAX_SPAN_S) {
+		reread(p, "it took too long to read to check it");
+		return;
+	}
+	query(p, from, to, 0, NULL, on_probe);
 }
 
 /* How far behind the cursor to read again. The overlap is there for orders that become
@@ -752,6 +1124,7 @@ static void begin_window(poller_t *p, int64_t start, int64_t end)
 	p->w_split = false;
 	p->w_new = p->w_unchanged = p->w_changed = 0;
 	p->rereads = 0;
+	p->prev_set_valid = false;
 	p->busy = true;
 	p->window_started = wj_mono_ms();
 	restart_window(p);
@@ -761,8 +1134,7 @@ static void start_window(poller_t *p)
 {
 	const wj_flow_cfg_t *f = p->flow;
 	load_cursor(p); /* picks up `wdt2jdyctl cursor set` */
-	int64_t now = wj_now();
-	int64_t limit = now - (int64_t)(f->lag_ms / 1000);
+	int64_t limit = wdt_now(p) - (int64_t)(f->lag_ms / 1000);
 	p->bf_mode = false;
 	if (p->cursor >= limit) {
 		/* Live is up to date: use the wait for a backfill window, if one is pending. */
@@ -908,17 +1280,19 @@ json_t *poller_status(poller_t *p)
 	int tz = p->e->cfg->tz_offset;
 	wj_time_format(p->cursor, tz, cur);
 	wj_time_format(p->origin, tz, origin);
-	int64_t now = wj_now();
+	int64_t now = wdt_now(p);
 	int64_t lag = now - p->cursor;
 	double progress = now > p->origin ? (double)(p->cursor - p->origin) / (double)(now - p->origin)
 					  : 1.0;
-	json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:f, s:b, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+	json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:f, s:b, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I,"
+			      " s:I, s:I}",
 			      "name", p->name, "cursor", cur, "origin", origin, "lag_s",
 			      (json_int_t)lag, "progress", progress > 1 ? 1.0 : progress, "paused",
 			      p->paused, "polling", p->busy, "windows", (json_int_t)p->windows,
 			      "splits", (json_int_t)p->splits, "rereads", (json_int_t)p->rereads_total,
 			      "stored", (json_int_t)p->stored, "unchanged", (json_int_t)p->unchanged,
-			      "changed", (json_int_t)p->changed, "ignored", (json_int_t)p->ignored);
+			      "changed", (json_int_t)p->changed, "ignored", (json_int_t)p->ignored,
+			      "parked", (json_int_t)p->parked, "checks", (json_int_t)p->checks);
 	if (p->busy) {
 		char a[WJ_TIME_LEN], b[WJ_TIME_LEN];
 		wj_time_format(p->w_start, tz, a);

@@ -1,6 +1,7 @@
 #include "lib/wdt.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -25,21 +26,56 @@ static int cmp_param(const void *a, const void *b, void *ctx)
 	return i < j ? -1 : i > j;
 }
 
-static bool signed_param(const wj_kv_t *kv)
+/* Java's Character.isWhitespace: HT..CR, FS..US, space, and the Unicode space, line and
+ * paragraph separators except the no-break ones (U+00A0, U+2007, U+202F). */
+static bool java_space(uint32_t cp)
 {
-	return kv->key && kv->value && kv->value[0] && strcmp(kv->key, "sign") != 0;
+	if (cp == ' ' || (cp >= 0x09 && cp <= 0x0D) || (cp >= 0x1C && cp <= 0x1F))
+		return true;
+	return cp == 0x1680 || (cp >= 0x2000 && cp <= 0x2006) || (cp >= 0x2008 && cp <= 0x200A) ||
+	       cp == 0x2028 || cp == 0x2029 || cp == 0x205F || cp == 0x3000;
+}
+
+bool wj_wdt_qimen_blank(const char *value)
+{
+	const unsigned char *c = (const unsigned char *)value;
+	size_t left = value ? strlen(value) : 0;
+	while (left) {
+		size_t n = wj_utf8_seq(c, left);
+		if (!n)
+			return false;
+		uint32_t cp = n == 1 ? c[0] : c[0] & (0x7F >> n);
+		for (size_t i = 1; i < n; i++)
+			cp = (cp << 6) | (c[i] & 0x3F);
+		if (!java_space(cp))
+			return false;
+		c += n;
+		left -= n;
+	}
+	return true;
+}
+
+/* A parameter left out of the request and its signature. */
+static bool skipped_value(const char *value, bool qimen)
+{
+	return qimen ? wj_wdt_qimen_blank(value) : !value || !value[0];
+}
+
+static bool signed_param(const wj_kv_t *kv, bool qimen)
+{
+	return kv->key && !skipped_value(kv->value, qimen) && strcmp(kv->key, "sign") != 0;
 }
 
 /* Indices of the parameters taking part in a signature, sorted by key bytewise (strcmp compares
  * as unsigned char). Caller frees; NULL on ENOMEM. */
-static size_t *sign_order(const wj_kv_t *p, size_t n, size_t *count)
+static size_t *sign_order(const wj_kv_t *p, size_t n, bool qimen, size_t *count)
 {
 	size_t *idx = malloc((n ? n : 1) * sizeof(*idx));
 	if (!idx)
 		return NULL;
 	size_t k = 0;
 	for (size_t i = 0; i < n; i++)
-		if (signed_param(&p[i]))
+		if (signed_param(&p[i], qimen))
 			idx[k++] = i;
 	qsort_r(idx, k, sizeof(*idx), cmp_param, (void *)p);
 	*count = k;
@@ -61,7 +97,7 @@ void wj_wdt_sign_qimen(const wj_kv_t *p, size_t n, const char *secret, char out[
 {
 	wj_buf_t b = {0};
 	size_t k = 0;
-	size_t *idx = sign_order(p, n, &k);
+	size_t *idx = sign_order(p, n, true, &k);
 	out[0] = '\0';
 	if (!idx)
 		return;
@@ -92,7 +128,7 @@ static size_t utf8_len(const char *s)
 int wj_wdt_openapi2_pack(const wj_kv_t *p, size_t n, wj_buf_t *out)
 {
 	size_t k = 0;
-	size_t *idx = sign_order(p, n, &k);
+	size_t *idx = sign_order(p, n, false, &k);
 	if (!idx)
 		return -ENOMEM;
 	int ret = 0;
@@ -221,6 +257,7 @@ int wj_wdt_build(const wj_wdt_opts_t *o, const char *method, const wj_kv_t *para
 	if (ret)
 		goto fail;
 	size_t n_sys = m;
+	bool qimen = o->api == WJ_WDT_QIMEN;
 	ret = -EINVAL;
 	for (size_t i = 0; i < n; i++) {
 		if (empty(params[i].key))
@@ -230,7 +267,7 @@ int wj_wdt_build(const wj_wdt_opts_t *o, const char *method, const wj_kv_t *para
 		for (size_t j = 0; j < n_sys; j++)
 			if (!strcmp(params[i].key, all[j].key))
 				goto fail;
-		if (!empty(params[i].value))
+		if (!skipped_value(params[i].value, qimen))
 			all[m++] = params[i];
 	}
 	if (o->api == WJ_WDT_QIMEN)
@@ -243,7 +280,7 @@ int wj_wdt_build(const wj_wdt_opts_t *o, const char *method, const wj_kv_t *para
 	SYS("sign", sign);
 #undef SYS
 	for (size_t i = 0; i < m; i++) {
-		if (empty(all[i].value))
+		if (skipped_value(all[i].value, qimen))
 			continue;
 		ret = form_pair(body, &all[i]);
 		if (ret)
@@ -408,6 +445,134 @@ static bool api_error(const json_t *env, bool failure, long status, int64_t retr
 	return true;
 }
 
+/* ---- repairing an answer ---- */
+
+static bool digit(char c)
+{
+	return c >= '0' && c <= '9';
+}
+
+/* Length of the JSON number (RFC 8259 grammar) at s[0..left), 0 when none starts there. */
+static size_t number_len(const char *s, size_t left)
+{
+	size_t i = s[0] == '-';
+	if (i >= left || !digit(s[i]))
+		return 0;
+	if (s[i++] != '0')
+		while (i < left && digit(s[i]))
+			i++;
+	if (i < left && s[i] == '.') {
+		size_t d = ++i;
+		while (i < left && digit(s[i]))
+			i++;
+		if (i == d)
+			return 0;
+	}
+	if (i < left && (s[i] == 'e' || s[i] == 'E')) {
+		i++;
+		if (i < left && (s[i] == '+' || s[i] == '-'))
+			i++;
+		size_t d = i;
+		while (i < left && digit(s[i]))
+			i++;
+		if (i == d)
+			return 0;
+	}
+	return i;
+}
+
+/* True when jansson refuses the number token tok[0..len) as out of range: an integer (no
+ * fraction, no exponent) beyond json_int_t, or a real whose magnitude overflows a double (an
+ * underflow reads as 0 and is kept). The same tests as jansson's lexer. -ENOMEM on failure. */
+static int number_overflows(const char *tok, size_t len)
+{
+	char small[64], *buf = len < sizeof(small) ? small : malloc(len + 1);
+	if (!buf)
+		return -ENOMEM;
+	memcpy(buf, tok, len);
+	buf[len] = '\0';
+	bool integer = !strpbrk(buf, ".eE"), over;
+	errno = 0;
+	if (integer) {
+		(void)strtoll(buf, NULL, 10);
+		over = errno == ERANGE;
+	} else {
+		double d = strtod(buf, NULL);
+		over = errno == ERANGE && (d == HUGE_VAL || d == -HUGE_VAL);
+	}
+	if (buf != small)
+		free(buf);
+	return over;
+}
+
+/* Copy in[from..to) and then add (an n-byte replacement) to out; the first change starts out. */
+static int repair_put(wj_buf_t *out, int *changed, const char *in, size_t from, size_t to,
+		      const char *add, size_t n)
+{
+	if (!*changed)
+		wj_buf_reset(out);
+	*changed = 1;
+	if (wj_buf_append(out, in + from, to - from) < 0 || wj_buf_append(out, add, n) < 0)
+		return -ENOMEM;
+	return 0;
+}
+
+int wj_wdt_repair(const char *in, size_t len, wj_buf_t *out)
+{
+	const unsigned char *u = (const unsigned char *)in;
+	size_t i = 0, copied = 0; /* in[copied..i) is still to be copied to out */
+	bool in_string = false, escaped = false;
+	int changed = 0;
+	while (i < len) {
+		if (u[i] >= 0x80) {
+			size_t n = wj_utf8_seq(u + i, len - i);
+			escaped = false;
+			if (n) {
+				i += n;
+				continue;
+			}
+			if (repair_put(out, &changed, in, copied, i, "\xEF\xBF\xBD", 3) < 0)
+				return -ENOMEM;
+			copied = ++i;
+			continue;
+		}
+		if (in_string) {
+			if (escaped)
+				escaped = false;
+			else if (in[i] == '\\')
+				escaped = true;
+			else if (in[i] == '"')
+				in_string = false;
+			i++;
+			continue;
+		}
+		if (in[i] == '"') {
+			in_string = true;
+			i++;
+			continue;
+		}
+		size_t n = (in[i] == '-' || digit(in[i])) ? number_len(in + i, len - i) : 0;
+		if (!n) {
+			i++;
+			continue;
+		}
+		int over = number_overflows(in + i, n);
+		if (over < 0)
+			return -ENOMEM;
+		if (over) {
+			/* the token's text becomes a string; it holds no byte that needs escaping */
+			if (repair_put(out, &changed, in, copied, i, "\"", 1) < 0 ||
+			    repair_put(out, &changed, in, i, i + n, "\"", 1) < 0)
+				return -ENOMEM;
+			copied = i + n;
+		}
+		i += n;
+	}
+	if (changed && wj_buf_append(out, in + copied, len - copied) < 0)
+		return -ENOMEM;
+	return changed;
+}
+
 int wj_wdt_parse(long http_status, const char *body, size_t len, int64_t retry_after_ms,
 		 wj_wdt_result_t *out)
 {
@@ -417,6 +582,8 @@ int wj_wdt_parse(long http_status, const char *body, size_t len, int64_t retry_a
 	memset(out, 0, sizeof(*out));
 	out->http_status = http_status;
 	out->retry_after_ms = -1;
+	out->total_count = -1;
+	out->date_ms = -1;
 	if (http_status == 429) {
 		set_error(out, WJ_WDT_RATE_LIMITED, "wdt: HTTP 429");
 		set_rate_limited(out, retry_after_ms);
@@ -426,9 +593,15 @@ int wj_wdt_parse(long http_status, const char *body, size_t len, int64_t retry_a
 		set_error(out, WJ_WDT_TRANSIENT, "wdt: no response");
 		goto fail;
 	}
-	/* One order with a broken name must not make the whole page unreadable. */
+	/* One order with a broken name or number must not make the whole page unreadable. */
 	wj_buf_t fixed = {0};
-	if (body && wj_utf8_repair(body, len, &fixed) == 1) {
+	int rep = body ? wj_wdt_repair(body, len, &fixed) : 0;
+	if (rep < 0) {
+		wj_buf_free(&fixed);
+		set_error(out, WJ_WDT_TRANSIENT, "wdt: out of memory");
+		goto fail;
+	}
+	if (rep == 1) {
 		body = fixed.data;
 		len = fixed.len;
 	}
@@ -464,16 +637,10 @@ int wj_wdt_parse(long http_status, const char *body, size_t len, int64_t retry_a
 		goto fail;
 	}
 
-	const json_t *tc = json_object_get(env, "total_count");
-	if (!tc) {
-		set_error(out, WJ_WDT_TRANSIENT, "wdt: response: total_count: missing");
-		goto fail;
-	}
-	if (wj_json_int(tc, &out->total_count) < 0 || out->total_count < 0) {
-		out->total_count = 0;
-		set_error(out, WJ_WDT_TRANSIENT, "wdt: response: total_count: not a count");
-		goto fail;
-	}
+	/* Only a cross-check for the caller: WDT sends it with page_no 0 only. */
+	int64_t count;
+	if (wj_json_int(json_object_get(env, "total_count"), &count) == 0 && count >= 0)
+		out->total_count = count;
 	json_t *list = json_object_get(env, "stockin_list");
 	if (!list || json_is_null(list)) {
 		if (out->total_count > 0) {
@@ -529,19 +696,39 @@ int wj_wdt_order_key(const json_t *order, char *id, size_t size)
 		const json_t *first = json_array_get(json_object_get(order, "details_list"), 0);
 		v = json_object_get(first, "stockin_id");
 	}
-	if (!v || json_is_null(v))
-		return -ENOENT;
-	int ret = wj_json_text(v, id, size);
-	if (ret)
-		return ret;
-	if (!id[0])
-		return -EINVAL;
-	for (const unsigned char *c = (const unsigned char *)id; *c; c++)
-		if (*c <= ' ' || *c == 0x7f) {
-			id[0] = '\0';
-			return -EINVAL;
-		}
-	return 0;
+	int ret = !v || json_is_null(v) ? -ENOENT : wj_json_text(v, id, size);
+	if (!ret && !id[0])
+		ret = -EINVAL;
+	for (const unsigned char *c = (const unsigned char *)id; !ret && *c; c++)
+		if (*c <= ' ' || *c == 0x7f)
+			ret = -EILSEQ;
+	if (!ret) {
+		/* a number (a bare one out of range arrives as its text) must be a 64-bit integer */
+		json_t *s = json_string_nocheck(id);
+		double d;
+		int64_t n;
+		if (!s)
+			ret = -ENOMEM;
+		else if (wj_json_number(s, &d) != -EINVAL && wj_json_int(s, &n) < 0)
+			ret = -ERANGE;
+		json_decref(s);
+	}
+	if (ret && size)
+		id[0] = '\0';
+	return ret;
+}
+
+const char *wj_wdt_key_problem(int err)
+{
+	switch (err) {
+	case -ENOENT: return "missing";
+	case -EINVAL: return "empty or not a scalar";
+	case -EILSEQ: return "contains a control character or a space";
+	case -ENOSPC: return "too long";
+	case -ERANGE: return "a number that is not an integer within 64 bits";
+	case -ENOMEM: return "out of memory";
+	default: return "unusable";
+	}
 }
 
 int wj_wdt_order_modified(const json_t *order, int tz_offset, int64_t *epoch)
@@ -572,6 +759,42 @@ int wj_wdt_order_modified(const json_t *order, int tz_offset, int64_t *epoch)
 	return 0;
 }
 
+/* ---- WDT's clock ---- */
+
+bool wj_wdt_clock_add(wj_wdt_clock_t *c, int64_t date_ms, int64_t recv_ms, uint64_t elapsed_ms)
+{
+	if (date_ms < 0)
+		return false;
+	int64_t low = date_ms - recv_ms, high = low + 1000 + (int64_t)elapsed_ms;
+	int64_t before = c->offset_ms;
+	bool known = c->n > 0;
+	if (known && high < c->offset_ms)
+		c->n = 0; /* the clock went back: the older answers no longer hold */
+	c->low[c->next] = low;
+	c->next = (c->next + 1) % WJ_WDT_CLOCK_SAMPLES;
+	if (c->n < WJ_WDT_CLOCK_SAMPLES)
+		c->n++;
+	int64_t best = low;
+	for (unsigned i = 1; i < c->n; i++) {
+		int64_t v = c->low[(c->next + WJ_WDT_CLOCK_SAMPLES - 1 - i) % WJ_WDT_CLOCK_SAMPLES];
+		if (v > best)
+			best = v;
+	}
+	c->offset_ms = best;
+	return !known || best != before;
+}
+
+bool wj_wdt_clock_known(const wj_wdt_clock_t *c)
+{
+	return c->n > 0;
+}
+
+int64_t wj_wdt_clock_now(const wj_wdt_clock_t *c, int64_t host_now_ms)
+{
+	int64_t t = host_now_ms + c->offset_ms;
+	return t >= 0 ? t / 1000 : -((999 - t) / 1000); /* floor */
+}
+
 /* ---- asynchronous client ---- */
 
 struct wj_wdt {
@@ -580,6 +803,7 @@ struct wj_wdt {
 	char *url, *sid, *app_key, *app_secret, *target_app_key;
 	uint64_t timeout_ms;
 	int tz_offset;
+	int64_t clock_offset_ms;
 };
 
 /* One query in flight; independent of the client so the client may be freed meanwhile. */
@@ -595,6 +819,8 @@ typedef struct wdt_call {
 	char *body;
 	size_t body_len;
 	int64_t retry_after_ms;
+	int64_t date_ms, recv_ms;
+	uint64_t elapsed_ms;
 	wj_wdt_result_t res;
 } wdt_call_t;
 
@@ -620,7 +846,7 @@ static void free_strings(wj_wdt_t *w)
 static int copy_opts(wj_wdt_t *w, const wj_wdt_opts_t *o)
 {
 	wj_wdt_t n = {.http = w->http, .api = o->api, .timeout_ms = o->timeout_ms,
-		      .tz_offset = o->tz_offset};
+		      .tz_offset = o->tz_offset, .clock_offset_ms = w->clock_offset_ms};
 	bool fail = false;
 	n.url = dup_or_null(o->url, &fail);
 	n.sid = dup_or_null(o->sid, &fail);
@@ -652,6 +878,11 @@ wj_wdt_t *wj_wdt_new(wj_http_t *http, const wj_wdt_opts_t *o)
 void wj_wdt_set_opts(wj_wdt_t *w, const wj_wdt_opts_t *o)
 {
 	(void)copy_opts(w, o);
+}
+
+void wj_wdt_set_clock_offset(wj_wdt_t *w, int64_t offset_ms)
+{
+	w->clock_offset_ms = offset_ms;
 }
 
 void wj_wdt_free(wj_wdt_t *w)
@@ -705,6 +936,9 @@ static void free_done(uv_work_t *req, int status)
 
 static void deliver(wdt_call_t *call)
 {
+	call->res.date_ms = call->date_ms;
+	call->res.recv_ms = call->recv_ms;
+	call->res.elapsed_ms = call->elapsed_ms;
 	mask_secret(call->res.error, sizeof(call->res.error), call->secret);
 	mask_secret(call->res.code, sizeof(call->res.code), call->secret);
 	call->cb(&call->res, call->arg);
@@ -741,6 +975,9 @@ static void parse_done(uv_work_t *req, int status)
 static void on_http(const wj_http_resp_t *resp, void *arg)
 {
 	wdt_call_t *call = arg;
+	call->date_ms = resp->date_ms;
+	call->recv_ms = wj_now_ms();
+	call->elapsed_ms = resp->elapsed_ms;
 	if (resp->curl_code != CURLE_OK || resp->status == 0) {
 		call->res.cls = WJ_WDT_TRANSIENT;
 		call->res.http_status = resp->status;
@@ -788,7 +1025,9 @@ int wj_wdt_query(wj_wdt_t *w, const char *method, const wj_kv_t *params, size_t 
 		.app_secret = w->app_secret, .target_app_key = w->target_app_key,
 		.timeout_ms = w->timeout_ms, .tz_offset = w->tz_offset,
 	};
-	ret = wj_wdt_build(&o, method, params, n, wj_now(), &url, &body);
+	int64_t now = wj_wdt_clock_now(&(wj_wdt_clock_t){.offset_ms = w->clock_offset_ms},
+					wj_now_ms());
+	ret = wj_wdt_build(&o, method, params, n, now, &url, &body);
 	if (ret)
 		goto fail;
 	ret = -ENOMEM;

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -38,8 +39,13 @@ typedef enum {
 typedef struct wj_wdt_result {
 	wj_wdt_class_t cls;
 	long http_status;       /* 0 when no response was received */
-	int64_t total_count;    /* records in the whole window (all pages) */
+	int64_t total_count;    /* records in the whole window (all pages) as the answer says;
+				 * -1 when absent, null or not a count (WDT gives it with page_no
+				 * 0 only) */
 	json_t *orders;         /* array of objects, owned by the result; NULL unless cls == OK */
+	int64_t date_ms;        /* the answer's Date header (epoch ms, whole seconds), -1 none */
+	int64_t recv_ms;        /* this host's wall clock when the answer arrived (epoch ms) */
+	uint64_t elapsed_ms;    /* how long the exchange took */
 	int64_t retry_after_ms; /* -1 none; for RATE_LIMITED at least WJ_WDT_RATE_BACKOFF_MS */
 	char code[32];          /* the non-zero errorcode/code as text, "" when none */
 	char error[512];        /* "wdt: ..." reason, "" on success; never contains the secret */
@@ -49,7 +55,9 @@ typedef struct wj_wdt_result {
 /* ---- signatures (pure) ----
  * Parameters with the key "sign" or an empty value are skipped; keys sorted bytewise. */
 
-/* Qimen: MD5(secret + k1 v1 k2 v2 ... + secret), uppercase hex. */
+/* Qimen: MD5(secret + k1 v1 k2 v2 ... + secret), uppercase hex. Values made only of whitespace
+ * (as Java's Character.isWhitespace counts it: ASCII and Unicode spaces, not no-break spaces)
+ * are skipped too: the TOP SDKs disagree on them, so they are never sent either. */
 void wj_wdt_sign_qimen(const wj_kv_t *p, size_t n, const char *secret, char out[33]);
 /* openapi2: MD5(pack + secret), lowercase hex (see wj_wdt_openapi2_pack). */
 void wj_wdt_sign_openapi2(const wj_kv_t *p, size_t n, const char *secret, char out[33]);
@@ -58,10 +66,16 @@ void wj_wdt_sign_openapi2(const wj_kv_t *p, size_t n, const char *secret, char o
  * 0 or -ENOMEM. Exposed for tests and wdt2jdyctl. */
 int wj_wdt_openapi2_pack(const wj_kv_t *p, size_t n, wj_buf_t *out);
 
+/* True when a Qimen value is left out of the request and its signature: NULL, empty or only
+ * whitespace (see wj_wdt_sign_qimen). */
+bool wj_wdt_qimen_blank(const char *value);
+
 /* ---- request building (pure) ----
  * Resets url and body, then fills them: the POST URL and the form-urlencoded body, system
- * parameters and sign included; now is the current epoch in seconds. Business parameters must
- * not repeat a system parameter. 0, -EINVAL (bad method or options) or -ENOMEM. */
+ * parameters and sign included; now is the current epoch in seconds (WDT's clock). Parameters
+ * with an empty value (Qimen: blank, see wj_wdt_qimen_blank) are neither sent nor signed.
+ * Business parameters must not repeat a system parameter. 0, -EINVAL (bad method or options)
+ * or -ENOMEM. */
 int wj_wdt_build(const wj_wdt_opts_t *o, const char *method, const wj_kv_t *params, size_t n,
 		 int64_t now, wj_buf_t *url, wj_buf_t *body);
 
@@ -70,22 +84,59 @@ int wj_wdt_build(const wj_wdt_opts_t *o, const char *method, const wj_kv_t *para
  * top level (openapi2). An error is a non-zero errorcode/code (number or string) or
  * flag "failure". Classes: HTTP 429 or code 1012 → RATE_LIMITED; signature, app key or sid
  * errors (openapi2 1004..1007) → AUTH; HTTP 5xx/408, malformed or inconsistent answers,
- * isp.* and internal errors → TRANSIENT; other errors → PERMANENT. A missing stockin_list with
- * total_count 0 is OK with an empty array.
+ * isp.* and internal errors → TRANSIENT; other errors → PERMANENT. total_count is optional
+ * (-1 when absent, null or unusable); a missing or null stockin_list is an empty page unless
+ * total_count says there are records. The body is first passed through wj_wdt_repair, so one
+ * order with a broken name or an out-of-range number does not make the page unreadable.
  * out is always filled, and must be cleared with wj_wdt_result_clear. retry_after_ms: from the
  * Retry-After header, -1 when absent. Returns 0 when out->cls == WJ_WDT_OK, else -EIO. */
 int wj_wdt_parse(long http_status, const char *body, size_t len, int64_t retry_after_ms,
 		 wj_wdt_result_t *out);
 void wj_wdt_result_clear(wj_wdt_result_t *res);
 
+/* Make a WDT answer parseable without changing what parses already: every invalid UTF-8
+ * sequence becomes U+FFFD (anywhere), and every number token that jansson cannot hold (an
+ * integer beyond 64 bits, a real whose magnitude overflows a double: 1e400,
+ * 99999999999999999999) becomes a JSON string with the token's exact text. Other numbers,
+ * strings and structure are copied byte for byte, so an order's canonical text and content hash
+ * do not change. Returns 0 when in needs no change (out untouched), 1 when the repaired text is
+ * in out, or -ENOMEM. */
+int wj_wdt_repair(const char *in, size_t len, wj_buf_t *out);
+
 /* ---- order helpers ---- */
 
-/* stockin_id as text (falls back to details_list[0].stockin_id).
- * 0, -ENOENT (missing), -EINVAL (empty or not a scalar) or -ENOSPC. */
+/* stockin_id as text (falls back to details_list[0].stockin_id), usable as the order's key.
+ * 0, or why it is not: -ENOENT missing, -EINVAL empty or not a scalar, -EILSEQ a control
+ * character or a space, -ENOSPC size bytes or longer, -ERANGE a number that is not an integer
+ * within 64 bits ("99999999999999999999", "1e400", "12.5"). id is "" on failure. */
 int wj_wdt_order_key(const json_t *order, char *id, size_t size);
+/* What an error of wj_wdt_order_key says about the stockin_id ("missing", "empty", ...). */
+const char *wj_wdt_key_problem(int err);
 /* "modified" read in tz_offset (falls back to the latest details_list[].modified).
  * 0, -ENOENT (missing) or -EINVAL (not a "YYYY-MM-DD HH:MM:SS" time). */
 int wj_wdt_order_modified(const json_t *order, int tz_offset, int64_t *epoch);
+
+/* ---- WDT's clock ----
+ * The offset of WDT's clock from this host's, from the Date header of WDT's answers (whole
+ * seconds). An answer stamped with date D, that arrived at this host's time R after an exchange
+ * of E ms, bounds the offset: at least D − R (the Date was stamped before the answer arrived),
+ * less than D + 1 s + E − R. The estimate is the largest lower bound of the last
+ * WJ_WDT_CLOCK_SAMPLES answers, so it never puts WDT's now later than it is; an answer whose
+ * upper bound is below the estimate (WDT's clock went back) drops the older answers. */
+#define WJ_WDT_CLOCK_SAMPLES 64
+
+typedef struct wj_wdt_clock {
+	int64_t low[WJ_WDT_CLOCK_SAMPLES]; /* lower bounds of the offset (ms), a ring */
+	unsigned n, next;
+	int64_t offset_ms; /* the estimate; 0 while no answer had a Date */
+} wj_wdt_clock_t;
+
+/* Add one answer (date_ms -1: no Date header, ignored). true when the estimate changed. */
+bool wj_wdt_clock_add(wj_wdt_clock_t *c, int64_t date_ms, int64_t recv_ms, uint64_t elapsed_ms);
+/* true once an answer had a Date header. */
+bool wj_wdt_clock_known(const wj_wdt_clock_t *c);
+/* WDT's now in epoch seconds, never later than it is (the host's clock while unknown). */
+int64_t wj_wdt_clock_now(const wj_wdt_clock_t *c, int64_t host_now_ms);
 
 /* ---- asynchronous client ---- */
 
@@ -104,6 +155,9 @@ wj_wdt_t *wj_wdt_new(wj_http_t *http, const wj_wdt_opts_t *o);
 /* Replace the options (reload); queries already sent are unaffected. On allocation failure
  * the old options stay. */
 void wj_wdt_set_opts(wj_wdt_t *w, const wj_wdt_opts_t *o);
+/* WDT's clock minus this host's, in ms: the timestamps of later queries are in WDT's clock (the
+ * server refuses stale ones). 0 until set. */
+void wj_wdt_set_clock_offset(wj_wdt_t *w, int64_t offset_ms);
 /* Build, sign and POST one query. 0 (cb will be called) or -EINVAL/-ENOMEM (it will not).
  * The answer is parsed on the loop's thread pool (with prep, if not NULL), then cb runs on the
  * loop. */

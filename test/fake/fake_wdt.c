@@ -29,6 +29,11 @@
 #define OPENAPI2_SKEW 300
 #define MAX_SPAN (30 * 86400)
 #define HEX_MARKER "@@hex:"
+#define RAW_MARKER "@@raw:"
+
+/* When total_count is in an answer (WDT's docs: "returned when page_no = 0"). */
+enum total_mode { TC_PAGE0, TC_ALWAYS, TC_ZERO, TC_NULL, TC_NONE };
+static const char *const total_names[] = {"page0", "always", "zero", "null", "none"};
 
 enum bad_kind { BAD_NONE, BAD_MATERIAL, BAD_QTY, BAD_STORE, BAD_EMPTY };
 static const char *const bad_names[] = {"", "unknown_material", "zero_qty", "unknown_store",
@@ -51,6 +56,8 @@ static const char *const out_names[] = {"ok", "rate_limited", "sign_errors", "ti
 struct opts {
 	const char *sid, *app_key, *app_secret, *target_app_key, *port_file, *start;
 	int tz, port, span_days, eligible_pct, bad_pct, materials;
+	enum total_mode total;
+	long clock_offset; /* seconds added to the host's clock: the fake's now */
 	uint64_t seed;
 	long orders;
 	bool verbose;
@@ -71,7 +78,7 @@ struct counters {
 };
 
 struct knobs {
-	int latency_ms, fail_5xx, drop, malformed, shift_pct, rate_limit;
+	int latency_ms, fail_5xx, drop, malformed, shift_pct, swap_pct, rate_limit;
 	double live_create, live_modify;
 };
 
@@ -86,12 +93,18 @@ static struct {
 	uint64_t rng;
 	struct knobs k;
 	struct counters ep[EP_COUNT];
-	uint64_t admin_calls;
+	uint64_t admin_calls, swaps;
 	uint64_t *calls_ms; /* monotonic times of the calls that passed the rate limit */
 	size_t calls_n, calls_cap;
 } g = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 static atomic_bool stopping;
+
+/* The fake's clock: the host's, shifted by --clock-offset. */
+static int64_t fake_now(void)
+{
+	return wj_now() + g.o.clock_offset;
+}
 
 /* ---- random numbers ---- */
 
@@ -465,7 +478,7 @@ static void *live_thread(void *arg)
 		struct timespec ts = {0, 100 * 1000 * 1000};
 		nanosleep(&ts, NULL);
 		pthread_mutex_lock(&g.lock);
-		int64_t now = wj_now();
+		int64_t now = fake_now();
 		credit_c += g.k.live_create / 10.0;
 		credit_m += g.k.live_modify / 10.0;
 		for (; credit_c >= 1; credit_c -= 1)
@@ -752,6 +765,30 @@ static size_t *query_filter(const struct query *q, size_t *count)
 	return idx;
 }
 
+static int admin_put_order(json_t *j);
+
+/* A new order made from the copy of another (borrowed): next stockin_id, its own numbers,
+ * modified at. It matches the filters the other one matched. */
+static int swap_in(json_t *copy, int64_t at)
+{
+	json_int_t id = (json_int_t)g.max_id + 1;
+	uint64_t n = ++g.swaps;
+	char buf[WJ_TIME_LEN];
+	wj_time_format(at, g.o.tz, buf);
+	json_object_set_new(copy, "stockin_id", json_integer(id));
+	set_fmt(copy, "stockin_no", "RKSWAP%06" PRIu64, n);
+	set_fmt(copy, "src_order_no", "PDSWAP%06" PRIu64, n);
+	set_str(copy, "modified", buf);
+	size_t i;
+	json_t *l;
+	json_array_foreach(json_object_get(copy, "details_list"), i, l) {
+		json_object_set_new(l, "stockin_id", json_integer(id));
+		json_object_set_new(l, "rec_id", json_integer(id * 100 + (json_int_t)i + 1));
+		set_str(l, "modified", buf);
+	}
+	return admin_put_order(copy) < 0 ? -ENOMEM : 0;
+}
+
 /* Run a parsed query: total and the page's orders (new reference). */
 static int query_run(const struct query *q, int64_t *total, json_t **list)
 {
@@ -764,9 +801,25 @@ static int query_run(const struct query *q, int64_t *total, json_t **list)
 	    (int)rnd(&g.rng, 100) < g.k.shift_pct) {
 		/* An order on an earlier page changes now: it leaves the window (or moves to its
 		 * end), so the later ones move up one place and the client misses one. */
-		order_touch(&g.v[idx[rnd(&g.rng, off)]], wj_now());
+		order_touch(&g.v[idx[rnd(&g.rng, off)]], fake_now());
 		free(idx);
 		idx = query_filter(q, &n);
+		if (!idx)
+			return -ENOMEM;
+	}
+	if (g.k.swap_pct > 0 && q->page_no > 0 && off <= n && off > 0 &&
+	    (int)rnd(&g.rng, 100) < g.k.swap_pct) {
+		/* One order on a page already read leaves the window, and another one enters it at
+		 * its end: the count stays the same, but the first order of this page moved onto
+		 * the previous one. */
+		struct order *a = &g.v[idx[rnd(&g.rng, off)]];
+		json_t *orig = order_json(a), *copy = json_deep_copy(orig);
+		json_decref(orig);
+		order_touch(a, fake_now());
+		int ret = swap_in(copy, q->end);
+		json_decref(copy);
+		free(idx);
+		idx = ret < 0 ? NULL : query_filter(q, &n);
 		if (!idx)
 			return -ENOMEM;
 	}
@@ -858,16 +911,18 @@ static json_t *stats_json(void)
 	json_object_set_new(j, "accepted_calls", json_integer((json_int_t)g.calls_n));
 	json_object_set_new(j, "max_calls_in_any_60s", json_integer((json_int_t)max_in_60s()));
 	json_object_set_new(j, "admin_calls", json_integer((json_int_t)g.admin_calls));
+	json_object_set_new(j, "swaps", json_integer((json_int_t)g.swaps));
 	json_object_set_new(j, "orders", json_integer((json_int_t)g.n));
 	return j;
 }
 
 static json_t *knobs_json(void)
 {
-	return json_pack("{s:i,s:i,s:i,s:i,s:i,s:i,s:f,s:f}", "latency_ms", g.k.latency_ms,
+	return json_pack("{s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:f,s:f}", "latency_ms", g.k.latency_ms,
 			 "fail_5xx", g.k.fail_5xx, "drop", g.k.drop, "malformed", g.k.malformed,
-			 "shift_during_scan", g.k.shift_pct, "rate_limit", g.k.rate_limit,
-			 "live_create", g.k.live_create, "live_modify", g.k.live_modify);
+			 "shift_during_scan", g.k.shift_pct, "swap_during_scan", g.k.swap_pct,
+			 "rate_limit", g.k.rate_limit, "live_create", g.k.live_create,
+			 "live_modify", g.k.live_modify);
 }
 
 /* ---- responses ---- */
@@ -879,6 +934,12 @@ static enum MHD_Result send_body(struct MHD_Connection *c, unsigned status, cons
 		MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
 	if (!r)
 		return MHD_NO;
+	/* the fake's clock, as WDT's own answers carry it */
+	char date[64];
+	time_t now = (time_t)fake_now();
+	struct tm tm;
+	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", gmtime_r(&now, &tm));
+	MHD_add_response_header(r, MHD_HTTP_HEADER_DATE, date);
 	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
 	enum MHD_Result ret = MHD_queue_response(c, status, r);
 	MHD_destroy_response(r);
@@ -897,14 +958,29 @@ static enum MHD_Result send_json(struct MHD_Connection *c, unsigned status, json
 }
 
 /* Strings "@@hex:<hex>" in posted orders go out as those raw bytes (for invalid UTF-8 tests);
- * bytes JSON cannot carry raw are escaped. Returns a new string; caller frees. */
-static char *expand_hex(const char *s)
+ * bytes JSON cannot carry raw are escaped. Strings "@@raw:TEXT" go out as TEXT without the
+ * quotes (bare number tokens such as 1e400). Returns a new string; caller frees. */
+static char *expand_markers(const char *s)
 {
 	wj_buf_t b = {0};
-	const char *p = s, *m;
-	while ((m = strstr(p, "\"" HEX_MARKER))) {
-		wj_buf_append(&b, p, (size_t)(m - p) + 1);
-		p = m + 1 + strlen(HEX_MARKER);
+	const char *p = s, *h, *r;
+	for (;;) {
+		h = strstr(p, "\"" HEX_MARKER);
+		r = strstr(p, "\"" RAW_MARKER);
+		if (!h && !r)
+			break;
+		if (r && (!h || r < h)) {
+			const char *end = strchr(r + 1, '"');
+			if (!end)
+				break;
+			wj_buf_append(&b, p, (size_t)(r - p));
+			wj_buf_append(&b, r + 1 + strlen(RAW_MARKER),
+				      (size_t)(end - r - 1 - strlen(RAW_MARKER)));
+			p = end + 1;
+			continue;
+		}
+		wj_buf_append(&b, p, (size_t)(h - p) + 1);
+		p = h + 1 + strlen(HEX_MARKER);
 		while (hexval(p[0]) >= 0 && hexval(p[1]) >= 0) {
 			unsigned char ch = (unsigned char)(hexval(p[0]) * 16 + hexval(p[1]));
 			if (ch < 0x20 || ch == '"' || ch == '\\')
@@ -974,7 +1050,7 @@ static json_t *qimen_auth(struct params *p, enum outcome *out)
 		*out = OUT_BAD_PARAMS;
 		return api_error(EP_QIMEN, 100, "参数无效: timestamp");
 	}
-	if (llabs(ts - wj_now()) > QIMEN_SKEW) {
+	if (llabs(ts - fake_now()) > QIMEN_SKEW) {
 		*out = OUT_TIMESTAMP_ERROR;
 		return qimen_failure("invalid-timestamp", "Invalid timestamp",
 				     "isv.invalid-timestamp", "时间戳已过期");
@@ -1010,7 +1086,7 @@ static json_t *openapi2_auth(struct params *p, enum outcome *out)
 		return api_error(EP_OPENAPI2, 100, "参数无效: timestamp");
 	}
 	int64_t t = strtoll(tss, NULL, 10);
-	if (llabs(t - wj_now()) > OPENAPI2_SKEW) {
+	if (llabs(t - fake_now()) > OPENAPI2_SKEW) {
 		*out = OUT_TIMESTAMP_ERROR;
 		return api_error(EP_OPENAPI2, 1005, "时间戳已过期");
 	}
@@ -1055,9 +1131,18 @@ static json_t *api_answer(enum endpoint ep, struct params *p, enum outcome *out)
 		return api_error(ep, 500, "内部错误");
 	}
 	*out = OUT_OK;
-	json_t *j = json_pack("{s:i,s:s,s:I,s:o}", ep == EP_QIMEN ? "errorcode" : "code", 0,
-			      "message", "", "total_count", (json_int_t)total, "stockin_list",
-			      list);
+	json_t *j = json_pack("{s:i,s:s,s:o}", ep == EP_QIMEN ? "errorcode" : "code", 0,
+			      "message", "", "stockin_list", list);
+	json_t *tc = NULL;
+	switch (g.o.total) {
+	case TC_PAGE0: tc = q.page_no == 0 ? json_integer((json_int_t)total) : NULL; break;
+	case TC_ALWAYS: tc = json_integer((json_int_t)total); break;
+	case TC_ZERO: tc = json_integer(0); break;
+	case TC_NULL: tc = json_null(); break;
+	case TC_NONE: break;
+	}
+	if (tc)
+		json_object_set_new(j, "total_count", tc);
 	return ep == EP_QIMEN ? json_pack("{s:o}", "response", j) : j;
 }
 
@@ -1115,7 +1200,7 @@ static enum MHD_Result handle_api(struct MHD_Connection *c, enum endpoint ep, st
 	params_free(&p);
 	if (!s)
 		return send_body(c, 500, "text/plain", "encode error\n", 13);
-	char *x = strstr(s, HEX_MARKER) ? expand_hex(s) : NULL;
+	char *x = strstr(s, HEX_MARKER) || strstr(s, RAW_MARKER) ? expand_markers(s) : NULL;
 	const char *body = x ? x : s;
 	size_t len = strlen(body);
 	if (bad)
@@ -1144,21 +1229,26 @@ static char *dup_field(json_t *o, const char *k)
 	return strdup("");
 }
 
-/* Insert or replace one posted order. 1 replaced, 0 inserted, -EINVAL. */
+/* Insert or replace (by a numeric stockin_id) one posted order. An order whose stockin_id is
+ * missing or not a number below 10^18 is always inserted, under an internal id that only
+ * orders it. 1 replaced, 0 inserted, -EINVAL. */
 static int admin_put_order(json_t *j)
 {
 	json_t *idv = json_object_get(j, "stockin_id");
 	int64_t id, mod;
 	long l;
+	bool keyed = true;
 	if (!json_is_object(j))
 		return -EINVAL;
-	if (json_is_integer(idv))
+	if (json_is_integer(idv)) {
 		id = json_integer_value(idv);
-	else if (json_is_string(idv) && (l = strlen(json_string_value(idv))) > 0 && l < 19 &&
-		 strspn(json_string_value(idv), "0123456789") == (size_t)l)
+	} else if (json_is_string(idv) && (l = strlen(json_string_value(idv))) > 0 && l < 19 &&
+		   strspn(json_string_value(idv), "0123456789") == (size_t)l) {
 		id = strtoll(json_string_value(idv), NULL, 10);
-	else
-		return -EINVAL;
+	} else {
+		id = g.max_id + 1;
+		keyed = false;
+	}
 	if (!parse_time_full(json_string_value(json_object_get(j, "modified")), &mod))
 		return -EINVAL;
 	struct order o = {.id = id, .modified = mod, .obj = json_incref(j)};
@@ -1167,7 +1257,7 @@ static int admin_put_order(json_t *j)
 	o.warehouse_no = dup_field(j, "warehouse_no");
 	o.src_order_no = dup_field(j, "src_order_no");
 	o.stockin_no = dup_field(j, "stockin_no");
-	for (size_t i = 0; i < g.n; i++) {
+	for (size_t i = 0; i < g.n && keyed; i++) {
 		if (g.v[i].id == id) {
 			order_clear(&g.v[i]);
 			g.v[i] = o;
@@ -1208,7 +1298,7 @@ static json_t *admin_post_orders(json_t *in, unsigned *status)
 fail:
 	*status = 400;
 	return json_pack("{s:s,s:I,s:I}", "error",
-			 "order needs stockin_id and modified \"YYYY-MM-DD HH:MM:SS\"", "inserted",
+			 "order needs modified \"YYYY-MM-DD HH:MM:SS\"", "inserted",
 			 (json_int_t)ins, "replaced", (json_int_t)rep);
 }
 
@@ -1237,6 +1327,8 @@ static json_t *admin_post_faults(json_t *in, unsigned *status)
 			g.k.malformed = (int)n;
 		else if (!strcmp(key, "shift_during_scan") && pct_ok(n))
 			g.k.shift_pct = (int)n;
+		else if (!strcmp(key, "swap_during_scan") && pct_ok(n))
+			g.k.swap_pct = (int)n;
 		else if (!strcmp(key, "rate_limit") && n >= 0 && n <= 1000000)
 			g.k.rate_limit = (int)n;
 		else if (!strcmp(key, "live_create") && json_number_value(v) >= 0)
@@ -1373,8 +1465,9 @@ static void usage(FILE *f)
 	      "  [--start 'YYYY-MM-DD HH:MM:SS'] [--span-days D] [--eligible-pct P] [--bad-pct P]\n"
 	      "  [--materials M] [--sid S] [--app-key K] [--app-secret S] [--target-app-key K]\n"
 	      "  [--tz +08:00] [--rate-limit N[/min]] [--live-create R] [--live-modify R]\n"
-	      "  [--shift-during-scan[=PCT]] [--latency-ms N] [--fail-5xx PCT] [--drop PCT]\n"
-	      "  [--malformed PCT] [--verbose]\n",
+	      "  [--shift-during-scan[=PCT]] [--swap-during-scan[=PCT]] [--latency-ms N]\n"
+	      "  [--fail-5xx PCT] [--drop PCT] [--malformed PCT]\n"
+	      "  [--total-count page0|always|zero|null|none] [--clock-offset SECONDS] [--verbose]\n",
 	      f);
 }
 
@@ -1416,7 +1509,7 @@ static int parse_args(int argc, char **argv)
 {
 	enum { O_PORT = 256, O_PORT_FILE, O_SEED, O_ORDERS, O_START, O_SPAN, O_ELIG, O_BAD, O_MAT,
 	       O_SID, O_KEY, O_SECRET, O_TARGET, O_TZ, O_RATE, O_LIVE_C, O_LIVE_M, O_SHIFT,
-	       O_LAT, O_5XX, O_DROP, O_MALF, O_VERBOSE, O_HELP };
+	       O_LAT, O_5XX, O_DROP, O_MALF, O_VERBOSE, O_HELP, O_SWAP, O_TOTAL, O_CLOCK };
 	static const struct option lo[] = {
 		{"port", required_argument, NULL, O_PORT},
 		{"port-file", required_argument, NULL, O_PORT_FILE},
@@ -1436,6 +1529,9 @@ static int parse_args(int argc, char **argv)
 		{"live-create", required_argument, NULL, O_LIVE_C},
 		{"live-modify", required_argument, NULL, O_LIVE_M},
 		{"shift-during-scan", optional_argument, NULL, O_SHIFT},
+		{"swap-during-scan", optional_argument, NULL, O_SWAP},
+		{"total-count", required_argument, NULL, O_TOTAL},
+		{"clock-offset", required_argument, NULL, O_CLOCK},
 		{"latency-ms", required_argument, NULL, O_LAT},
 		{"fail-5xx", required_argument, NULL, O_5XX},
 		{"drop", required_argument, NULL, O_DROP},
@@ -1476,6 +1572,25 @@ static int parse_args(int argc, char **argv)
 			if (optarg)
 				ok = int_arg(optarg, 0, 100, &g.k.shift_pct);
 			break;
+		case O_SWAP:
+			g.k.swap_pct = 50;
+			if (optarg)
+				ok = int_arg(optarg, 0, 100, &g.k.swap_pct);
+			break;
+		case O_TOTAL:
+			ok = false;
+			for (int i = 0; i <= TC_NONE; i++)
+				if (!strcmp(optarg, total_names[i])) {
+					o->total = (enum total_mode)i;
+					ok = true;
+				}
+			break;
+		case O_CLOCK: {
+			int off;
+			ok = int_arg(optarg, -100000000, 100000000, &off);
+			o->clock_offset = off;
+			break;
+		}
 		case O_LAT: ok = int_arg(optarg, 0, 600000, &g.k.latency_ms); break;
 		case O_5XX: ok = int_arg(optarg, 0, 100, &g.k.fail_5xx); break;
 		case O_DROP: ok = int_arg(optarg, 0, 100, &g.k.drop); break;

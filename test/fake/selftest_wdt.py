@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Self-test of the fake WDT server: signatures (API.md vectors), both transports, window and
 paging semantics, parameter checks, rate limit, faults, admin endpoints, generator determinism,
-live mode and shifting during a scan. Usage: selftest_wdt.py PATH/TO/fake_wdt"""
+live mode, shifting and swapping during a scan, the readings of total_count, a shifted clock and
+bare number tokens. Usage: selftest_wdt.py PATH/TO/fake_wdt"""
 
 import http.client
 import json
@@ -36,12 +37,12 @@ def start(*args):
 
 
 def ok_list(resp, transport):
-    """(total_count, stockin_list) of a successful answer, or None."""
+    """(total_count or None when absent, stockin_list) of a successful answer, or None."""
     body = resp["response"] if transport == "qimen" else resp
     code = body.get("errorcode") if transport == "qimen" else body.get("code")
     if code != 0 or "flag" in body:
         return None
-    return body["total_count"], body["stockin_list"]
+    return body.get("total_count"), body["stockin_list"]
 
 
 def error_code(resp, transport):
@@ -140,10 +141,10 @@ def test_queries(fake, orders):
         parse_wdt_time(START) + 30 * 86400), "stockin_no": orders[0]["stockin_no"]}, 100)
     check(ids == [orders[0]["stockin_id"]] or parse_wdt_time(orders[0]["modified"]) >
           parse_wdt_time(START) + 30 * 86400, "stockin_no filter")
-    # Exactly 30 days is allowed; a page past the end is empty with the same total.
+    # Exactly 30 days is allowed; a page past the end is empty, without total_count (page0).
     status, resp = qimen_call(fake.url, dict(biz, page_no="1000", page_size="100"))
     r = ok_list(resp, "qimen")
-    check(r is not None and r[0] == len(want) and r[1] == [], "page past the end")
+    check(r is not None and r[0] is None and r[1] == [], "page past the end")
     # A Chinese value (signed with code point lengths) is accepted by openapi2.
     status, resp = openapi2_call(fake.url, dict(biz, note="盘点单"))
     check(ok_list(resp, "openapi2") is not None, "openapi2 with a Chinese value: %r" % resp)
@@ -417,6 +418,101 @@ def test_shift():
         check(ok_list(resp, "qimen")[0] < 200, "shifted orders left the window")
 
 
+def test_total_count():
+    """Each reading of total_count, on page 0 and on a later page."""
+    want = {"page0": (300, None), "always": (300, 300), "zero": (0, 0), "null": (None, None),
+            "none": (None, None)}
+    biz = {"start_time": START, "end_time": "2026-08-31 00:00:00"}
+    for mode, (first, later) in want.items():
+        args = ["--orders", "300", "--span-days", "10", "--rate-limit", "0"]
+        with start(*(args if mode == "page0" else args + ["--total-count", mode])) as fake:
+            for transport in ("qimen", "openapi2"):
+                answers = []
+                for page in ("0", "1"):
+                    _, resp = CALL[transport](fake.url, dict(biz, page_no=page, page_size="100"))
+                    body = resp["response"] if transport == "qimen" else resp
+                    answers.append(body)
+                check(answers[0].get("total_count", "absent") ==
+                      (first if first is not None or mode == "null" else "absent"),
+                      "%s %s page 0: %r" % (mode, transport, answers[0].get("total_count")))
+                check(answers[1].get("total_count", "absent") ==
+                      (later if later is not None or mode == "null" else "absent"),
+                      "%s %s page 1: %r" % (mode, transport, answers[1].get("total_count")))
+                check(len(answers[1]["stockin_list"]) == 100, "%s: page 1 is served" % mode)
+
+
+def test_swap():
+    with start("--orders", "200", "--span-days", "10", "--swap-during-scan=100",
+               "--total-count", "always", "--rate-limit", "0") as fake:
+        biz = {"start_time": START, "end_time": "2026-08-11 00:00:00"}
+        total, ids = scan(fake.url, "qimen", biz, 20)
+        _, resp = qimen_call(fake.url, dict(biz, page_size="100", page_no="0"))
+        after = ok_list(resp, "qimen")[0]
+        stats = fake.admin_get("/admin/stats")
+        check(stats["swaps"] >= 9, "swap: one swap per later page (%d)" % stats["swaps"])
+        check(total == 200 and after == 200, "swap: the count stays %s/%s" % (total, after))
+        orders = fake.admin_get("/admin/orders")["orders"]
+        inside = {o["stockin_id"] for o in orders
+                  if parse_wdt_time(o["modified"]) <= parse_wdt_time(biz["end_time"])}
+        check(len(set(ids)) == 200 and inside - set(ids),
+              "swap: a client that trusts the count misses orders still in the window (%d)"
+              % len(inside - set(ids)))
+        new = [o for o in orders if o["stockin_no"].startswith("RKSWAP")]
+        check(len(new) == stats["swaps"] and all(o["modified"] == biz["end_time"] for o in new),
+              "swap: the entering orders sit at the window's end")
+
+
+def test_clock_offset():
+    with start("--orders", "10", "--clock-offset", "-480", "--live-create", "20",
+               "--rate-limit", "0") as fake:
+        with urllib.request.urlopen(fake.url + "/admin/stats", timeout=10) as r:
+            date = r.headers.get("Date")
+        import email.utils
+        off = email.utils.parsedate_to_datetime(date).timestamp() - time.time()
+        check(-482 <= off <= -478, "clock offset: Date is 480 s behind (%r)" % off)
+        # timestamps are checked against the fake's clock: 8 minutes behind is within Qimen's
+        # ±10 min, beyond openapi2's ±5 min
+        status, resp = qimen_call(fake.url, {"start_time": START, "end_time": START})
+        check(ok_list(resp, "qimen") is not None, "clock offset: qimen accepts host time")
+        status, resp = openapi2_call(fake.url, {"start_time": START, "end_time": START})
+        check(error_code(resp, "openapi2") == 1005, "clock offset: openapi2 refuses host time")
+        status, resp = openapi2_call(fake.url, {"start_time": START, "end_time": START},
+                                     timestamp=int(time.time()) - 480)
+        check(ok_list(resp, "openapi2") is not None, "clock offset: openapi2 accepts its time")
+        wait_until = time.monotonic() + 10
+        live = []
+        while time.monotonic() < wait_until and not live:
+            time.sleep(0.2)
+            live = [o for o in fake.admin_get("/admin/orders")["orders"]
+                    if o["stockin_id"] > 10010]
+        check(live and abs(parse_wdt_time(live[0]["modified"]) - (time.time() - 480)) < 5,
+              "clock offset: live orders are stamped with the fake's clock")
+
+
+def test_raw_numbers():
+    with start("--orders", "0", "--rate-limit", "0") as fake:
+        fake.admin_post("/admin/orders", {"stockin_id": 1, "modified": START,
+                                          "goods_count": "@@raw:1e400",
+                                          "n": "@@raw:99999999999999999999"})
+        status, body = qimen_call(fake.url, {"start_time": START, "end_time": START}, raw=True)
+        check(b'"goods_count":1e400' in body and b'"n":99999999999999999999' in body,
+              "raw: number tokens are sent bare: %r" % body[:300])
+        check(fake.admin_get("/admin/orders")["orders"][0]["goods_count"] == "@@raw:1e400",
+              "raw: the admin list shows the marker")
+        # orders whose stockin_id is no usable number are kept as posted, each one
+        r = fake.admin_post("/admin/orders", [
+            {"stockin_no": "RKNOID", "modified": START},
+            {"stockin_no": "RKEMPTY", "stockin_id": "", "modified": START},
+            {"stockin_no": "RKEMPTY", "stockin_id": "", "modified": START},
+            {"stockin_no": "RKBIG", "stockin_id": "@@raw:99999999999999999999",
+             "modified": START}])
+        check(r.get("inserted") == 4, "raw: orders without a usable stockin_id inserted: %r" % r)
+        _, resp = qimen_call(fake.url, {"start_time": START, "end_time": START})
+        got = ok_list(resp, "qimen")
+        check(got and got[0] == 5 and "stockin_id" not in got[1][1] and
+              got[1][2]["stockin_id"] == "", "raw: they are served as posted: %r" % (got,))
+
+
 def main():
     test_vectors()
     fake = start("--seed", "42", "--orders", "300", "--rate-limit", "0")
@@ -434,6 +530,10 @@ def main():
     test_rate_limit()
     test_live()
     test_shift()
+    test_swap()
+    test_total_count()
+    test_clock_offset()
+    test_raw_numbers()
     print("%d passed, %d failed" % (passed, failed))
     return 1 if failed else 0
 

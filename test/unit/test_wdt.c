@@ -659,12 +659,97 @@ static void test_parse_transient(void **state)
 	expect_class(200,
 		     "{\"code\":0,\"total_count\":5,\"stockin_list\":[{},{},{},\"x\",{}]}", -1,
 		     WJ_WDT_TRANSIENT, "wdt: response: stockin_list[3]: not an object");
-	expect_class(200, "{\"code\":0,\"stockin_list\":[]}", -1, WJ_WDT_TRANSIENT,
-		     "wdt: response: total_count: missing");
-	expect_class(200, "{\"code\":0,\"total_count\":\"many\",\"stockin_list\":[]}", -1,
-		     WJ_WDT_TRANSIENT, "wdt: response: total_count: not a count");
-	expect_class(200, "{\"code\":0,\"total_count\":-1,\"stockin_list\":[]}", -1,
-		     WJ_WDT_TRANSIENT, "wdt: response: total_count: not a count");
+}
+
+/* WDT gives total_count with page_no 0 only: a page without a usable one is still a page. */
+static void test_parse_total_count(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *body;
+		int64_t count;
+		size_t orders;
+	} cases[] = {
+		{"{\"code\":0,\"stockin_list\":[{\"stockin_id\":1}]}", -1, 1},
+		{"{\"code\":0,\"total_count\":null,\"stockin_list\":[{},{}]}", -1, 2},
+		{"{\"code\":0,\"total_count\":0,\"stockin_list\":[{}]}", 0, 1},
+		{"{\"code\":0,\"total_count\":\"many\",\"stockin_list\":[]}", -1, 0},
+		{"{\"code\":0,\"total_count\":-1,\"stockin_list\":[]}", -1, 0},
+		{"{\"code\":0,\"total_count\":\"12\",\"stockin_list\":[]}", 12, 0},
+		{"{\"response\":{\"errorcode\":0,\"message\":\"\"}}", -1, 0},
+		{"{\"code\":0,\"stockin_list\":null}", -1, 0},
+	};
+	for (size_t i = 0; i < N(cases); i++) {
+		wj_wdt_result_t r;
+		assert_int_equal(parse_str(200, cases[i].body, -1, &r), 0);
+		assert_int_equal(r.cls, WJ_WDT_OK);
+		assert_int_equal(r.total_count, cases[i].count);
+		assert_int_equal(json_array_size(r.orders), cases[i].orders);
+		assert_int_equal(r.date_ms, -1);
+		wj_wdt_result_clear(&r);
+	}
+}
+
+/* Out-of-range numbers become strings with their exact text; nothing else changes. */
+static void test_repair(void **state)
+{
+	(void)state;
+	wj_buf_t b = {0};
+	/* representable numbers, keywords, escapes and numbers inside strings: untouched */
+	static const char *const same[] = {
+		"{\"a\":[0,-0,1,-1,9223372036854775807,-9223372036854775808,1.5,1e308,-1E+2,"
+		"1e-400,0.1,true,false,null,\"1e400\",\"\\\"99999999999999999999\"]}",
+		"{\"x\":\"\\\\\",\"y\":123}", "", "[01]", "-", "{\"k\":1e}",
+	};
+	for (size_t i = 0; i < N(same); i++)
+		assert_int_equal(wj_wdt_repair(same[i], strlen(same[i]), &b), 0);
+	static const struct {
+		const char *in, *out;
+	} fixed[] = {
+		{"{\"n\":1e400}", "{\"n\":\"1e400\"}"},
+		{"[99999999999999999999,-1E+999,9223372036854775808,-9223372036854775809,2]",
+		 "[\"99999999999999999999\",\"-1E+999\",\"9223372036854775808\","
+		 "\"-9223372036854775809\",2]"},
+		{"{\"s\":\"\xff\",\"n\":1e999}", "{\"s\":\"\xEF\xBF\xBD\",\"n\":\"1e999\"}"},
+		{"[1e400", "[\"1e400\""},
+	};
+	for (size_t i = 0; i < N(fixed); i++) {
+		assert_int_equal(wj_wdt_repair(fixed[i].in, strlen(fixed[i].in), &b), 1);
+		assert_string_equal(b.data, fixed[i].out);
+	}
+	/* a long token */
+	wj_buf_t big = {0};
+	assert_int_equal(wj_buf_append(&big, "[", 1), 0);
+	for (int i = 0; i < 500; i++)
+		assert_int_equal(wj_buf_append(&big, "9", 1), 0);
+	assert_int_equal(wj_buf_append(&big, "]", 1), 0);
+	assert_int_equal(wj_wdt_repair(big.data, big.len, &b), 1);
+	assert_int_equal(b.len, big.len + 2);
+	wj_buf_free(&big);
+	wj_buf_free(&b);
+
+	/* A page with one bad number: the other orders parse exactly as without it (same
+	 * canonical text, so the same content hash), the bad one keeps its number as text. */
+	static const char with_bad[] =
+		"{\"code\":0,\"total_count\":2,\"stockin_list\":[{\"stockin_id\":1,\"x\":1.10,"
+		"\"y\":12345678901234567,\"z\":\"3.3000\"},{\"stockin_id\":2,\"goods_count\":1e400}]}";
+	static const char without[] =
+		"{\"code\":0,\"total_count\":1,\"stockin_list\":[{\"stockin_id\":1,\"x\":1.10,"
+		"\"y\":12345678901234567,\"z\":\"3.3000\"}]}";
+	wj_wdt_result_t r1, r2;
+	assert_int_equal(parse_str(200, with_bad, -1, &r1), 0);
+	assert_int_equal(parse_str(200, without, -1, &r2), 0);
+	size_t l1, l2;
+	char *c1 = wj_json_canon(json_array_get(r1.orders, 0), &l1);
+	char *c2 = wj_json_canon(json_array_get(r2.orders, 0), &l2);
+	assert_string_equal(c1, c2);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(r1.orders, 1),
+							      "goods_count")),
+			    "1e400");
+	free(c1);
+	free(c2);
+	wj_wdt_result_clear(&r1);
+	wj_wdt_result_clear(&r2);
 }
 
 static void test_parse_long_message(void **state)
@@ -686,12 +771,93 @@ static void test_parse_long_message(void **state)
 	wj_wdt_result_clear(&r);
 }
 
+/* Qimen: whitespace-only values are neither sent nor signed (the TOP SDKs disagree on them). */
+static void test_qimen_blank(void **state)
+{
+	(void)state;
+	static const char *const blank[] = {"", " ", "\t\r\n\v\f", "\x1c\x1f", "\u3000",
+					    " \u2028\u205f\u1680\u2000\u200a"};
+	static const char *const not_blank[] = {"a", " a ", "\u00a0", "\u2007", "\u202f", "0",
+						"\xff"};
+	for (size_t i = 0; i < N(blank); i++)
+		assert_true(wj_wdt_qimen_blank(blank[i]));
+	for (size_t i = 0; i < N(not_blank); i++)
+		assert_false(wj_wdt_qimen_blank(not_blank[i]));
+	assert_true(wj_wdt_qimen_blank(NULL));
+
+	/* the vector signs the same with blank parameters added, and they are not sent */
+	wj_kv_t with[N(qimen_vec) + 3];
+	memcpy(with, qimen_vec, sizeof(qimen_vec));
+	with[N(qimen_vec)] = (wj_kv_t)KV("warehouse_no", " ");
+	with[N(qimen_vec) + 1] = (wj_kv_t)KV("remark", "\u3000\t");
+	with[N(qimen_vec) + 2] = (wj_kv_t)KV("src_order_no", "");
+	char sig[33];
+	wj_wdt_sign_qimen(with, N(with), "testsecret", sig);
+	assert_string_equal(sig, "EAE9CFE97298369077F4B47732AEF272");
+	wj_wdt_opts_t o = {.api = WJ_WDT_QIMEN, .url = "http://h/router/qm", .sid = "s",
+			   .app_key = "k", .app_secret = "x", .tz_offset = 8 * 3600};
+	wj_buf_t url = {0}, body = {0};
+	wj_kv_t biz[] = {KV("warehouse_no", " "), KV("remark", "\u3000"), KV("page_no", "0")};
+	assert_int_equal(wj_wdt_build(&o, "wdt.stockin.order.query", biz, N(biz), 1, &url, &body),
+			 0);
+	assert_null(strstr(body.data, "warehouse_no"));
+	assert_null(strstr(body.data, "remark"));
+	assert_non_null(strstr(body.data, "page_no=0"));
+	/* openapi2 keeps non-empty values as they are (its SDK signs them) */
+	o.api = WJ_WDT_OPENAPI2;
+	o.url = "http://h/openapi2/";
+	assert_int_equal(wj_wdt_build(&o, "wdt.stockin.order.query", biz, N(biz), 1, &url, &body),
+			 0);
+	assert_non_null(strstr(body.data, "warehouse_no=%20"));
+	wj_buf_free(&url);
+	wj_buf_free(&body);
+}
+
+/* The offset to WDT's clock never puts WDT's now later than it is. */
+static void test_clock(void **state)
+{
+	(void)state;
+	wj_wdt_clock_t c = {0};
+	assert_false(wj_wdt_clock_known(&c));
+	assert_int_equal(wj_wdt_clock_now(&c, 1700000000500), 1700000000);
+	assert_false(wj_wdt_clock_add(&c, -1, 1000, 10)); /* no Date header */
+	assert_false(wj_wdt_clock_known(&c));
+	/* WDT 480 s behind: stamped 1000.000 s when the host read 1480.300 s */
+	int64_t host = 1480300;
+	assert_true(wj_wdt_clock_add(&c, 1000000, host, 20));
+	assert_true(wj_wdt_clock_known(&c));
+	assert_int_equal(c.offset_ms, -480300);
+	/* a later answer stamped in a later second tightens the bound */
+	assert_true(wj_wdt_clock_add(&c, 1001000, host + 800, 20));
+	assert_int_equal(c.offset_ms, -480100);
+	/* one that says less changes nothing */
+	assert_false(wj_wdt_clock_add(&c, 1001000, host + 1500, 20));
+	assert_int_equal(c.offset_ms, -480100);
+	assert_int_equal(wj_wdt_clock_now(&c, 1500000), 1019); /* 1019.9 s → floor */
+	/* the true offset (-480.0xx s) is within every answer's bounds: never exceeded */
+	assert_true(c.offset_ms <= -480000);
+	/* WDT's clock goes back by a minute: an answer's upper bound is below the estimate */
+	assert_true(wj_wdt_clock_add(&c, 941000, host + 1600, 20));
+	assert_int_equal(c.offset_ms, 941000 - (host + 1600));
+	/* old bounds age out after WJ_WDT_CLOCK_SAMPLES answers */
+	wj_wdt_clock_t d = {0};
+	wj_wdt_clock_add(&d, 5000, 0, 0);
+	for (int i = 0; i < WJ_WDT_CLOCK_SAMPLES - 1; i++)
+		wj_wdt_clock_add(&d, 4000, 0, 2000); /* upper bound 7000 ≥ 5000: no reset */
+	assert_int_equal(d.offset_ms, 5000);
+	wj_wdt_clock_add(&d, 4000, 0, 2000);
+	assert_int_equal(d.offset_ms, 4000);
+	/* negative epochs floor down */
+	wj_wdt_clock_t e = {.n = 1, .offset_ms = -1500};
+	assert_int_equal(wj_wdt_clock_now(&e, 1000), -1);
+}
+
 /* ---- order helpers ---- */
 
 static void test_order_helpers(void **state)
 {
 	(void)state;
-	char id[16];
+	char id[32];
 	int64_t t;
 	json_t *o = json_loads("{\"stockin_id\":\"123\",\"modified\":\"2024-01-01 12:00:00\","
 			       "\"details_list\":[{\"stockin_id\":\"999\"}]}",
@@ -725,12 +891,39 @@ static void test_order_helpers(void **state)
 		assert_int_equal(wj_wdt_order_modified(o, 0, &t), -ENOENT);
 		json_decref(o);
 	}
-	static const char *const bad_key[] = {"{\"stockin_id\":\"\"}", "{\"stockin_id\":true}",
-					      "{\"stockin_id\":\"1 2\"}", "{\"stockin_id\":[1]}"};
+	static const struct {
+		const char *order;
+		int err;
+	} bad_key[] = {
+		{"{\"stockin_id\":\"\"}", -EINVAL},
+		{"{\"stockin_id\":true}", -EINVAL},
+		{"{\"stockin_id\":[1]}", -EINVAL},
+		{"{\"stockin_id\":\"1 2\"}", -EILSEQ},
+		{"{\"stockin_id\":\"12\\n\"}", -EILSEQ},
+		{"{\"stockin_id\":\"\\u007f\"}", -EILSEQ},
+		{"{\"stockin_id\":\"0123456789abcdef0123456789abcdef\"}", -ENOSPC},
+		{"{\"stockin_id\":\"99999999999999999999\"}", -ERANGE},
+		{"{\"stockin_id\":\"1e400\"}", -ERANGE},
+		{"{\"stockin_id\":12.5}", -ERANGE},
+		{"{\"stockin_id\":\"-9223372036854775809\"}", -ERANGE},
+	};
 	for (size_t i = 0; i < N(bad_key); i++) {
-		o = json_loads(bad_key[i], 0, NULL);
+		o = json_loads(bad_key[i].order, 0, NULL);
 		assert_non_null(o);
-		assert_int_equal(wj_wdt_order_key(o, id, sizeof(id)), -EINVAL);
+		strcpy(id, "x");
+		assert_int_equal(wj_wdt_order_key(o, id, sizeof(id)), bad_key[i].err);
+		assert_string_equal(id, "");
+		assert_true(strlen(wj_wdt_key_problem(bad_key[i].err)) > 3);
+		json_decref(o);
+	}
+	/* ids that are not numbers, and numbers within 64 bits, are keys */
+	static const char *const good_key[] = {"{\"stockin_id\":\"RK-1\"}",
+					       "{\"stockin_id\":9223372036854775807}",
+					       "{\"stockin_id\":\"1.000\"}", "{\"stockin_id\":\"中\"}"};
+	for (size_t i = 0; i < N(good_key); i++) {
+		o = json_loads(good_key[i], 0, NULL);
+		assert_non_null(o);
+		assert_int_equal(wj_wdt_order_key(o, id, sizeof(id)), 0);
 		json_decref(o);
 	}
 	static const char *const bad_time[] = {
@@ -1016,6 +1209,10 @@ int main(void)
 		cmocka_unit_test(test_parse_permanent),
 		cmocka_unit_test(test_parse_transient),
 		cmocka_unit_test(test_parse_long_message),
+		cmocka_unit_test(test_parse_total_count),
+		cmocka_unit_test(test_repair),
+		cmocka_unit_test(test_qimen_blank),
+		cmocka_unit_test(test_clock),
 		cmocka_unit_test(test_order_helpers),
 		cmocka_unit_test(test_query),
 	};

@@ -35,6 +35,7 @@
 #define MAX_REREADS 3
 #define MAX_READ_RECS 200000 /* a read deeper than this is not a window WDT pages sanely */
 #define PROBE_MARGIN_S 1     /* around the Dates of the answers, for the change query */
+#define PROBE_PAGE_SIZE 100  /* the change query asks for the largest page */
 #define PROBE_MARGIN_UNDATED_S 10 /* when an answer had no Date header */
 #define CLOCK_WARN_MS 30000
 
@@ -1031,25 +1032,26 @@ static void on_probe(wj_wdt_result_t *res, void *arg)
 	const char *moved = moved_order(p, res->orders, sorted);
 	if (moved)
 		snprintf(why, sizeof(why), "order %.128s, read in it, was modified meanwhile", moved);
-	else if (json_array_size(res->orders) >= p->flow->page_size)
+	else if (json_array_size(res->orders) >= PROBE_PAGE_SIZE)
 		snprintf(why, sizeof(why), "too many orders modified meanwhile to check them");
 	free(sorted);
-	if (moved || json_array_size(res->orders) >= p->flow->page_size)
+	if (moved || json_array_size(res->orders) >= PROBE_PAGE_SIZE)
 		reread(p, why);
 	else
 		window_read(p);
 }
 
-/* Send one query of the flow for [start, end] through the gate's turn. */
-static void query(poller_t *p, int64_t start, int64_t end, unsigned page_no, wj_wdt_prep_fn prep,
-		  wj_wdt_cb cb)
+/* Send one query of the flow's method for [start, end] (with the flow's source.params unless
+ * bare) through the gate's turn. */
+static void query(poller_t *p, int64_t start, int64_t end, unsigned page_no, unsigned page_size,
+		  bool bare, wj_wdt_prep_fn prep, wj_wdt_cb cb)
 {
 	const wj_flow_cfg_t *f = p->flow;
 	char st[WJ_TIME_LEN], et[WJ_TIME_LEN], page[16], size[16];
 	wj_time_format(start, p->e->cfg->tz_offset, st);
 	wj_time_format(end, p->e->cfg->tz_offset, et);
 	snprintf(page, sizeof(page), "%u", page_no);
-	snprintf(size, sizeof(size), "%u", f->page_size);
+	snprintf(size, sizeof(size), "%u", page_size);
 	size_t n = f->n_params + 4;
 	wj_kv_t *kv = calloc(n, sizeof(*kv));
 	if (!kv) {
@@ -1057,7 +1059,7 @@ static void query(poller_t *p, int64_t start, int64_t end, unsigned page_no, wj_
 		return;
 	}
 	size_t k = 0;
-	for (size_t i = 0; i < f->n_params; i++)
+	for (size_t i = 0; i < f->n_params && !bare; i++)
 		kv[k++] = f->params[i];
 	kv[k++] = (wj_kv_t){"start_time", st};
 	kv[k++] = (wj_kv_t){"end_time", et};
@@ -1079,7 +1081,7 @@ static void fetch_page(void *arg)
 		p->busy = false;
 		return;
 	}
-	query(p, p->w_start, p->w_end, p->page, prep_page, on_page);
+	query(p, p->w_start, p->w_end, p->page, p->flow->page_size, false, prep_page, on_page);
 }
 
 /* The change query: the orders modified while the window was paged, by WDT's clock (the Dates
@@ -1097,7 +1099,9 @@ static void fetch_probe(void *arg)
 		reread(p, "it took too long to read to check it");
 		return;
 	}
-	query(p, from, to, 0, NULL, on_probe);
+	/* Without the flow's filters: an order that left the window by no longer matching them
+	 * (cancelled, say) was modified as well. */
+	query(p, from, to, 0, PROBE_PAGE_SIZE, true, NULL, on_probe);
 }
 
 /* How far behind the cursor to read again. The overlap is there for orders that become

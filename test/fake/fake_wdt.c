@@ -79,6 +79,7 @@ struct counters {
 
 struct knobs {
 	int latency_ms, fail_5xx, drop, malformed, shift_pct, swap_pct, rate_limit;
+	int swap_cancels; /* the order leaving in a swap is also cancelled (status 10) */
 	double live_create, live_modify;
 };
 
@@ -94,6 +95,7 @@ static struct {
 	struct knobs k;
 	struct counters ep[EP_COUNT];
 	uint64_t admin_calls, swaps;
+	json_t *cancelled; /* stockin_no of the orders a swap cancelled */
 	uint64_t *calls_ms; /* monotonic times of the calls that passed the rate limit */
 	size_t calls_n, calls_cap;
 } g = {.lock = PTHREAD_MUTEX_INITIALIZER};
@@ -816,6 +818,18 @@ static int query_run(const struct query *q, int64_t *total, json_t **list)
 		json_t *orig = order_json(a), *copy = json_deep_copy(orig);
 		json_decref(orig);
 		order_touch(a, fake_now());
+		if (g.k.swap_cancels) {
+			/* it leaves by no longer matching the query, not only by its time */
+			char *st = strdup("10");
+			if (st) {
+				free(a->status);
+				a->status = st;
+				set_str(a->obj, "status", st);
+				if (!g.cancelled)
+					g.cancelled = json_array();
+				json_array_append(g.cancelled, json_object_get(a->obj, "stockin_no"));
+			}
+		}
 		int ret = swap_in(copy, q->end);
 		json_decref(copy);
 		free(idx);
@@ -912,6 +926,10 @@ static json_t *stats_json(void)
 	json_object_set_new(j, "max_calls_in_any_60s", json_integer((json_int_t)max_in_60s()));
 	json_object_set_new(j, "admin_calls", json_integer((json_int_t)g.admin_calls));
 	json_object_set_new(j, "swaps", json_integer((json_int_t)g.swaps));
+	if (g.cancelled)
+		json_object_set(j, "swap_cancelled", g.cancelled);
+	else
+		json_object_set_new(j, "swap_cancelled", json_array());
 	json_object_set_new(j, "orders", json_integer((json_int_t)g.n));
 	return j;
 }
@@ -1329,6 +1347,8 @@ static json_t *admin_post_faults(json_t *in, unsigned *status)
 			g.k.shift_pct = (int)n;
 		else if (!strcmp(key, "swap_during_scan") && pct_ok(n))
 			g.k.swap_pct = (int)n;
+		else if (!strcmp(key, "swap_cancels") && (n == 0 || n == 1))
+			g.k.swap_cancels = (int)n;
 		else if (!strcmp(key, "rate_limit") && n >= 0 && n <= 1000000)
 			g.k.rate_limit = (int)n;
 		else if (!strcmp(key, "live_create") && json_number_value(v) >= 0)

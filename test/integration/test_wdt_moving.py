@@ -62,6 +62,33 @@ for reading in ("page0", "always"):
     finally:
         close_stack(st)
 
+# ---- an order that leaves by no longer matching the query ------------------------------------------
+# On later pages one order of a page already read is cancelled (status 10: it leaves by its
+# filter, not only by its time) and a new one enters: the change query must still see it.
+st = e2e_stack(300, span_days=1, seed=83, wdt_args=["--swap-during-scan=40"],
+               flows__0__cursor__page_size=10)
+try:
+    st.wdt.admin_post("/admin/faults", {"swap_cancels": 1})
+    st.start()
+    wait_for(lambda: st.wdt.admin_get("/admin/stats")["swaps"] >= 15, timeout=60, step=0.2)
+    st.wdt.admin_post("/admin/faults", {"swap_during_scan": 0})
+    stats = st.wdt.admin_get("/admin/stats")
+    cancelled = {"WDT:" + no for no in stats["swap_cancelled"]}
+    elig = st.eligible()
+    last = max(wjfake.parse_wdt_time(o["modified"]) for o in elig)
+    check(wait_for(lambda: cursor_of(st) >= last, timeout=120, step=0.3),
+          "cancels: the cursor passed the last order")
+    # a cancelled order was eligible when read: its bill is not a fault; only they may be extra
+    took, nb, nd = wait_settled(st, len(elig), timeout=120)
+    missing, dups, extra, problems = compare_bills(st.bills(), elig, "v1")
+    check(took is not None and not missing and not dups and set(extra) <= cancelled,
+          "cancels: after %d swaps (%d cancelled) every eligible order has one bill: missing %s, "
+          "duplicated %s, unexpected %s" % (stats["swaps"], len(cancelled), missing[:5], dups[:3],
+                                             sorted(set(extra) - cancelled)[:3]))
+    check(close_stack(st) == 0, "cancels: daemon exits 0")
+finally:
+    close_stack(st)
+
 # ---- WDT's clock 8 minutes behind the host -------------------------------------------------------
 for api in ("qimen", "openapi2"):
     st = e2e_stack(60, span_days=1, seed=82,

@@ -36,6 +36,7 @@ struct job {
 	json_t *doc;      /* the doc record as taken */
 	json_t *order;    /* the order being posted (from the orders database) */
 	bool slim;        /* order is the projection for the mapping (wj_mapping_project) */
+	char slim_id[17]; /* ... made for the mapping with this id */
 	json_t *resolved; /* "m:NUMBER"/"s:NUMBER" → Kingdee object */
 	json_t *missing;  /* lookups the last mapping attempt needed */
 	json_t *body;
@@ -100,9 +101,45 @@ static void job_fields(const job_t *j, char *buf, size_t size)
 	wj_logfmt_kv(buf, size, "stockin_no", j->stockin_no);
 }
 
-static const json_t *job_order(const job_t *j)
+/* The order to map with m: the projection taken with the job if it was made for m, else the
+ * whole order (the mapping changed since: a reload). 0 or -errno. */
+static int job_order_for(job_t *j, const wj_mapping_t *m)
 {
-	return j->order;
+	if (!j->slim || !strcmp(j->slim_id, wj_mapping_id(m)))
+		return 0;
+	wj_txn_t t;
+	int r = wj_txn_begin(j->d->e->store, &t, false);
+	if (r < 0)
+		return r;
+	json_t *order = wj_txn_get_json(&t, WJ_DB_ORDERS, j->key, j->klen);
+	wj_txn_abort(&t);
+	if (!order)
+		return -ENOENT;
+	json_decref(j->order);
+	j->order = order;
+	j->slim = false;
+	return 0;
+}
+
+/* The flow's mapping, with the job's order made fit for it; NULL when the job is finished
+ * (the flow left the configuration, or the order cannot be read). */
+static const wj_mapping_t *job_mapping(job_t *j)
+{
+	const wj_mapping_t *m = wj_engine_mapping(j->d->e, j->flow);
+	if (!m) {
+		snprintf(j->reason, sizeof(j->reason),
+			 "flow removed: \"%s\" is not in the configuration (replay the order with "
+			 "dlq retry once the flow is back)", j->flow);
+		finish(j, O_DEAD);
+		return NULL;
+	}
+	int r = job_order_for(j, m);
+	if (r < 0) {
+		snprintf(j->reason, sizeof(j->reason), "cannot read the order: %s", strerror(-r));
+		finish(j, O_RETRY);
+		return NULL;
+	}
+	return m;
 }
 
 static int outcome_of(wj_jdy_class_t c)
@@ -259,13 +296,15 @@ static void lookup_request(job_t *j, const char *key);
 
 static void map_job(job_t *j)
 {
+	const wj_mapping_t *m = job_mapping(j); /* again: a reload may have come meanwhile */
+	if (!m)
+		return;
 	lk_ctx_t c = {.j = j};
 	c.txn_ok = wj_txn_begin(j->d->e->store, &c.txn, false) == 0;
 	json_object_clear(j->missing);
 	int rc;
 	char err[600];
-	json_t *body = wj_mapping_apply(wj_engine_mapping(j->d->e, j->flow), job_order(j), lookup_cb, &c, &rc, err,
-					sizeof(err));
+	json_t *body = wj_mapping_apply(m, j->order, lookup_cb, &c, &rc, err, sizeof(err));
 	if (c.txn_ok)
 		wj_txn_abort(&c.txn);
 	if (rc == 0) {
@@ -482,7 +521,10 @@ static void do_find(void *arg)
 
 static void start_job(job_t *j)
 {
-	if (wj_mapping_marker(wj_engine_mapping(j->d->e, j->flow), job_order(j), j->marker, sizeof(j->marker)) < 0) {
+	const wj_mapping_t *m = job_mapping(j);
+	if (!m)
+		return;
+	if (wj_mapping_marker(m, j->order, j->marker, sizeof(j->marker)) < 0) {
 		snprintf(j->reason, sizeof(j->reason), "order %s: cannot build the marker (remark)",
 			 j->stockin_no);
 		finish(j, O_DEAD);
@@ -736,6 +778,7 @@ typedef struct taken {
 	size_t klen;
 	json_t *doc, *order;
 	bool slim;
+	char slim_id[17];
 } taken_t;
 
 typedef struct take_ctx {
@@ -810,6 +853,7 @@ static int take_fn(wj_txn_t *t, void *arg)
 			    wj_txn_get(t, WJ_DB_ORDERS, tk->key, tk->klen, &dv) == 0) {
 				order = json_loadb((const char *)ov.data + il, ov.len - il, 0, NULL);
 				tk->slim = order != NULL;
+				snprintf(tk->slim_id, sizeof(tk->slim_id), "%s", id);
 			}
 			if (!order && wj_txn_get(t, WJ_DB_ORDERS, tk->key, tk->klen, &ov) == 0)
 				order = json_loadb(ov.data, ov.len, 0, NULL);
@@ -873,6 +917,7 @@ static void take_done(dispatcher_t *d, take_ctx_t *c)
 		j->doc = tk->doc;
 		j->order = tk->order;
 		j->slim = tk->slim;
+		memcpy(j->slim_id, tk->slim_id, sizeof(j->slim_id));
 		tk->doc = tk->order = NULL;
 		snprintf(j->stockin_no, sizeof(j->stockin_no), "%s",
 			 json_string_value(json_object_get(j->doc, "stockin_no")) ?: "?");

@@ -291,7 +291,7 @@ const wj_mapping_t *wj_engine_mapping(const wj_engine_t *e, const char *flow)
 	for (size_t i = 0; i < n; i++)
 		if (!strcmp(e->cfg->flows[i].name, flow))
 			return e->mappings[i];
-	return e->mappings[0]; /* a flow removed from the configuration: its orders still post */
+	return NULL; /* a flow removed from the configuration: its orders are parked */
 }
 
 /* ---- housekeeping ---------------------------------------------------------------------- */

@@ -85,7 +85,7 @@ void gate_init(gate_t *g, wj_engine_t *e, const char *name, wj_rate_t rate);
 void gate_enter(gate_t *g, gate_fn fn, void *arg);
 void gate_pause(gate_t *g, int64_t ms);
 void gate_close(gate_t *g);
-/* The compiled mapping of a flow (by name). */
+/* The compiled mapping of a flow (by name); NULL when the flow is not in the configuration. */
 const wj_mapping_t *wj_engine_mapping(const wj_engine_t *e, const char *flow);
 /* Doc key "flow\0id" into buf; returns its length. */
 size_t wj_doc_key(char *buf, const char *flow, const char *id);

@@ -45,6 +45,7 @@ struct job {
 	bool orphan;      /* dispatcher gone: free on completion */
 	bool reconciled;
 	uint64_t started;
+	uint64_t call_mono; /* when the current call was handed to the client (monotonic) */
 	int64_t sent_at;  /* wall ms when the save was sent (0: not sent in this attempt) */
 	/* outcome */
 	outcome_t out;
@@ -61,6 +62,7 @@ typedef struct lookup {
 	job_t **waiters;
 	size_t n_waiters;
 	bool calling; /* the request is in flight (not just waiting for the gate) */
+	uint64_t call_mono; /* when it was handed to the client (monotonic) */
 } lookup_t;
 
 struct dispatcher {
@@ -154,8 +156,8 @@ static int outcome_of(wj_jdy_class_t c)
 	}
 }
 
-/* Decide what a failed call means for the job. Returns true when handled (job finished). */
-static void fail_call(job_t *j, const wj_jdy_result_t *res, const char *what)
+/* Decide what a failed call (sent at sent_mono) means for the job, and finish it. */
+static void fail_call(job_t *j, const wj_jdy_result_t *res, const char *what, uint64_t sent_mono)
 {
 	wj_engine_t *e = j->d->e;
 	snprintf(j->reason, sizeof(j->reason), "%s: %s", what, res->error[0] ? res->error : "error");
@@ -178,12 +180,24 @@ static void fail_call(job_t *j, const wj_jdy_result_t *res, const char *what)
 		return;
 	case WJ_JDY_UNKNOWN:
 		j->unknown = true;
-		finish(j, O_RETRY);
-		return;
+		break;
 	default:
-		finish(j, O_RETRY);
+		break;
+	}
+	/* No answer, or a gateway's: Kingdee or the way to it is down, unless other calls got
+	 * answers meanwhile (then it is about this call: an attempt). A request that never left
+	 * (no connection, a failed login) is never about the order. */
+	bool down = res->http_status == 0 || res->http_status >= 500;
+	bool never_sent = res->cls == WJ_JDY_TRANSIENT && res->http_status == 0;
+	if (down && (never_sent || !gate_up_since(&e->jdy_gate, sent_mono))) {
+		j->delay_ms = gate_outage(&e->jdy_gate, sent_mono, res->retry_after_ms);
+		if (j->delay_ms < 100)
+			j->delay_ms = 100; /* the pause is over: back after this turn's commit */
+		wj_engine_set_error(e, "%s", j->reason);
+		finish(j, O_DELAY);
 		return;
 	}
+	finish(j, O_RETRY);
 }
 
 /* ---- save ---------------------------------------------------------------------------------- */
@@ -196,11 +210,13 @@ static void on_save(const wj_jdy_result_t *res, void *arg)
 		job_free(j);
 		return;
 	}
-	wj_engine_count(j->d->e, EP_JDY_SAVE, outcome_of(res->cls));
+	wj_engine_t *e = j->d->e;
+	wj_engine_count(e, EP_JDY_SAVE, outcome_of(res->cls));
 	if (res->cls != WJ_JDY_OK) {
-		fail_call(j, res, "save");
+		fail_call(j, res, "save", j->call_mono);
 		return;
 	}
+	gate_ok(&e->jdy_gate, j->call_mono);
 	if (wj_jdy_saved_bill(res->data, j->bill_id, sizeof(j->bill_id), j->bill_no,
 			      sizeof(j->bill_no)) < 0) {
 		/* Accepted, but the answer does not say which bill: settle it by the marker. */
@@ -224,6 +240,7 @@ static void do_save(void *arg)
 	char *text = json_dumps(j->body, JSON_COMPACT);
 	j->calling = true;
 	j->sent_at = wj_now_ms();
+	j->call_mono = wj_mono_ms();
 	if (!text || wj_jdy_save(j->d->e->jdy, text, on_save, j) < 0) {
 		j->calling = false;
 		snprintf(j->reason, sizeof(j->reason), "save: cannot start the request");
@@ -348,6 +365,8 @@ static void lookup_done(lookup_t *l, const wj_jdy_result_t *res)
 			*pp = l->next;
 			break;
 		}
+	if (res->cls == WJ_JDY_OK)
+		gate_ok(&d->e->jdy_gate, l->call_mono);
 	if (res->cls == WJ_JDY_OK && res->data) {
 		json_t *entry = json_pack("{s:O, s:I}", "data", res->data, "expires_ms",
 					  (json_int_t)(wj_now_ms() + (int64_t)d->e->cfg->kingdee.lookup_ttl_ms));
@@ -382,7 +401,7 @@ static void lookup_done(lookup_t *l, const wj_jdy_result_t *res)
 			snprintf(what2, sizeof(what2), "Kingdee %s %s (WDT %s)", what, l->key + 2, num);
 			/* Keep the job until its other lookups have answered. */
 			j->waiting_lookups++;
-			fail_call(j, &r2, what2);
+			fail_call(j, &r2, what2, l->call_mono);
 			j->waiting_lookups--;
 		}
 		if (--j->waiting_lookups == 0) {
@@ -419,6 +438,7 @@ static void do_lookup(void *arg)
 	lookup_t *l = arg;
 	wj_engine_t *e = l->d->e;
 	l->calling = true;
+	l->call_mono = wj_mono_ms();
 	int r = l->key[0] == 's' ? wj_jdy_store(e->jdy, l->key + 2, on_lookup, l)
 				 : wj_jdy_material(e->jdy, l->key + 2, on_lookup, l);
 	if (r < 0) {
@@ -476,9 +496,10 @@ static void on_find(const wj_jdy_result_t *res, void *arg)
 	wj_engine_count(j->d->e, EP_JDY_LIST, outcome_of(res->cls));
 	if (res->cls != WJ_JDY_OK) {
 		j->unknown = true; /* still unsettled */
-		fail_call(j, res, "reconcile");
+		fail_call(j, res, "reconcile", j->call_mono);
 		return;
 	}
+	gate_ok(&j->d->e->jdy_gate, j->call_mono);
 	size_t i;
 	json_t *row;
 	json_array_foreach(json_object_get(res->data, "rows"), i, row) {
@@ -511,6 +532,7 @@ static void do_find(void *arg)
 		return;
 	}
 	j->calling = true;
+	j->call_mono = wj_mono_ms();
 	if (wj_jdy_find_bills(j->d->e->jdy, j->marker, 1, on_find, j) < 0) {
 		j->calling = false;
 		j->unknown = true;

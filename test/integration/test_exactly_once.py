@@ -2,6 +2,8 @@
 Kingdee (test/integration/hostile.py).
 
 Scenarios (run one with `test_exactly_once.py NAME`):
+  outage        Kingdee unreachable for a while (gateway errors, lost answers, failed logins,
+                closed connections) with max_attempts 3 → no dead letter, every order once
   reload        SIGHUP with a mapping that reads one more field, under load → no dead letter
   flow-removed  orders of a flow taken out of the config are parked ("flow removed"), no bill
                 is made with another flow's mapping; replayed once the flow is back → posted
@@ -10,10 +12,13 @@ Scenarios (run one with `test_exactly_once.py NAME`):
 import json
 import signal
 import sys
+import time
 
 from wjtest import check, ctl, wait_for  # first: it puts test/fake on the module path
 from e2e import compare_bills, e2e_stack, log_tail, run_scenarios, wait_settled
 from hostile import Proxy
+
+SAVE_V1 = "/jdy/inv/inv_check_gain_bill_save"
 
 def first(items, n=3):
     return "; ".join(str(x) for x in items[:n]) + (" ..." if len(items) > n else "")
@@ -58,6 +63,36 @@ def settle(st, n, what, timeout=120, dead=0):
         print("# state: %s" % st.state())
         print("# daemon log tail:\n# " + log_tail(st, 40).replace("\n", "\n# "))
     return ok
+
+
+# ---- an outage never uses up attempts ---------------------------------------------------
+
+def outage(h):
+    st = h["stack"] = e2e_stack(
+        100, seed=75, wdt_args=["--eligible-pct", "100"],
+        jdy_args=["--max-saves-per-sec", "15", "--search-mode", "remark"],
+        kingdee__timeout="2s", queue__max_attempts=3,
+        queue__backoff={"initial": "200ms", "max": "1s"})
+    p = proxied(st)
+    orders = st.eligible()
+    st.start()
+    wait_for(lambda: len(st.bills()) >= 15, timeout=60)
+    # Phase 1: the gateway errs: saves are stored but answered 502, logins and lists fail.
+    st.jdy.admin_post("/admin/expire-tokens")
+    p.add(lambda r: r.path == SAVE_V1, "status_after", status=502)
+    p.add(lambda r: True, "status_before", status=503)
+    time.sleep(6)
+    # Phase 2: connections close without an answer.
+    p.clear()
+    p.add(lambda r: True, "drop_before")
+    time.sleep(4)
+    p.clear()
+    down = len(p.seen(lambda r: r.action in ("status_after", "status_before", "drop_before")))
+    check(down > 0, "outage: the proxy failed %d requests" % down)
+    check(dead_count(st) == 0, "outage: nothing dead-lettered during the outage")
+    settle(st, len(orders), "outage: after recovery")
+    once_each(st, orders, "outage")
+    check(st.jdy_stats()["duplicate_remarks"] == 0, "outage: no duplicate remark at the fake")
 
 
 # ---- a reload that changes the mapping ---------------------------------------------------
@@ -131,6 +166,7 @@ def flow_removed(h):
 
 
 SCENARIOS = {
+    "outage": outage,
     "reload": reload,
     "flow-removed": flow_removed,
 }

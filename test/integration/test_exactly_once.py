@@ -2,6 +2,17 @@
 Kingdee (test/integration/hostile.py).
 
 Scenarios (run one with `test_exactly_once.py NAME`):
+  paging        reconcile lists the bills created around the send time, reads every page and
+                matches the marker as a whole token: 105 bills whose remark contains "WDT:RK1"
+                (RK1000…), RK1's answer lost after the save → still one bill; RK2 never reached
+                Kingdee and bills "WDT:RK20"… exist → RK2 is posted, once. The fake's list
+                search matches bill numbers (paging), remarks (paging-remark) or nothing
+                (paging-none, with a mapping that sets a header billno, asked first)
+  gateway       a save answered 502, 503 or 504 after the fake stored it → one bill each
+  dlq           a save stored but answered with an error envelope goes to the dead letters;
+                `dlq retry` reconciles first → one bill
+  crash         a job held behind a long Retry-After, its save slow at the proxy, SIGKILL
+                right after the save reached the proxy, restart → one bill
   outage        Kingdee unreachable for a while (gateway errors, lost answers, failed logins,
                 closed connections) with max_attempts 3 → no dead letter, every order once
   reload        SIGHUP with a mapping that reads one more field, under load → no dead letter
@@ -14,14 +25,26 @@ import signal
 import sys
 import time
 
-from wjtest import check, ctl, wait_for  # first: it puts test/fake on the module path
-from e2e import compare_bills, e2e_stack, log_tail, run_scenarios, wait_settled
+from wjtest import Daemon, check, ctl, read, remark_counts, wait_for  # first: module path
+from e2e import (compare_bills, derived_order, e2e_stack, log_tail, run_scenarios, wait_settled,
+                 wait_status)
 from hostile import Proxy
 
 SAVE_V1 = "/jdy/inv/inv_check_gain_bill_save"
 
+
 def first(items, n=3):
     return "; ".join(str(x) for x in items[:n]) + (" ..." if len(items) > n else "")
+
+
+def remark_of(req):
+    body = req.json() if req.body else None
+    return body.get("remark") if isinstance(body, dict) else None
+
+
+def save_of(marker):
+    """A proxy match: the save of the order with this marker."""
+    return lambda r: r.path == SAVE_V1 and remark_of(r) == marker
 
 
 def proxied(st):
@@ -65,12 +88,169 @@ def settle(st, n, what, timeout=120, dead=0):
     return ok
 
 
+def extra_orders(st, nos, modified=None):
+    """Orders with the given stockin_nos, derived from a generated one, added to the fake WDT
+    in the polled range. Returns them."""
+    t = st.eligible()[0]
+    mod = modified or t["modified"]
+    out = [derived_order(t, 500 + i, mod, stockin_no=no) for i, no in enumerate(nos)]
+    r = st.wdt.admin_post("/admin/orders", {"orders": out})
+    check(r.get("inserted") == len(out), "%d orders %s added at the fake WDT" % (
+        len(out), first(nos)))
+    return out
+
+
+def seed_bills(st, remarks):
+    """Bills with these remarks at the fake Kingdee, saved as any client would."""
+    c = st.jdy.client()
+    c.login()
+    for rem in remarks:
+        body = {"billdate": "2026-01-01", "remark": rem,
+                "material_entity": [{"materialid_id": "M1", "stockid_id": "S01", "qty": 1,
+                                     "unit_id": "U2"}]}
+        status, _, b = c.call("POST", SAVE_V1, body=body)
+        if status != 200 or not (b or {}).get("success"):
+            raise RuntimeError("seeding bill %s: %s %s" % (rem, status, b))
+
+
+# ---- reconcile by time range, every page, exact token -----------------------------------
+
+def paging_mode(h, mode, billno=False):
+    what = "paging (search %s%s)" % (mode, ", header billno" if billno else "")
+    st = h["stack"] = e2e_stack(5, seed=71, wdt_args=["--eligible-pct", "100"],
+                                jdy_args=["--search-mode", mode], kingdee__timeout="2s")
+    if billno:
+        st.cfg["flows"][0]["mapping"] = mapping_v1({"billno": {"template": "PY-{stockin_no}"}})
+    p = proxied(st)
+    orders = st.eligible() + extra_orders(st, ["RK1", "RK2"])
+    # More than a page of bills whose remark has "WDT:RK1" in it, and near misses of RK2.
+    noise = ["WDT:RK%d" % n for n in range(1000, 1105)]
+    noise += ["WDT:RK20", "WDT:RK21", "WDT:RK2-1", "XWDT:RK2", "WDT:RK2x"]
+    seed_bills(st, noise)
+    p.add(save_of("WDT:RK1"), "drop_after", times=1)   # stored, answer lost
+    p.add(save_of("WDT:RK2"), "drop_before", times=1)  # never reached Kingdee
+    st.start()
+    settle(st, len(orders) + len(noise), what)
+    c = remark_counts(st.bills())
+    check(c.get("WDT:RK1") == 1, "%s: RK1 (answer lost, bill on a later page) has one bill (%s)"
+          % (what, c.get("WDT:RK1")))
+    check(c.get("WDT:RK2") == 1, "%s: RK2 (never stored; RK20, RK2-1… exist) has one bill (%s)"
+          % (what, c.get("WDT:RK2")))
+    once_each(st, orders, what)
+    check(all(c.get(r) == 1 for r in noise), "%s: the other bills are untouched" % what)
+    check(len(p.seen(lambda r: r.action in ("drop_after", "drop_before"))) == 2,
+          "%s: the proxy lost both answers" % what)
+    s = wait_status(st, lambda s: s.get("queue", {}).get("reconcile_pages", 0) >= 4)
+    pages = s.get("queue", {}).get("reconcile_pages", 0)
+    check(pages >= 4, "%s: reconciling read every page (%d pages)" % (what, pages))
+    if billno:
+        lists = p.seen(lambda r: r.method == "GET" and ("bill_list" in r.path or
+                                                         "gail_bill" in r.path))
+        check(any(r.query.get("search") == "PY-RK1" for r in lists),
+              "%s: asked by the header bill number first" % what)
+
+
+def paging(h):
+    paging_mode(h, "number")
+
+
+def paging_remark(h):
+    paging_mode(h, "remark")
+
+
+def paging_none(h):
+    paging_mode(h, "none", billno=True)
+
+
+# ---- 502/503/504 after the body was sent ------------------------------------------------
+
+def gateway(h):
+    st = h["stack"] = e2e_stack(20, seed=72, wdt_args=["--eligible-pct", "100"],
+                                kingdee__timeout="2s")
+    p = proxied(st)
+    orders = st.eligible()
+    hit = {}
+    for o, status in zip(orders[:3], (502, 503, 504)):
+        m = "WDT:" + o["stockin_no"]
+        hit[status] = m
+        p.add(save_of(m), "status_after", times=1, status=status)
+    st.start()
+    settle(st, len(orders), "gateway")
+    c = remark_counts(st.bills())
+    for status, m in sorted(hit.items()):
+        check(c.get(m) == 1, "gateway: a save answered %d after it was stored: one bill (%s)" % (
+            status, c.get(m)))
+    check(len(p.seen(lambda r: r.action == "status_after")) == 3,
+          "gateway: the proxy answered 502, 503 and 504 once each")
+    once_each(st, orders, "gateway")
+
+
+# ---- stored but answered with an error, then `dlq retry` --------------------------------
+
+ERROR_ENVELOPE = json.dumps({"errcode": 2000002001, "description": "单据校验失败",
+                             "data": None}, ensure_ascii=False)
+
+
+def dlq(h):
+    st = h["stack"] = e2e_stack(8, seed=73, wdt_args=["--eligible-pct", "100"],
+                                kingdee__timeout="2s")
+    p = proxied(st)
+    orders = st.eligible()
+    a, b = ("WDT:" + o["stockin_no"] for o in orders[:2])
+    p.add(save_of(a), "status_after", times=1, status=200,
+          headers=[("Content-Type", "application/json")], body=ERROR_ENVELOPE)
+    p.add(save_of(b), "rewrite", times=1,
+          fn=lambda s, hd, body: (200, [("Content-Type", "application/json")], ERROR_ENVELOPE))
+    st.start()
+    ok = wait_for(lambda: dead_count(st) == 2 and queue_empty(st), timeout=60)
+    check(ok, "dlq: the two saves answered with an error are dead letters (%s)" % dead_count(st))
+    c = remark_counts(st.bills())
+    check(c.get(a) == 1 and c.get(b) == 1, "dlq: Kingdee holds their bills anyway")
+    r = ctl(st.cfg_path, "dlq", "retry", "--all")
+    check(r.returncode == 0 and "2 queued again" in r.stdout, "dlq: retry --all (%s)" %
+          r.stdout.strip())
+    settle(st, len(orders), "dlq: after retry")
+    c = remark_counts(st.bills())
+    check(c.get(a) == 1 and c.get(b) == 1, "dlq: still one bill each after the replay (%s, %s)"
+          % (c.get(a), c.get(b)))
+    once_each(st, orders, "dlq")
+    check("already in Kingdee" in read(st.log), "dlq: the replay found the bills by reconciling")
+
+
+# ---- settle wait counted from the send, across a crash ----------------------------------
+
+def crash(h):
+    st = h["stack"] = e2e_stack(2, seed=74, wdt_args=["--eligible-pct", "100"],
+                                kingdee__timeout="5s", kingdee__concurrency=1)
+    p = proxied(st)
+    orders = st.eligible()
+    check(len(orders) == 2, "crash: two orders (%d)" % len(orders))
+    # The first save is refused with a long Retry-After: the other job, already taken, waits
+    # behind the pause; its save then takes 5 s at the proxy before reaching Kingdee.
+    p.add(lambda r: r.path == SAVE_V1, "status_before", times=1, status=429,
+          headers=[("Retry-After", "12"), ("Content-Type", "application/json")],
+          body=json.dumps({"errcode": 1030002009, "description": "rate limited"}))
+    p.add(lambda r: r.path == SAVE_V1, "delay", times=1, seconds=5)
+    st.start()
+    ok = wait_for(lambda: p.seen(lambda r: r.action == "delay"), timeout=60, step=0.02)
+    check(bool(ok), "crash: a save reached the proxy after the Retry-After pause")
+    st.daemon.kill()
+    check(len(st.bills()) == 0, "crash: killed before that save reached Kingdee")
+    st.daemon = Daemon(st.cfg_path).start()
+    settle(st, len(orders), "crash: after restart", timeout=90)
+    held = p.seen(lambda r: r.action == "delay")[0]
+    check(wait_for(lambda: held.status is not None, timeout=30),
+          "crash: the held save has reached Kingdee (%s)" % held.status)
+    once_each(st, orders, "crash")
+    c = remark_counts(st.bills())
+    check(len(st.bills()) == 2, "crash: two bills in all (%s)" % c)
+
+
 # ---- an outage never uses up attempts ---------------------------------------------------
 
 def outage(h):
     st = h["stack"] = e2e_stack(
-        100, seed=75, wdt_args=["--eligible-pct", "100"],
-        jdy_args=["--max-saves-per-sec", "15", "--search-mode", "remark"],
+        100, seed=75, wdt_args=["--eligible-pct", "100"], jdy_args=["--max-saves-per-sec", "15"],
         kingdee__timeout="2s", queue__max_attempts=3,
         queue__backoff={"initial": "200ms", "max": "1s"})
     p = proxied(st)
@@ -166,6 +346,12 @@ def flow_removed(h):
 
 
 SCENARIOS = {
+    "paging": paging,
+    "paging-remark": paging_remark,
+    "paging-none": paging_none,
+    "gateway": gateway,
+    "dlq": dlq,
+    "crash": crash,
     "outage": outage,
     "reload": reload,
     "flow-removed": flow_removed,

@@ -39,7 +39,8 @@ static void usage(FILE *f)
 		"                                  re-read a past period below live priority\n"
 		"  check-config                    validate the configuration\n"
 		"  sign qimen|openapi2 --secret S KEY=VALUE...\n"
-		"  sign kingdee --secret S --method M --path P --nonce N --timestamp T [KEY=VALUE...]\n"
+		"  sign kingdee --secret S --method M --path P --nonce N --timestamp T\n"
+		"               [--encoding rfc3986|form] [KEY=VALUE...]\n"
 		"  sign kingdee-app --app-key K --app-secret S\n"
 		"default config: %s\n",
 		WJ_DEFAULT_CONFIG);
@@ -96,12 +97,13 @@ static int cmd_sign(int argc, char **argv)
 	}
 	const char *kind = argv[0];
 	const char *secret = NULL, *method = NULL, *path = NULL, *nonce = NULL, *ts = NULL,
-		   *app_key = NULL, *app_secret = NULL;
+		   *app_key = NULL, *app_secret = NULL, *encoding = "rfc3986";
 	static const struct option opts[] = {
 		{"secret", required_argument, NULL, 's'},    {"method", required_argument, NULL, 'm'},
 		{"path", required_argument, NULL, 'p'},      {"nonce", required_argument, NULL, 'n'},
 		{"timestamp", required_argument, NULL, 't'}, {"app-key", required_argument, NULL, 'k'},
-		{"app-secret", required_argument, NULL, 'a'}, {NULL, 0, NULL, 0},
+		{"app-secret", required_argument, NULL, 'a'}, {"encoding", required_argument, NULL, 'e'},
+		{NULL, 0, NULL, 0},
 	};
 	optind = 0;
 	int c;
@@ -114,6 +116,7 @@ static int cmd_sign(int argc, char **argv)
 		case 't': ts = optarg; break;
 		case 'k': app_key = optarg; break;
 		case 'a': app_secret = optarg; break;
+		case 'e': encoding = optarg; break;
 		default: usage(stderr); return 1;
 		}
 	}
@@ -140,10 +143,20 @@ static int cmd_sign(int argc, char **argv)
 					"--nonce --timestamp\n");
 			goto out;
 		}
+		/* rfc3986: what the daemon sends (the PHP SDK's reading); form: the Java SDK's */
+		wj_jdy_enc_t enc;
+		if (!strcmp(encoding, "rfc3986")) {
+			enc = WJ_JDY_ENC_RFC3986;
+		} else if (!strcmp(encoding, "form")) {
+			enc = WJ_JDY_ENC_FORM;
+		} else {
+			fprintf(stderr, "wdt2jdyctl: sign kingdee: --encoding is rfc3986 or form\n");
+			goto out;
+		}
 		char sig[128];
 		wj_buf_t s = {0};
-		if (wj_jdy_sign_string(method, path, kv, n, nonce, ts, &s) < 0 ||
-		    wj_jdy_sign(secret, method, path, kv, n, nonce, ts, sig, sizeof(sig)) < 0) {
+		if (wj_jdy_sign_string(method, path, kv, n, nonce, ts, enc, &s) < 0 ||
+		    wj_jdy_sign(secret, method, path, kv, n, nonce, ts, enc, sig, sizeof(sig)) < 0) {
 			fprintf(stderr, "wdt2jdyctl: cannot sign\n");
 			wj_buf_free(&s);
 			goto out;

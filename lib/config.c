@@ -570,6 +570,17 @@ static void parse_jdy_api(ctx_t *c, const char *path, json_t *v, void *base)
 		err(c, path, "expected \"v1\" or \"v2\"");
 }
 
+static void parse_jdy_auth(ctx_t *c, const char *path, json_t *v, void *base)
+{
+	const char *s = str_or_null(v);
+	if (s && !strcmp(s, "gateway"))
+		((wj_config_t *)base)->kingdee.auth = WJ_JDY_AUTH_GATEWAY;
+	else if (s && !strcmp(s, "password"))
+		((wj_config_t *)base)->kingdee.auth = WJ_JDY_AUTH_PASSWORD;
+	else
+		err(c, path, "expected \"gateway\" or \"password\"");
+}
+
 static void parse_flow_name(ctx_t *c, const char *path, json_t *v, void *base)
 {
 	const char *s = str_or_null(v);
@@ -664,10 +675,14 @@ static const struct field wdt_fields[] = {
 
 static const struct field kingdee_fields[] = {
 	FN("api", parse_jdy_api),
+	FN("auth", parse_jdy_auth),
 	C("url", K_URL, kingdee.url, .flags = REQ),
 	C("client_id", K_STR, kingdee.client_id, .flags = REQ),
 	C("client_secret", K_SECRET, kingdee.client_secret, .flags = REQ),
-	C("outer_instance_id", K_STR, kingdee.outer_instance_id, .flags = REQ),
+	C("outer_instance_id", K_STR, kingdee.outer_instance_id, .flags = F_NONEMPTY),
+	C("username", K_STR, kingdee.username, .flags = F_NONEMPTY),
+	C("password", K_SECRET, kingdee.password),
+	C("account_id", K_STR, kingdee.account_id, .flags = F_NONEMPTY),
 	C("ca_file", K_OPTSTR, kingdee.ca_file),
 	C("rate_limit", K_RATE, kingdee.rate_limit),
 	C("concurrency", K_UINT, kingdee.concurrency, .min = 1, .max = 64),
@@ -908,6 +923,39 @@ static void config_defaults(ctx_t *c, wj_config_t *cfg)
 	cfg->queue.backoff_max_ms = 10 * MIN;
 }
 
+/* Each login needs its own keys, and refuses the other's so that a half-switched config is
+ * noticed. */
+static void jdy_auth_checks(ctx_t *c, wj_config_t *cfg, json_t *kd)
+{
+	static const char *const gateway_keys[] = {"outer_instance_id", NULL};
+	static const char *const password_keys[] = {"username", "password", "password_file",
+						    "password_credential", "account_id", NULL};
+	bool password = cfg->kingdee.auth == WJ_JDY_AUTH_PASSWORD;
+	const char *const *foreign = password ? gateway_keys : password_keys;
+	for (; *foreign; foreign++) {
+		char p[PATH_LEN];
+		if (json_object_get(kd, *foreign))
+			err(c, join(p, "kingdee", *foreign), "only for auth \"%s\"",
+			    password ? "gateway" : "password");
+	}
+	if (!password) {
+		if (!json_object_get(kd, "outer_instance_id"))
+			err(c, "kingdee.outer_instance_id", "required");
+		return;
+	}
+	if (cfg->kingdee.api != WJ_JDY_V1)
+		err(c, "kingdee.auth", "\"password\" is the login of the V1 API: set api \"v1\"");
+	if (!json_object_get(kd, "username"))
+		err(c, "kingdee.username", "required (auth \"password\")");
+	if (!json_object_get(kd, "password") && !json_object_get(kd, "password_file") &&
+	    !json_object_get(kd, "password_credential"))
+		err(c, "kingdee.password", "required (auth \"password\"): give password, "
+		    "password_file or password_credential");
+	if (!json_object_get(kd, "account_id"))
+		err(c, "kingdee.account_id", "required (auth \"password\"): the account set "
+		    "(账套) to post to; a login error lists the ones the login can see");
+}
+
 static void cross_checks(ctx_t *c, wj_config_t *cfg, json_t *doc)
 {
 	/* Plain HTTP carries the secrets, tokens and bills readable by anyone on the path. */
@@ -928,6 +976,7 @@ static void cross_checks(ctx_t *c, wj_config_t *cfg, json_t *doc)
 		free(cfg->wdt.target_app_key);
 		cfg->wdt.target_app_key = NULL;
 	}
+	jdy_auth_checks(c, cfg, json_object_get(doc, "kingdee"));
 	if (!cfg->status_file && cfg->state_dir &&
 	    asprintf(&cfg->status_file, "%s/status.json", cfg->state_dir) < 0) {
 		cfg->status_file = NULL;
@@ -1015,6 +1064,8 @@ static wj_config_t *parse_buf(const char *text, size_t len, const char *name, wj
 		cfg->secret_list[k++] = cfg->wdt.app_secret;
 	if (cfg->kingdee.client_secret && *cfg->kingdee.client_secret)
 		cfg->secret_list[k++] = cfg->kingdee.client_secret;
+	if (cfg->kingdee.password && *cfg->kingdee.password)
+		cfg->secret_list[k++] = cfg->kingdee.password;
 	cfg->secret_list[k] = NULL;
 	wj_errors_free(&local);
 	return cfg;
@@ -1096,6 +1147,9 @@ void wj_config_free(wj_config_t *cfg)
 	free(cfg->kingdee.client_id);
 	free(cfg->kingdee.client_secret);
 	free(cfg->kingdee.outer_instance_id);
+	free(cfg->kingdee.username);
+	free(cfg->kingdee.password);
+	free(cfg->kingdee.account_id);
 	free(cfg->kingdee.ca_file);
 	for (size_t i = 0; i < cfg->kingdee.n_store_map; i++) {
 		free(cfg->kingdee.store_map[i].key);

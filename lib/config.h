@@ -17,6 +17,9 @@ typedef struct wj_rate {
 
 typedef enum { WJ_WDT_QIMEN = 0, WJ_WDT_OPENAPI2 = 1 } wj_wdt_api_t;
 typedef enum { WJ_JDY_V1 = 1, WJ_JDY_V2 = 2 } wj_jdy_api_t;
+/* How the Kingdee client logs in: through the API gateway (app authorisation, app-token) or
+ * with the classic account login of the V1 API (username and password, access_token). */
+typedef enum { WJ_JDY_AUTH_GATEWAY = 0, WJ_JDY_AUTH_PASSWORD = 1 } wj_jdy_auth_t;
 
 typedef struct wj_kv {
 	char *key;
@@ -68,7 +71,10 @@ typedef struct wj_config {
 
 	struct {
 		wj_jdy_api_t api;
-		char *url, *client_id, *client_secret, *outer_instance_id;
+		wj_jdy_auth_t auth;     /* default gateway */
+		char *url, *client_id, *client_secret;
+		char *outer_instance_id; /* gateway auth only */
+		char *username, *password, *account_id; /* password auth only */
 		char *ca_file;
 		wj_rate_t rate_limit;   /* default 500/min */
 		unsigned concurrency;   /* default 8 */
@@ -95,7 +101,7 @@ typedef struct wj_config {
 	wj_flow_cfg_t *flows;
 	size_t n_flows;
 
-	const char *secret_list[3]; /* backing store of wj_config_secrets() */
+	const char *secret_list[4]; /* backing store of wj_config_secrets() */
 } wj_config_t;
 
 /* Error list collected while loading; each entry is a complete message. */

@@ -292,10 +292,14 @@ static void wdt_opts(const wj_config_t *c, wj_wdt_opts_t *o)
 static void jdy_opts(const wj_config_t *c, wj_jdy_opts_t *o)
 {
 	*o = (wj_jdy_opts_t){.api = c->kingdee.api,
+			     .auth = c->kingdee.auth,
 			     .url = c->kingdee.url,
 			     .client_id = c->kingdee.client_id,
 			     .client_secret = c->kingdee.client_secret,
 			     .outer_instance_id = c->kingdee.outer_instance_id,
+			     .username = c->kingdee.username,
+			     .password = c->kingdee.password,
+			     .account_id = c->kingdee.account_id,
 			     .timeout_ms = c->kingdee.timeout_ms};
 }
 

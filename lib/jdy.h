@@ -1,9 +1,16 @@
-/* Kingdee Cloud Xingchen client: API-gateway signing, app-token lifecycle, calls.
+/* Kingdee Cloud Xingchen client: login, token lifecycle, calls, and the readings of the answers.
  *
- * Every call carries the gateway headers (X-Api-ClientID, X-Api-Signature, ...); once logged in
- * also app-token and X-GW-Router-Addr. The token is obtained on demand (push_app_authorize, then
- * kingdee_auth_token), refreshed before it expires and after errcode 1030002006, with a single
- * login in flight however many calls wait for it. Rate limiting is the caller's job. */
+ * Two logins (opts.auth):
+ * - gateway: every call carries the API-gateway signature (X-Api-ClientID, X-Api-Signature, ...)
+ *   and, once logged in, app-token and X-GW-Router-Addr. The token comes from
+ *   push_app_authorize then kingdee_auth_token.
+ * - password (V1 API only): the classic account login (GET /auth/user/access_token with client
+ *   id and secret, username and password), the account set from POST /jdy/sys/accountGroup;
+ *   calls carry ?access_token=T and the headers groupName and accountId.
+ * Either way the token is obtained on demand, refreshed before it expires and once after a
+ * call says it is invalid, with a single login in flight however many calls wait for it.
+ * Error texts handed out never contain a token, secret, password or signature.
+ * Rate limiting is the caller's job. */
 #pragma once
 
 #include <jansson.h>
@@ -29,8 +36,11 @@ typedef struct wj_jdy wj_jdy_t;
 
 typedef struct wj_jdy_opts {
 	wj_jdy_api_t api;
-	const char *url;               /* gateway base URL, e.g. "https://api.kingdee.com" */
-	const char *client_id, *client_secret, *outer_instance_id;
+	wj_jdy_auth_t auth;            /* WJ_JDY_AUTH_PASSWORD needs api V1 */
+	const char *url;               /* base URL, e.g. "https://api.kingdee.com" */
+	const char *client_id, *client_secret;
+	const char *outer_instance_id; /* gateway */
+	const char *username, *password, *account_id; /* password */
 	uint64_t timeout_ms;           /* per request; 0 → 30 s */
 } wj_jdy_opts_t;
 
@@ -48,7 +58,8 @@ typedef struct wj_jdy_result {
 	long http_status;      /* 0 when no response was received */
 	json_t *data;          /* envelope "data"; borrowed, valid only during the callback; may be NULL */
 	int64_t retry_after_ms;/* for RATE_LIMITED (and failed logins): wait at least this long */
-	char code[32];         /* errcode/errorCode as text, "" when none */
+	bool token_refused;    /* AUTH because the token was refused: a new login may help */
+	char code[32];         /* errcode/errorCode/code as text, "" when none */
 	char error[512];       /* human-readable reason, "" on success */
 } wj_jdy_result_t;
 
@@ -57,20 +68,30 @@ typedef void (*wj_jdy_cb)(const wj_jdy_result_t *res, void *arg);
 
 /* ---- pure helpers ---- */
 
+/* How the gateway signature encodes the query: the PHP SDK's RFC 3986 reading (space → %20,
+ * '~' kept, '*' encoded; pairs sorted by key, then value) or the Java SDK's form reading
+ * (space → '+', '*' kept, '~' encoded; whole "k=v" strings sorted). */
+typedef enum { WJ_JDY_ENC_RFC3986 = 0, WJ_JDY_ENC_FORM = 1 } wj_jdy_enc_t;
+
 /* Append the gateway string-to-sign S for a request to out:
- *   METHOD \n urlencode(path) \n Q \n x-api-nonce:N \n x-api-timestamp:T \n
- * Q: query sorted by key, values URL-encoded twice, "k=v&k=v". 0 or -ENOMEM/-EINVAL. */
+ *   METHOD \n encode(path) \n Q \n x-api-nonce:N \n x-api-timestamp:T \n
+ * The path is encoded once ('/' → %2F, a space → '+'); in Q keys and values are encoded twice
+ * (uppercase hex), joined "k=v&k=v" (empty when none). 0 or -ENOMEM/-EINVAL. */
 int wj_jdy_sign_string(const char *method, const char *path, const wj_kv_t *query, size_t nq,
-		       const char *nonce, const char *timestamp, wj_buf_t *out);
+		       const char *nonce, const char *timestamp, wj_jdy_enc_t enc, wj_buf_t *out);
 /* X-Api-Signature = base64(lowercase hex(HMAC-SHA256(secret, S))) into out (NUL-terminated).
  * 0, -ENOSPC when out is too small (89 bytes suffice), -ENOMEM, -EINVAL. */
 int wj_jdy_sign(const char *secret, const char *method, const char *path, const wj_kv_t *query,
-		size_t nq, const char *nonce, const char *timestamp, char *out, size_t size);
+		size_t nq, const char *nonce, const char *timestamp, wj_jdy_enc_t enc, char *out,
+		size_t size);
 /* app_signature = base64(lowercase hex(HMAC-SHA256(app_secret, app_key))). Same returns. */
 int wj_jdy_app_signature(const char *app_key, const char *app_secret, char *out, size_t size);
 
-/* Absolute expiry (epoch ms) from the token's "expires": > 10^11 → epoch ms, > 10^9 → epoch
- * seconds, else a lifetime in seconds counted from now_ms. */
+/* Absolute expiry (epoch ms) from a token answer's "expires" (or "expires_in"), which may be an
+ * absolute time in ms or s, or a lifetime in s or ms. A value that read as an absolute time
+ * lies within 30 days of now is one (-1 when that is in the past); otherwise it is a lifetime
+ * of at most 30 days, in whichever unit gives the lifetime nearest a day (what a token lives).
+ * -1 when no reading fits. */
 int64_t wj_jdy_expiry_ms(int64_t expires, int64_t now_ms);
 /* When to refresh a token obtained at obtained_ms expiring at expiry_ms: at 90 % of its lifetime
  * or 5 min before expiry, whichever is first, but not before half of the lifetime. */
@@ -100,16 +121,22 @@ int wj_jdy_set_opts(wj_jdy_t *j, const wj_jdy_opts_t *o);
  * after the last of them, and after the loop has run once. */
 void wj_jdy_free(wj_jdy_t *j);
 
-/* Called with {"app_token","domain","expires_ms","obtained_ms","app_key"} (JSON text, valid
- * during the call) after each successful login, so that the token can be persisted. */
+/* Called after each successful login with the token as JSON text (valid during the call), so
+ * that it can be persisted: {"auth":"gateway","app_token","domain","app_key",...} or
+ * {"auth":"password","access_token","group_name","account_id",...}, both with "expires_ms" and
+ * "obtained_ms". */
 void wj_jdy_set_token_hook(wj_jdy_t *j, void (*hook)(const char *token_json, void *arg), void *arg);
-/* Adopt a persisted token. 0, -EINVAL (malformed), -ESTALE (expired or about to: ignored). */
+/* Adopt a persisted token. 0, -EINVAL (malformed), -ESTALE (expired or about to, or of another
+ * login or account set: ignored). */
 int wj_jdy_restore_token(wj_jdy_t *j, const char *token_json);
 /* Whether a usable token is held. */
 bool wj_jdy_has_token(const wj_jdy_t *j);
+/* The reason of the last failed login ("" after a successful one); valid until the next call
+ * into the client. Never contains a secret. */
+const char *wj_jdy_login_error(const wj_jdy_t *j);
 
 /* Generic call: path like "/jdy/v2/bd/material_detail", query values unencoded, body JSON or
- * NULL. Logs in first when needed; retries once after errcode 1030002006.
+ * NULL. Logs in first when needed; retries once when the token is refused.
  * 0, -ENOMEM, or -EINVAL (bad arguments, client closing). */
 int wj_jdy_call(wj_jdy_t *j, const char *method, const char *path, const wj_kv_t *query,
 		size_t nq, const char *body, wj_jdy_cb cb, void *arg);
@@ -117,10 +144,20 @@ int wj_jdy_call(wj_jdy_t *j, const char *method, const char *path, const wj_kv_t
 /* Save a gain bill (V1 or V2 path per opts.api); on OK res->data is the save's data
  * (see wj_jdy_saved_bill). */
 int wj_jdy_save(wj_jdy_t *j, const char *body_json, wj_jdy_cb cb, void *arg);
-/* Material / store by number; on OK res->data is the object (with "id"). An unknown number is
- * WJ_JDY_PERMANENT with a message naming it. */
+/* Material / store by number (V2 detail in gateway auth; V1 material_list / store_list and an
+ * exact match on "number" in password auth). On OK res->data (borrowed) is the object as
+ * Kingdee returned it with these keys added or overwritten (interface I2):
+ *   material: "id" (string), "number", "base_unit_id" (string), "batch_managed",
+ *             "shelf_life_managed" (bools)
+ *   store:    "id" (string), "number", "location_managed" (bool), "locations": object
+ *             location number → location id (string), {} when none known
+ * An unknown number is WJ_JDY_PERMANENT with a message naming it. */
 int wj_jdy_material(wj_jdy_t *j, const char *number, wj_jdy_cb cb, void *arg);
 int wj_jdy_store(wj_jdy_t *j, const char *number, wj_jdy_cb cb, void *arg);
+/* The I2 readings above, applied in place to a material / store object of either API.
+ * -EINVAL when o has no usable "id", -ENOMEM. */
+int wj_jdy_material_normalise(json_t *o);
+int wj_jdy_store_normalise(json_t *o);
 
 /* ---- gain-bill list ---- */
 
@@ -131,7 +168,8 @@ typedef struct wj_jdy_bill_query {
 	unsigned page;            /* from 1 (0 is read as 1) */
 } wj_jdy_bill_query_t;
 
-/* List gain bills, 100 per page (the V2 list in gateway auth). Whatever the API answered, on
+/* List gain bills, 100 per page (the V2 list in gateway auth, V1 inv_check_gain_bill_list in
+ * password auth). Whatever the API answered, on
  * WJ_JDY_OK res->data is normalised:
  *   {"rows": [{"id": "…", "bill_no": "…", "bill_date": "YYYY-MM-DD", "remark": "…",
  *              "create_time_ms": <int or null>}],

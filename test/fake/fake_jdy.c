@@ -56,6 +56,8 @@
 #define ERR_SYSTEM 2000002000LL
 #define ERR_INVALID 2000002001LL
 #define ERR_NOT_FOUND 2000002003LL
+#define ERR_V1_GATEWAY 1030002011LL
+#define ERR_ACCOUNT 1030002012LL
 
 #define PATH_AUTHORIZE "/jdyconnector/app_management/push_app_authorize"
 #define PATH_AUTH_TOKEN "/jdyconnector/app_management/kingdee_auth_token"
@@ -64,6 +66,11 @@
 #define PATH_MATERIAL_DETAIL "/jdy/v2/bd/material_detail"
 #define PATH_STORE_DETAIL "/jdy/v2/bd/store_detail"
 #define PATH_MATERIAL_LIST "/jdy/v2/bd/material"
+#define PATH_V1_LOGIN "/auth/user/access_token"
+#define PATH_V1_ACCOUNTS "/jdy/sys/accountGroup"
+#define PATH_V1_LIST_BILLS "/jdy/inv/inv_check_gain_bill_list"
+#define PATH_V1_MATERIALS "/jdy/basedata/material_list"
+#define PATH_V1_STORES "/jdy/basedata/store_list"
 
 enum ep {
 	EP_AUTHORIZE,
@@ -74,6 +81,11 @@ enum ep {
 	EP_MATERIAL_DETAIL,
 	EP_STORE_DETAIL,
 	EP_MATERIAL_LIST,
+	EP_V1_LOGIN,
+	EP_V1_ACCOUNTS,
+	EP_V1_LIST_BILLS,
+	EP_V1_MATERIALS,
+	EP_V1_STORES,
 	EP_ADMIN,
 	EP_UNKNOWN,
 	EP_COUNT
@@ -81,7 +93,8 @@ enum ep {
 
 static const char *const ep_names[EP_COUNT] = {
 	"push_app_authorize", "kingdee_auth_token", "save_v1", "save_v2", "list_bills",
-	"material_detail", "store_detail", "material_list", "admin", "unknown",
+	"material_detail", "store_detail", "material_list", "v1_login", "v1_account_groups",
+	"v1_list_bills", "v1_material_list", "v1_store_list", "admin", "unknown",
 };
 
 /* Timestamps (monotonic ms) of events inside the last 60 s, oldest first. */
@@ -96,14 +109,27 @@ typedef struct knobs {
 	double max_saves_per_sec; /* 0 = unlimited */
 	int64_t token_ttl;        /* seconds */
 	int64_t secret_rotate;    /* seconds */
-	bool expires_duration;
+	int expires_mode;         /* EXPIRES_*: how token answers write "expires" */
+	int sign_encoding;        /* SIGN_*: which reading of the signature is accepted */
+	int v1_gateway;           /* 1: V1 paths accept the gateway signature and app-token */
+	int v1_login;             /* V1LOGIN_*: methods the account login accepts */
+	int managed;              /* 1: catalogue with batch, shelf-life and location management */
+	int echo_token;           /* 1: error answers echo the credentials received */
 	int64_t rate_limit; /* per minute over business calls, 0 = off */
 	int64_t token_rate; /* per minute over token requests, 0 = off */
 	int search_mode;    /* what the bill list's search matches: SEARCH_* */
-	bool create_time_text; /* rows carry create_time as "YYYY-MM-DD HH:MM:SS" (+08:00) */
+	int create_time_text; /* rows carry create_time as "YYYY-MM-DD HH:MM:SS" (+08:00) */
 } knobs_t;
 
 enum { SEARCH_NUMBER, SEARCH_REMARK, SEARCH_NONE };
+enum { EXPIRES_ABSOLUTE, EXPIRES_ABSOLUTE_S, EXPIRES_DURATION, EXPIRES_DURATION_MS };
+enum { SIGN_RFC3986, SIGN_FORM, SIGN_EITHER };
+enum { V1LOGIN_GET, V1LOGIN_POST, V1LOGIN_BOTH };
+static const char *const v1_logins[] = {"get", "post", "both"};
+static const char *const create_time_formats[] = {"ms", "datetime"};
+static const char *const yes_no[] = {"no", "yes"};
+static const char *const sign_encodings[] = {"rfc3986", "form", "either"};
+static const char *const expires_modes[] = {"absolute", "absolute-s", "duration", "duration-ms"};
 static const char *const search_modes[] = {"number", "remark", "none"};
 
 typedef struct bill {
@@ -115,9 +141,14 @@ typedef struct bill {
 	json_t *body;
 } bill_t;
 
+/* What a token is good for: the gateway's app-token, the other token of its answer (never
+ * accepted), the V1 account login's access_token. */
+enum tok_kind { TOK_APP, TOK_GW_ACCESS, TOK_V1 };
+
 typedef struct token {
 	char s[33];
 	int64_t exp_ms; /* wall clock */
+	enum tok_kind kind;
 } token_t;
 
 typedef struct stats {
@@ -129,6 +160,7 @@ typedef struct stats {
 static struct {
 	pthread_mutex_t lock;
 	const char *client_id, *client_secret, *app_key, *outer_id;
+	const char *username, *password, *account_id; /* the V1 account login */
 	long materials;
 	bool verbose;
 	char domain[64];
@@ -138,6 +170,7 @@ static struct {
 	uint64_t rot_start_ms; /* monotonic */
 	token_t *tokens;
 	size_t ntokens, ctokens;
+	json_t *issued;        /* every token ever issued (GET /admin/tokens) */
 	bill_t *bills;
 	size_t nbills, cbills;
 	uint64_t next_bill_id;
@@ -161,6 +194,7 @@ typedef struct reply {
 	json_t *json;    /* owned */
 	int retry_after; /* seconds, 0 = no header */
 	bool drop;       /* close the connection without answering */
+	char echo[600];  /* credentials received, echoed in errors with --echo-token-in-errors */
 } reply_t;
 
 /* ---- small helpers ---- */
@@ -247,15 +281,18 @@ static bool win_admit(win_t *w, int64_t limit, uint64_t now)
 	return true;
 }
 
-/* RFC 3986 encoding: unreserved characters kept, others as uppercase %XX. */
-static int url_encode(const char *s, wj_buf_t *out)
+/* Percent-encoding, uppercase hex: RFC 3986 keeps A-Z a-z 0-9 - _ . ~ (space_plus: a space
+ * becomes '+'); the form reading keeps A-Z a-z 0-9 - _ . * and always writes a space as '+'. */
+static int url_encode_as(const char *s, bool form, bool space_plus, wj_buf_t *out)
 {
 	static const char hex[] = "0123456789ABCDEF";
 	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
 		char e[3];
-		if ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
-		    *p == '-' || *p == '_' || *p == '.' || *p == '~') {
-			if (wj_buf_append(out, p, 1))
+		bool keep = (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
+			    (*p >= '0' && *p <= '9') || *p == '-' || *p == '_' || *p == '.' ||
+			    (form ? *p == '*' : *p == '~');
+		if (keep || (*p == ' ' && (form || space_plus))) {
+			if (wj_buf_append(out, keep ? (const char *)p : "+", 1))
 				return -ENOMEM;
 			continue;
 		}
@@ -357,13 +394,18 @@ static long cat_index(const char *s, const char *prefix, size_t min_digits)
 	return i >= 1 && i <= g.materials ? i : 0;
 }
 
+/* "SP<5 digits>", or "SP <5 digits>": the same material under a number with a space (a
+ * number whose signature depends on how a space is encoded). */
 static long material_by_number(const char *num)
 {
-	long i = cat_index(num, "SP", 5);
+	char plain[32];
+	bool spaced = !strncmp(num, "SP ", 3);
+	snprintf(plain, sizeof(plain), "SP%s", spaced ? num + 3 : num + (strlen(num) >= 2 ? 2 : 0));
+	long i = cat_index(plain, "SP", 5);
 	char want[32];
-	if (!i)
+	if (!i || (!spaced && strncmp(num, "SP", 2)))
 		return 0;
-	snprintf(want, sizeof(want), "SP%05ld", i);
+	snprintf(want, sizeof(want), spaced ? "SP %05ld" : "SP%05ld", i);
 	return strcmp(want, num) ? 0 : i;
 }
 
@@ -377,15 +419,50 @@ static long material_by_id(const char *id)
 	return strcmp(want, id) ? 0 : i;
 }
 
-static json_t *material_json(long i)
+/* With --managed: materials batch-managed (index ending in 3 or 9) and shelf-life managed
+ * (ending in 7 or 9). */
+static bool material_batch(long i)
+{
+	return g.k.managed && (i % 10 == 3 || i % 10 == 9);
+}
+
+static bool material_kf(long i)
+{
+	return g.k.managed && (i % 10 == 7 || i % 10 == 9);
+}
+
+/* The V2 material object (material_detail); number as asked for (an alias keeps its form). */
+static json_t *material_json(long i, const char *number)
 {
 	char id[24], num[24], name[48], unit[8];
 	snprintf(id, sizeof(id), "M%ld", i);
 	snprintf(num, sizeof(num), "SP%05ld", i);
 	snprintf(name, sizeof(name), "测试物料%ld", i);
 	snprintf(unit, sizeof(unit), "U%ld", i % 3 + 1);
-	return json_pack("{s:s, s:s, s:s, s:s, s:s}", "id", id, "number", num, "name", name,
-			 "base_unit_id", unit, "store_unit_id", unit);
+	json_t *m = json_pack("{s:s, s:s, s:s, s:s, s:s}", "id", id, "number", number ? number : num,
+			      "name", name, "base_unit_id", unit, "store_unit_id", unit);
+	if (g.k.managed)
+		json_object_update_new(m, json_pack("{s:b, s:b, s:s, s:s}", "is_batch",
+						    material_batch(i), "is_kf_period", material_kf(i),
+						    "kf_period_type", "1", "kf_period",
+						    material_kf(i) ? "365" : "0"));
+	return m;
+}
+
+/* The same material as a row of the V1 material_list. */
+static json_t *material_v1_json(long i)
+{
+	char id[24], num[24], name[48], unit[8];
+	snprintf(id, sizeof(id), "M%ld", i);
+	snprintf(num, sizeof(num), "SP%05ld", i);
+	snprintf(name, sizeof(name), "测试物料%ld", i);
+	snprintf(unit, sizeof(unit), "U%ld", i % 3 + 1);
+	json_t *m = json_pack("{s:s, s:s, s:s, s:s, s:s}", "id", id, "number", num, "name", name,
+			      "baseunitid_id", unit, "baseunitid_name", "个");
+	if (g.k.managed)
+		json_object_update_new(m, json_pack("{s:b, s:b}", "isbatch", material_batch(i),
+						    "iskfperiod", material_kf(i)));
+	return m;
 }
 
 static const struct {
@@ -395,6 +472,47 @@ static const struct {
 	{"WH04", "S04", "仓库WH04"}, {"WH05", "S05", "仓库WH05"}, {"CK001", "S99", "仓库CK001"},
 };
 #define NSTORES (sizeof(stores) / sizeof(stores[0]))
+
+/* With --managed, WH05 (S05) is location-managed with locations A-01..A-03 (SP501..SP503). */
+#define LOC_STORE 4
+#define NLOCS 3
+
+static bool store_managed(int i)
+{
+	return g.k.managed && i == LOC_STORE;
+}
+
+static bool location_valid(int store, const char *sp_id)
+{
+	for (int k = 1; k <= NLOCS; k++) {
+		char id[16];
+		snprintf(id, sizeof(id), "SP5%02d", k);
+		if (sp_id && !strcmp(sp_id, id))
+			return store_managed(store);
+	}
+	return false;
+}
+
+/* The store object, V2 (is_open_sp, sp_entity) or V1 (isopensp, spentity) names. */
+static json_t *store_json(int i, bool v1)
+{
+	json_t *o = json_pack("{s:s, s:s, s:s}", "id", stores[i].id, "number", stores[i].number,
+			      "name", stores[i].name);
+	if (!g.k.managed)
+		return o;
+	json_t *locs = json_array();
+	for (int k = 1; store_managed(i) && k <= NLOCS; k++) {
+		char id[16], no[16], name[32];
+		snprintf(id, sizeof(id), "SP5%02d", k);
+		snprintf(no, sizeof(no), "A-%02d", k);
+		snprintf(name, sizeof(name), "货架%d", k);
+		json_array_append_new(locs, json_pack("{s:s, s:s, s:s}", "id", id, "number", no,
+						      "name", name));
+	}
+	json_object_set_new(o, v1 ? "isopensp" : "is_open_sp", json_boolean(store_managed(i)));
+	json_object_set_new(o, v1 ? "spentity" : "sp_entity", locs);
+	return o;
+}
 
 static int store_find(const char *key, bool by_id)
 {
@@ -420,15 +538,15 @@ static void secret_name(int64_t n, char *out, size_t size)
 	snprintf(out, size, "appsecret-%" PRId64, n);
 }
 
-static bool token_valid(const char *tok, int64_t now_ms)
+static bool token_valid(const char *tok, enum tok_kind kind, int64_t now_ms)
 {
-	for (size_t i = 0; i < g.ntokens; i++)
+	for (size_t i = 0; tok && i < g.ntokens; i++)
 		if (!strcmp(g.tokens[i].s, tok))
-			return now_ms < g.tokens[i].exp_ms;
+			return g.tokens[i].kind == kind && now_ms < g.tokens[i].exp_ms;
 	return false;
 }
 
-static int token_add(const char *tok, int64_t exp_ms, int64_t now_ms)
+static int token_add(const char *tok, enum tok_kind kind, int64_t exp_ms, int64_t now_ms)
 {
 	size_t j = 0;
 	for (size_t i = 0; i < g.ntokens; i++)
@@ -445,6 +563,7 @@ static int token_add(const char *tok, int64_t exp_ms, int64_t now_ms)
 	}
 	snprintf(g.tokens[g.ntokens].s, sizeof(g.tokens[0].s), "%s", tok);
 	g.tokens[g.ntokens].exp_ms = exp_ms;
+	g.tokens[g.ntokens].kind = kind;
 	g.ntokens++;
 	return 0;
 }
@@ -483,31 +602,75 @@ static int qarg_cmp(const void *a, const void *b)
 	return c ? c : strcmp(x->v, y->v);
 }
 
-/* The string to sign for this request; 0 or -errno. */
+static int text_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* s encoded twice in the given reading, appended to out */
+static int encode2(const char *s, bool form, wj_buf_t *out)
+{
+	wj_buf_t once = {0};
+	int rc = url_encode_as(s, form, false, &once) || url_encode_as(once.data, form, false, out);
+	wj_buf_free(&once);
+	return rc ? -ENOMEM : 0;
+}
+
+/* The string to sign for this request in one reading (form: the Java SDK's, else the PHP
+ * SDK's); 0 or -errno. */
 static int build_sign_string(struct MHD_Connection *con, const char *method, const char *path,
-			     const char *nonce, const char *ts, wj_buf_t *s)
+			     const char *nonce, const char *ts, bool form, wj_buf_t *s)
 {
 	qargs_t q = {.n = 0};
-	wj_buf_t once = {0};
+	char *pairs[64] = {0};
 	int rc = -ENOMEM;
 	MHD_get_connection_values(con, MHD_GET_ARGUMENT_KIND, collect_arg, &q);
 	if (q.overflow)
 		return -E2BIG;
 	qsort(q.a, q.n, sizeof(q.a[0]), qarg_cmp);
-	if (wj_buf_printf(s, "%s\n", method) || url_encode(path, s) || wj_buf_append(s, "\n", 1))
-		goto fail;
 	for (size_t i = 0; i < q.n; i++) {
-		wj_buf_reset(&once);
-		if ((i && wj_buf_append(s, "&", 1)) || wj_buf_printf(s, "%s=", q.a[i].k) ||
-		    url_encode(q.a[i].v, &once) || url_encode(once.data, s))
+		wj_buf_t p = {0};
+		if (encode2(q.a[i].k, form, &p) || wj_buf_append(&p, "=", 1) ||
+		    encode2(q.a[i].v, form, &p)) {
+			wj_buf_free(&p);
 			goto fail;
+		}
+		pairs[i] = p.data;
 	}
+	if (form)
+		qsort(pairs, q.n, sizeof(pairs[0]), text_cmp);
+	if (wj_buf_printf(s, "%s\n", method) || url_encode_as(path, form, true, s) ||
+	    wj_buf_append(s, "\n", 1))
+		goto fail;
+	for (size_t i = 0; i < q.n; i++)
+		if (wj_buf_printf(s, "%s%s", i ? "&" : "", pairs[i]))
+			goto fail;
 	if (wj_buf_printf(s, "\nx-api-nonce:%s\nx-api-timestamp:%s\n", nonce, ts))
 		goto fail;
 	rc = 0;
 fail:
-	wj_buf_free(&once);
+	for (size_t i = 0; i < q.n; i++)
+		free(pairs[i]);
 	return rc;
+}
+
+/* Whether sig is the request's signature in a reading the fake accepts (--sign-encoding). */
+static bool signature_ok(struct MHD_Connection *con, const char *method, const char *path,
+			 const char *nonce, const char *ts, const char *sig)
+{
+	int mode = g.k.sign_encoding;
+	for (int form = 0; form < 2; form++) {
+		if ((form && mode == SIGN_RFC3986) || (!form && mode == SIGN_FORM))
+			continue;
+		wj_buf_t s = {0};
+		char want[89];
+		bool ok = build_sign_string(con, method, path, nonce, ts, form, &s) == 0 &&
+			  sign_b64(g.client_secret, s.data, s.len, want) == 0 && str_eq_ct(sig, want);
+		wj_buf_free(&s);
+		if (ok)
+			return true;
+	}
+	return false;
 }
 
 static void reply_519(reply_t *r, const char *desc)
@@ -528,8 +691,6 @@ static bool check_gateway(struct MHD_Connection *con, const char *method, const 
 	const char *sh = header(con, "X-Api-SignHeaders");
 	const char *sig = header(con, "X-Api-Signature");
 	const char *why = NULL;
-	wj_buf_t s = {0};
-	char want[89];
 
 	if (!cid || strcmp(cid, g.client_id))
 		why = "unknown client id";
@@ -545,12 +706,8 @@ static bool check_gateway(struct MHD_Connection *con, const char *method, const 
 		why = "timestamp expired";
 	else if (!sig)
 		why = "missing signature";
-	else if (build_sign_string(con, method, path, nonce, ts, &s) ||
-		 sign_b64(g.client_secret, s.data, s.len, want))
-		why = "cannot build signature";
-	else if (!str_eq_ct(sig, want))
+	else if (!signature_ok(con, method, path, nonce, ts, sig))
 		why = "signature check failed";
-	wj_buf_free(&s);
 	if (!why)
 		return true;
 	pthread_mutex_lock(&g.lock);
@@ -582,6 +739,52 @@ static void do_authorize(struct MHD_Connection *con, reply_t *r)
 	reply_v2(r, 0, "success", data);
 }
 
+/* A token request (either login) counted and held to --token-rate; false with the 429 answer
+ * set. */
+static bool token_admitted(uint64_t now, reply_t *r)
+{
+	pthread_mutex_lock(&g.lock);
+	g.st.logins++;
+	bool ok = win_admit(&g.token_calls, g.k.token_rate, now);
+	if (!ok) {
+		r->retry_after = win_retry_after(&g.token_calls, now);
+		g.st.rate_limited++;
+	}
+	pthread_mutex_unlock(&g.lock);
+	if (!ok)
+		reply_set(r, 429, json_pack("{s:I, s:s, s:s}", "errcode", (json_int_t)ERR_RATE,
+					    "description", "too many token requests",
+					    "description_cn", "请求过于频繁"));
+	return ok;
+}
+
+/* A new token of kind into tok; its expiry and the "expires" value of the answer in the
+ * configured reading. Caller holds the lock. */
+static int issue_token(enum tok_kind kind, char tok[33], int64_t *exp_ms, int64_t *expires,
+		       int64_t now_ms)
+{
+	unsigned char raw[16];
+	for (size_t i = 0; i < sizeof(raw); i += 8) {
+		uint64_t x = rng_next();
+		memcpy(raw + i, &x, 8);
+	}
+	wj_hex(raw, sizeof(raw), tok, false);
+	int64_t ttl = g.k.token_ttl;
+	*exp_ms = now_ms + ttl * 1000;
+	switch (g.k.expires_mode) {
+	case EXPIRES_ABSOLUTE_S: *expires = *exp_ms / 1000; break;
+	case EXPIRES_DURATION: *expires = ttl; break;
+	case EXPIRES_DURATION_MS: *expires = ttl * 1000; break;
+	default: *expires = *exp_ms; break;
+	}
+	int rc = token_add(tok, kind, *exp_ms, now_ms);
+	if (!rc && kind != TOK_GW_ACCESS)
+		g.st.tokens++;
+	if (!rc && g.issued)
+		json_array_append_new(g.issued, json_string(tok));
+	return rc;
+}
+
 static void do_auth_token(struct MHD_Connection *con, reply_t *r)
 {
 	const char *key = arg(con, "app_key");
@@ -591,18 +794,9 @@ static void do_auth_token(struct MHD_Connection *con, reply_t *r)
 	bool prev_ok = false, ok = false;
 	char secret[48], want[89], tok[33];
 
-	pthread_mutex_lock(&g.lock);
-	g.st.logins++;
-	if (!win_admit(&g.token_calls, g.k.token_rate, now)) {
-		r->retry_after = win_retry_after(&g.token_calls, now);
-		g.st.rate_limited++;
-		pthread_mutex_unlock(&g.lock);
-		reply_set(r, 429,
-			  json_pack("{s:I, s:s, s:s}", "errcode", (json_int_t)ERR_RATE,
-				    "description", "too many token requests", "description_cn",
-				    "请求过于频繁"));
+	if (!token_admitted(now, r))
 		return;
-	}
+	pthread_mutex_lock(&g.lock);
 	int64_t n = secret_counter(now, &prev_ok);
 	if (key && sig && !strcmp(key, g.app_key)) {
 		secret_name(n, secret, sizeof(secret));
@@ -618,25 +812,19 @@ static void do_auth_token(struct MHD_Connection *con, reply_t *r)
 		reply_v2(r, ERR_LOGIN, "app_signature check failed", NULL);
 		return;
 	}
-	unsigned char raw[16];
-	for (size_t i = 0; i < sizeof(raw); i += 8) {
-		uint64_t x = rng_next();
-		memcpy(raw + i, &x, 8);
-	}
-	wj_hex(raw, sizeof(raw), tok, false);
-	int64_t ttl = g.k.token_ttl;
-	int64_t exp_ms = now_ms + ttl * 1000;
-	bool dur = g.k.expires_duration;
-	int rc = token_add(tok, exp_ms, now_ms);
+	char other[33];
+	int64_t exp_ms, expires;
+	int rc = issue_token(TOK_APP, tok, &exp_ms, &expires, now_ms);
+	/* the answer's access_token is another token, which business calls refuse */
 	if (!rc)
-		g.st.tokens++;
+		rc = issue_token(TOK_GW_ACCESS, other, &exp_ms, &expires, now_ms);
 	pthread_mutex_unlock(&g.lock);
 	if (rc) {
 		reply_v2(r, ERR_SYSTEM, "out of memory", NULL);
 		return;
 	}
-	json_t *data = json_pack("{s:s, s:s, s:I}", "app-token", tok, "access_token", tok,
-				 "expires", (json_int_t)(dur ? ttl : exp_ms));
+	json_t *data = json_pack("{s:s, s:s, s:I}", "app-token", tok, "access_token", other,
+				 "expires", (json_int_t)expires);
 	reply_v2(r, 0, "success", data);
 }
 
@@ -696,10 +884,41 @@ static int qty_field(const json_t *o, const char *name, double *out)
 typedef struct dialect {
 	const char *date, *material, *store;
 	bool v1;
+	/* line fields a managed material or store requires (--managed) */
+	const char *batch, *kf_date, *kf_period, *valid_date, *location;
 } dialect_t;
 
-static const dialect_t dialect_v1 = {"billdate", "materialid_id", "stockid_id", true};
-static const dialect_t dialect_v2 = {"bill_date", "material_id", "stock_id", false};
+static const dialect_t dialect_v1 = {"billdate", "materialid_id", "stockid_id", true,
+				     "batchno", "kfdate", "kfperiod", "validdate", "spid_id"};
+static const dialect_t dialect_v2 = {"bill_date", "material_id", "stock_id", false,
+				     "batch_no", "kf_date", "kf_period", "valid_date", "sp_id"};
+
+/* What a managed material or store requires of a line; false with msg when it is missing. */
+static bool validate_managed(const json_t *e, const dialect_t *d, long mi, int si, size_t line,
+			     char *msg, size_t size)
+{
+	const char *kf = str_field(e, d->kf_date), *valid = str_field(e, d->valid_date);
+	double period = 0;
+	if (material_batch(mi) && !str_field(e, d->batch)) {
+		snprintf(msg, size, "第%zu行：物料启用了批次管理，%s 不能为空", line, d->batch);
+		return false;
+	}
+	if (material_kf(mi) && (!kf || !valid_date(kf))) {
+		snprintf(msg, size, "第%zu行：物料启用了保质期管理，%s 不能为空", line, d->kf_date);
+		return false;
+	}
+	if (material_kf(mi) && !(valid && valid_date(valid)) &&
+	    !(qty_field(e, d->kf_period, &period) == 0 && period > 0)) {
+		snprintf(msg, size, "第%zu行：物料启用了保质期管理，%s 或 %s 不能为空", line,
+			 d->kf_period, d->valid_date);
+		return false;
+	}
+	if (store_managed(si) && !location_valid(si, str_field(e, d->location))) {
+		snprintf(msg, size, "第%zu行：仓库启用了仓位管理，%s 无效或为空", line, d->location);
+		return false;
+	}
+	return true;
+}
 
 /* Validate a save body; on failure writes a message to msg and returns false. */
 static bool validate_bill(const json_t *body, const dialect_t *d, char *msg, size_t size)
@@ -753,10 +972,13 @@ static bool validate_bill(const json_t *body, const dialect_t *d, char *msg, siz
 			snprintf(msg, size, "第%zu行：%s 不能为空", line, d->store);
 			return false;
 		}
-		if (store_find(sid, true) < 0) {
+		int si = store_find(sid, true);
+		if (si < 0) {
 			snprintf(msg, size, "第%zu行：%s 仓库不存在: %s", line, d->store, sid);
 			return false;
 		}
+		if (!validate_managed(e, d, mi, si, line, msg, size))
+			return false;
 		if (!uid) {
 			snprintf(msg, size, "第%zu行：unit_id 不能为空", line);
 			return false;
@@ -937,7 +1159,7 @@ static void do_material_detail(struct MHD_Connection *con, reply_t *r)
 		reply_v2(r, ERR_NOT_FOUND, msg, NULL);
 		return;
 	}
-	reply_v2(r, 0, "", material_json(i));
+	reply_v2(r, 0, "", material_json(i, num));
 }
 
 static void do_store_detail(struct MHD_Connection *con, reply_t *r)
@@ -950,9 +1172,7 @@ static void do_store_detail(struct MHD_Connection *con, reply_t *r)
 		reply_v2(r, ERR_NOT_FOUND, msg, NULL);
 		return;
 	}
-	reply_v2(r, 0, "",
-		 json_pack("{s:s, s:s, s:s}", "id", stores[i].id, "number", stores[i].number,
-			   "name", stores[i].name));
+	reply_v2(r, 0, "", store_json(i, false));
 }
 
 static void do_material_list(struct MHD_Connection *con, reply_t *r)
@@ -962,7 +1182,7 @@ static void do_material_list(struct MHD_Connection *con, reply_t *r)
 	page_args(con, &page, &size);
 	json_t *rows = json_array();
 	for (long i = 1; i <= g.materials; i++) {
-		json_t *m = material_json(i);
+		json_t *m = material_json(i, NULL);
 		if (s && *s && !strstr(json_string_value(json_object_get(m, "number")), s) &&
 		    !strstr(json_string_value(json_object_get(m, "name")), s)) {
 			json_decref(m);
@@ -1047,14 +1267,232 @@ static void do_list_bills(struct MHD_Connection *con, reply_t *r)
 	reply_v2(r, 0, "", page_json(count, page, size, rows));
 }
 
+/* ---- V1: the account login and its lists ---- */
+
+/* Percent-decode a form value in place ('+' is a space). */
+static void form_decode(char *s)
+{
+	char *o = s;
+	for (char *p = s; *p; p++) {
+		unsigned hi, lo;
+		if (*p == '+') {
+			*o++ = ' ';
+		} else if (*p == '%' && sscanf(p + 1, "%1x%1x", &hi, &lo) == 2) {
+			*o++ = (char)(hi * 16 + lo);
+			p += 2;
+		} else {
+			*o++ = *p;
+		}
+	}
+	*o = '\0';
+}
+
+/* The value of key in an application/x-www-form-urlencoded body, decoded (caller frees). */
+static char *form_value(const req_t *rq, const char *key)
+{
+	char *copy = rq->body.data ? strdup(rq->body.data) : NULL, *save = NULL, *v = NULL;
+	for (char *t = copy ? strtok_r(copy, "&", &save) : NULL; t && !v; t = strtok_r(NULL, "&", &save)) {
+		char *eq = strchr(t, '=');
+		if (!eq)
+			continue;
+		*eq = '\0';
+		form_decode(t);
+		if (!strcmp(t, key)) {
+			form_decode(eq + 1);
+			v = strdup(eq + 1);
+		}
+	}
+	free(copy);
+	return v;
+}
+
+static void echo_add(reply_t *r, const char *what, const char *value)
+{
+	size_t n = strlen(r->echo);
+	if (value && *value && n + 1 < sizeof(r->echo))
+		snprintf(r->echo + n, sizeof(r->echo) - n, "%s%s=%s", n ? " " : "", what, value);
+}
+
+static void reply_v1_error(reply_t *r, unsigned status, const char *code, const char *msg)
+{
+	reply_set(r, status, json_pack("{s:b, s:s, s:s, s:s}", "success", 0, "code", code,
+				       "message", msg, "description_cn", msg));
+}
+
+static void do_v1_login(struct MHD_Connection *con, const char *method, const req_t *rq,
+			reply_t *r)
+{
+	bool post = !strcmp(method, "POST");
+	static const char *const keys[] = {"client_id", "client_secret", "username", "password"};
+	char *v[4] = {0};
+	if ((post && g.k.v1_login == V1LOGIN_GET) || (!post && g.k.v1_login == V1LOGIN_POST)) {
+		reply_set(r, 405, json_pack("{s:i, s:s}", "errcode", 405, "description",
+					    "method not allowed"));
+		return;
+	}
+	for (int i = 0; i < 4; i++) {
+		v[i] = post ? form_value(rq, keys[i]) : (arg(con, keys[i]) ? strdup(arg(con, keys[i])) : NULL);
+		if (i == 1 || i == 3)
+			echo_add(r, keys[i], v[i]);
+	}
+	int64_t now_ms = wj_now_ms();
+	if (!token_admitted(wj_mono_ms(), r))
+		goto out;
+	pthread_mutex_lock(&g.lock);
+	bool ok = v[0] && v[1] && v[2] && v[3] && !strcmp(v[0], g.client_id) &&
+		  str_eq_ct(v[1], g.client_secret) && !strcmp(v[2], g.username) &&
+		  str_eq_ct(v[3], g.password);
+	char tok[33];
+	int64_t exp_ms, expires;
+	int rc = ok ? issue_token(TOK_V1, tok, &exp_ms, &expires, now_ms) : 0;
+	if (!ok)
+		g.st.auth_errors++;
+	pthread_mutex_unlock(&g.lock);
+	if (!ok)
+		reply_v2(r, ERR_LOGIN, "用户名或密码错误，或 client_id/client_secret 无效", NULL);
+	else if (rc)
+		reply_v2(r, ERR_SYSTEM, "out of memory", NULL);
+	else
+		reply_v2(r, 0, "success", json_pack("{s:s, s:I, s:s, s:s}", "access_token", tok,
+						    "expires_in", (json_int_t)expires,
+						    "refresh_token", "not-used", "uid", "10001"));
+out:
+	for (int i = 0; i < 4; i++)
+		free(v[i]);
+}
+
+/* The account sets the login sees: the configured one, group "g-test", and another. */
+static json_t *account_groups(void)
+{
+	return json_pack("[{s:s, s:[{s:s, s:s, s:s, s:s}, {s:s, s:s, s:s, s:s}]}]", "serviceId",
+			 "7944692913991", "accountGroups", "accountId", g.account_id, "groupId",
+			 "101", "groupName", "g-test", "accountName", "测试账套", "accountId",
+			 "9000000000000000002", "groupId", "102", "groupName", "g-other",
+			 "accountName", "另一个账套");
+}
+
+/* access_token, groupName and accountId of a V1 call; false with the error answer set. */
+static bool check_v1_token(struct MHD_Connection *con, bool need_account, reply_t *r)
+{
+	const char *tok = arg(con, "access_token");
+	pthread_mutex_lock(&g.lock);
+	bool ok = token_valid(tok, TOK_V1, wj_now_ms());
+	if (!ok)
+		g.st.auth_errors++;
+	pthread_mutex_unlock(&g.lock);
+	if (!ok) {
+		/* how the real service words it is not known: an HTTP 401 that says so */
+		reply_v1_error(r, 401, "401", "access_token无效或已过期");
+		return false;
+	}
+	const char *group = header(con, "groupName"), *acct = header(con, "accountId");
+	if (need_account && (!group || !acct || strcmp(group, "g-test") || strcmp(acct, g.account_id))) {
+		reply_v2(r, ERR_ACCOUNT, "账套不存在或无权访问 (groupName/accountId)", NULL);
+		return false;
+	}
+	return true;
+}
+
+static void do_v1_accounts(struct MHD_Connection *con, reply_t *r)
+{
+	if (!check_v1_token(con, false, r))
+		return;
+	reply_set(r, 200, json_pack("{s:b, s:o}", "success", 1, "data", account_groups()));
+}
+
+/* Page and size of a V1 list body ("page", "pagesize"). */
+static void v1_page_args(const json_t *b, long *page, long *size)
+{
+	double p = 1, z = DEFAULT_PAGE_SIZE;
+	qty_field(b, "page", &p);
+	qty_field(b, "pagesize", &z);
+	*page = p >= 1 ? (long)p : 1;
+	*size = z >= 1 ? (long)z : DEFAULT_PAGE_SIZE;
+	if (*size > MAX_PAGE_SIZE)
+		*size = MAX_PAGE_SIZE;
+}
+
+static json_t *v1_page(long count, long page, long size, json_t *rows)
+{
+	return json_pack("{s:b, s:{s:I, s:I, s:I, s:o}}", "success", 1, "data", "count",
+			 (json_int_t)count, "page", (json_int_t)page, "totalpage",
+			 (json_int_t)((count + size - 1) / size), "rows", rows);
+}
+
+static json_t *v1_body(const req_t *rq)
+{
+	json_error_t jerr;
+	json_t *b = json_loadb(rq->body.data ? rq->body.data : "", rq->body.len, 0, &jerr);
+	if (!json_is_object(b)) {
+		json_decref(b);
+		b = json_object();
+	}
+	return b;
+}
+
+static void do_v1_list_bills(const req_t *rq, reply_t *r)
+{
+	json_t *b = v1_body(rq);
+	const char *s = str_field(b, "search");
+	double from = 0, to = 0;
+	bool hf = qty_field(b, "create_start_time", &from) == 0;
+	bool ht = qty_field(b, "create_end_time", &to) == 0;
+	long page, size, count = 0;
+	v1_page_args(b, &page, &size);
+	json_t *rows = json_array();
+	pthread_mutex_lock(&g.lock);
+	for (size_t i = 0; i < g.nbills; i++) {
+		const bill_t *bl = &g.bills[i];
+		if ((s && !search_matches(bl, s)) || (hf && bl->created_ms < (int64_t)from) ||
+		    (ht && bl->created_ms > (int64_t)to))
+			continue;
+		if (++count <= (page - 1) * size || count > page * size)
+			continue;
+		char t[WJ_TIME_LEN];
+		wj_time_format(bl->created_ms / 1000, 8 * 3600, t);
+		json_array_append_new(rows, json_pack("{s:I, s:s, s:s, s:s, s:s}", "id",
+						      (json_int_t)bl->id, "billno", bl->no, "billdate",
+						      bl->date, "remark", bl->remark, "createtime", t));
+	}
+	pthread_mutex_unlock(&g.lock);
+	json_decref(b);
+	reply_set(r, 200, v1_page(count, page, size, rows));
+}
+
+/* V1 material_list / store_list: "search" fuzzy over number and name. */
+static void do_v1_basedata(const req_t *rq, bool materials, reply_t *r)
+{
+	json_t *b = v1_body(rq);
+	const char *s = str_field(b, "search");
+	long page, size, count = 0, n = materials ? g.materials : (long)NSTORES;
+	v1_page_args(b, &page, &size);
+	json_t *rows = json_array();
+	for (long i = 0; i < n; i++) {
+		json_t *o = materials ? material_v1_json(i + 1) : store_json((int)i, true);
+		const char *no = json_string_value(json_object_get(o, "number"));
+		const char *name = json_string_value(json_object_get(o, "name"));
+		if ((s && !strstr(no, s) && !strstr(name, s)) || ++count <= (page - 1) * size ||
+		    count > page * size)
+			json_decref(o);
+		else
+			json_array_append_new(rows, o);
+	}
+	json_decref(b);
+	reply_set(r, 200, v1_page(count, page, size, rows));
+}
+
 /* ---- business calls ---- */
 
-static void do_business(struct MHD_Connection *con, enum ep ep, const req_t *rq, reply_t *r)
+static bool v1_path(enum ep ep)
+{
+	return ep == EP_SAVE_V1 || ep == EP_V1_ACCOUNTS || ep == EP_V1_LIST_BILLS ||
+	       ep == EP_V1_MATERIALS || ep == EP_V1_STORES;
+}
+
+/* Rate limit and injected faults of a business call; false with the answer set. */
+static bool business_gate(reply_t *r)
 {
 	uint64_t now = wj_mono_ms();
-	const char *tok = header(con, "app-token");
-	const char *router = header(con, "X-GW-Router-Addr");
-
 	pthread_mutex_lock(&g.lock);
 	win_prune(&g.arrived, now);
 	if (win_push(&g.arrived, now) == 0 && g.arrived.n > g.st.max_calls_60s)
@@ -1070,10 +1508,6 @@ static void do_business(struct MHD_Connection *con, enum ep ep, const req_t *rq,
 		g.st.faults_429++;
 	if (f5xx)
 		g.st.faults_5xx++;
-	bool tok_ok = tok && token_valid(tok, wj_now_ms());
-	bool router_ok = router && !strcmp(router, g.domain);
-	if (!limited && !f5xx && !f429 && (!tok_ok || !router_ok))
-		g.st.auth_errors++;
 	pthread_mutex_unlock(&g.lock);
 
 	if (limited || f429) {
@@ -1081,23 +1515,44 @@ static void do_business(struct MHD_Connection *con, enum ep ep, const req_t *rq,
 		reply_set(r, 429,
 			  json_pack("{s:I, s:s, s:s}", "errcode", (json_int_t)ERR_RATE,
 				    "description", "rate limited", "description_cn", "请求过于频繁"));
-		return;
+		return false;
 	}
 	if (f5xx) {
 		if (code5xx == 501)
 			code5xx = 502;
 		reply_set(r, code5xx, json_pack("{s:I, s:s}", "errcode", (json_int_t)ERR_SYSTEM,
 						"description", "系统异常"));
-		return;
+		return false;
 	}
-	if (!tok_ok) {
+	return true;
+}
+
+/* app-token and X-GW-Router-Addr of a gateway call; false with the answer set. */
+static bool check_app_token(struct MHD_Connection *con, reply_t *r)
+{
+	const char *tok = header(con, "app-token");
+	const char *router = header(con, "X-GW-Router-Addr");
+	pthread_mutex_lock(&g.lock);
+	bool tok_ok = token_valid(tok, TOK_APP, wj_now_ms());
+	bool router_ok = router && !strcmp(router, g.domain);
+	if (!tok_ok || !router_ok)
+		g.st.auth_errors++;
+	pthread_mutex_unlock(&g.lock);
+	if (!tok_ok)
 		reply_v2(r, ERR_TOKEN, "授权密钥无效或已过期", NULL);
-		return;
-	}
-	if (!router_ok) {
+	else if (!router_ok)
 		reply_v2(r, ERR_ROUTER, "X-GW-Router-Addr 无效", NULL);
+	return tok_ok && router_ok;
+}
+
+/* A business call, authorised by the V1 access_token (v1) or the gateway's app-token. */
+static void do_business(struct MHD_Connection *con, enum ep ep, const req_t *rq, bool v1,
+			reply_t *r)
+{
+	if (!business_gate(r))
 		return;
-	}
+	if (v1 ? !check_v1_token(con, true, r) : !check_app_token(con, r))
+		return;
 	switch (ep) {
 	case EP_SAVE_V1:
 		do_save(con, rq, &dialect_v1, r);
@@ -1117,12 +1572,41 @@ static void do_business(struct MHD_Connection *con, enum ep ep, const req_t *rq,
 	case EP_MATERIAL_LIST:
 		do_material_list(con, r);
 		break;
+	case EP_V1_LIST_BILLS:
+		do_v1_list_bills(rq, r);
+		break;
+	case EP_V1_MATERIALS:
+	case EP_V1_STORES:
+		do_v1_basedata(rq, ep == EP_V1_MATERIALS, r);
+		break;
 	default:
 		reply_v2(r, 404, "not found", NULL);
 	}
 }
 
 /* ---- admin ---- */
+
+/* Knobs whose value is one of a few words (flags and admin keys of the same names). */
+static const struct word_knob {
+	const char *key;
+	const char *const *words;
+	size_t n, off;
+} word_knobs[] = {
+	{"expires_mode", expires_modes, 4, offsetof(knobs_t, expires_mode)},
+	{"search_mode", search_modes, 3, offsetof(knobs_t, search_mode)},
+	{"create_time_format", create_time_formats, 2, offsetof(knobs_t, create_time_text)},
+	{"sign_encoding", sign_encodings, 3, offsetof(knobs_t, sign_encoding)},
+	{"v1_gateway", yes_no, 2, offsetof(knobs_t, v1_gateway)},
+	{"v1_login", v1_logins, 3, offsetof(knobs_t, v1_login)},
+};
+
+static const struct word_knob *word_knob(const char *key)
+{
+	for (size_t i = 0; i < sizeof(word_knobs) / sizeof(word_knobs[0]); i++)
+		if (!strcmp(word_knobs[i].key, key))
+			return &word_knobs[i];
+	return NULL;
+}
 
 static json_t *knobs_json(void)
 {
@@ -1134,11 +1618,15 @@ static json_t *knobs_json(void)
 			 (json_int_t)k->latency_ms, "max_saves_per_sec", k->max_saves_per_sec,
 			 "token_ttl", (json_int_t)k->token_ttl, "secret_rotate",
 			 (json_int_t)k->secret_rotate, "expires_mode",
-			 k->expires_duration ? "duration" : "absolute", "rate_limit",
+			 expires_modes[k->expires_mode], "rate_limit",
 			 (json_int_t)k->rate_limit, "token_rate", (json_int_t)k->token_rate);
-	json_object_set_new(o, "search_mode", json_string(search_modes[k->search_mode]));
-	json_object_set_new(o, "create_time_format",
-			    json_string(k->create_time_text ? "datetime" : "ms"));
+	for (size_t i = 0; i < sizeof(word_knobs) / sizeof(word_knobs[0]); i++) {
+		const struct word_knob *w = &word_knobs[i];
+		int v = *(const int *)((const char *)k + w->off);
+		json_object_set_new(o, w->key, json_string(w->words[v]));
+	}
+	json_object_set_new(o, "managed", json_integer(k->managed));
+	json_object_set_new(o, "echo_token_in_errors", json_integer(k->echo_token));
 	return o;
 }
 
@@ -1213,32 +1701,16 @@ static int knobs_apply(const json_t *o, char *msg, size_t size)
 		return -EINVAL;
 	}
 	json_object_foreach((json_t *)o, key, v) {
-		if (!strcmp(key, "expires_mode")) {
-			const char *m = json_string_value(v);
-			if (!m || (strcmp(m, "absolute") && strcmp(m, "duration"))) {
-				snprintf(msg, size, "expires_mode: absolute or duration");
-				return -EINVAL;
-			}
-			k.expires_duration = !strcmp(m, "duration");
-			continue;
-		}
-		if (!strcmp(key, "search_mode")) {
-			int m = word_index(json_string_value(v), search_modes, 3);
+		const struct word_knob *w = word_knob(key);
+		if (w) {
+			int m = word_index(json_string_value(v), w->words, w->n);
 			if (m < 0) {
-				snprintf(msg, size, "search_mode: number, remark or none");
+				int n = snprintf(msg, size, "%s:", key);
+				for (size_t i = 0; i < w->n && n > 0 && (size_t)n < size; i++)
+					n += snprintf(msg + n, size - (size_t)n, " %s", w->words[i]);
 				return -EINVAL;
 			}
-			k.search_mode = m;
-			continue;
-		}
-		if (!strcmp(key, "create_time_format")) {
-			static const char *const fmts[] = {"ms", "datetime"};
-			int m = word_index(json_string_value(v), fmts, 2);
-			if (m < 0) {
-				snprintf(msg, size, "create_time_format: ms or datetime");
-				return -EINVAL;
-			}
-			k.create_time_text = m == 1;
+			*(int *)((char *)&k + w->off) = m;
 			continue;
 		}
 		if (!json_is_number(v) || json_number_value(v) < 0) {
@@ -1268,6 +1740,10 @@ static int knobs_apply(const json_t *o, char *msg, size_t size)
 			k.rate_limit = (int64_t)d;
 		else if (!strcmp(key, "token_rate"))
 			k.token_rate = (int64_t)d;
+		else if (!strcmp(key, "managed") && d <= 1)
+			k.managed = (int)d;
+		else if (!strcmp(key, "echo_token_in_errors") && d <= 1)
+			k.echo_token = (int)d;
 		else {
 			snprintf(msg, size, "unknown or invalid knob: %s", key);
 			return -EINVAL;
@@ -1291,6 +1767,8 @@ static void do_admin(const char *method, const char *url, const req_t *rq, reply
 		reply_set(r, 200, stats_json());
 	} else if (get && !strcmp(url, "/admin/bills")) {
 		reply_set(r, 200, bills_json());
+	} else if (get && !strcmp(url, "/admin/tokens")) {
+		reply_set(r, 200, json_pack("{s:O}", "tokens", g.issued));
 	} else if (get && !strcmp(url, "/admin/faults")) {
 		reply_set(r, 200, knobs_json());
 	} else if (post && !strcmp(url, "/admin/faults")) {
@@ -1336,6 +1814,16 @@ static enum ep route(const char *method, const char *url)
 		return EP_STORE_DETAIL;
 	if (get && !strcmp(url, PATH_MATERIAL_LIST))
 		return EP_MATERIAL_LIST;
+	if ((get || post) && !strcmp(url, PATH_V1_LOGIN))
+		return EP_V1_LOGIN;
+	if (post && !strcmp(url, PATH_V1_ACCOUNTS))
+		return EP_V1_ACCOUNTS;
+	if (post && !strcmp(url, PATH_V1_LIST_BILLS))
+		return EP_V1_LIST_BILLS;
+	if (post && !strcmp(url, PATH_V1_MATERIALS))
+		return EP_V1_MATERIALS;
+	if (post && !strcmp(url, PATH_V1_STORES))
+		return EP_V1_STORES;
 	return EP_UNKNOWN;
 }
 
@@ -1359,14 +1847,62 @@ static void handle(struct MHD_Connection *con, const char *url, const char *meth
 					    "not found"));
 		return;
 	}
+	echo_add(r, "app-token", header(con, "app-token"));
+	echo_add(r, "access_token", arg(con, "access_token"));
+	echo_add(r, "app_signature", arg(con, "app_signature"));
+	echo_add(r, "X-Api-Signature", header(con, "X-Api-Signature"));
+	if (ep == EP_V1_LOGIN) {
+		do_v1_login(con, method, rq, r);
+		return;
+	}
+	/* the account login's calls: ?access_token=T, no gateway signature */
+	if (v1_path(ep) && arg(con, "access_token")) {
+		if (ep == EP_V1_ACCOUNTS)
+			do_v1_accounts(con, r);
+		else
+			do_business(con, ep, rq, true, r);
+		return;
+	}
 	if (!check_gateway(con, method, url, r))
 		return;
-	if (ep == EP_AUTHORIZE)
+	if (v1_path(ep) && !g.k.v1_gateway)
+		reply_v2(r, ERR_V1_GATEWAY, "V1 接口不接受网关签名和 app-token，请使用账号登录 "
+					    "(access_token)", NULL);
+	else if (ep == EP_AUTHORIZE)
 		do_authorize(con, r);
 	else if (ep == EP_AUTH_TOKEN)
 		do_auth_token(con, r);
 	else
-		do_business(con, ep, rq, r);
+		do_business(con, ep, rq, false, r);
+}
+
+/* Append " (received: ...)" to a string member of o. */
+static void echo_into(json_t *o, const char *key, const char *echo)
+{
+	const char *v = json_string_value(json_object_get(o, key));
+	char *t = NULL;
+	if (v && asprintf(&t, "%s (received: %s)", v, echo) >= 0)
+		json_object_set_new(o, key, json_string(t));
+	free(t);
+}
+
+/* --echo-token-in-errors: an error answer repeats the credentials the request carried, as a
+ * careless server might. */
+static void echo_credentials(reply_t *r)
+{
+	json_t *j = r->json;
+	const json_t *code = json_object_get(j, "errcode");
+	bool error = r->status >= 400 || json_is_false(json_object_get(j, "success")) ||
+		     (json_is_integer(code) && json_integer_value(code) != 0);
+	if (!g.k.echo_token || !r->echo[0] || !json_is_object(j) || !error)
+		return;
+	static const char *const keys[] = {"description", "message", "description_cn"};
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+		echo_into(j, keys[i], r->echo);
+	size_t i;
+	json_t *e;
+	json_array_foreach(json_object_get(json_object_get(j, "data"), "errorInfo"), i, e)
+		echo_into(e, "msg", r->echo);
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const char *url,
@@ -1396,6 +1932,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
 	}
 
 	handle(con, url, method, rq, &r);
+	echo_credentials(&r);
 	if (g.verbose)
 		fprintf(stderr, "fake_jdy: %s %s -> %s%u %" PRIu64 "ms\n", method, url,
 			r.drop ? "dropped " : "", r.drop ? 0 : r.status, wj_mono_ms() - rq->t0);
@@ -1445,11 +1982,14 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: fake_jdy [--port N] [--port-file PATH] [--seed N] [--verbose]\n"
 		"  [--client-id S] [--client-secret S] [--app-key S] [--outer-instance-id S]\n"
-		"  [--materials N] [--token-ttl S] [--secret-rotate S] [--expires-mode absolute|duration]\n"
+		"  [--materials N] [--token-ttl S] [--secret-rotate S]\n"
+		"  [--expires-mode absolute|absolute-s|duration|duration-ms]\n"
 		"  [--token-rate N] [--rate-limit N] [--fail-5xx PCT] [--fail-429 PCT]\n"
 		"  [--drop-after-save PCT] [--slow-after-save PCT] [--slow-after-save-ms N]\n"
 		"  [--latency-ms N] [--max-saves-per-sec R] [--search-mode number|remark|none]\n"
-		"  [--create-time-format ms|datetime]\n");
+		"  [--create-time-format ms|datetime] [--sign-encoding rfc3986|form|either]\n"
+		"  [--username S] [--password S] [--account-id S] [--v1-login get|post|both]\n"
+		"  [--v1-gateway yes|no] [--managed] [--echo-token-in-errors]\n");
 }
 
 static int parse_num(const char *s, double min, double *out)
@@ -1467,7 +2007,7 @@ int main(int argc, char **argv)
 {
 	enum {
 		O_PORT = 256, O_PORT_FILE, O_SEED, O_VERBOSE, O_CLIENT_ID, O_CLIENT_SECRET,
-		O_APP_KEY, O_OUTER_ID, O_MATERIALS, O_KNOB,
+		O_APP_KEY, O_OUTER_ID, O_MATERIALS, O_KNOB, O_USERNAME, O_PASSWORD, O_ACCOUNT_ID,
 	};
 	static const struct option opts[] = {
 		{"port", required_argument, NULL, O_PORT},
@@ -1484,6 +2024,14 @@ int main(int argc, char **argv)
 		{"expires-mode", required_argument, NULL, O_KNOB},
 		{"search-mode", required_argument, NULL, O_KNOB},
 		{"create-time-format", required_argument, NULL, O_KNOB},
+		{"sign-encoding", required_argument, NULL, O_KNOB},
+		{"v1-gateway", required_argument, NULL, O_KNOB},
+		{"v1-login", required_argument, NULL, O_KNOB},
+		{"managed", no_argument, NULL, O_KNOB},
+		{"echo-token-in-errors", no_argument, NULL, O_KNOB},
+		{"username", required_argument, NULL, O_USERNAME},
+		{"password", required_argument, NULL, O_PASSWORD},
+		{"account-id", required_argument, NULL, O_ACCOUNT_ID},
 		{"token-rate", required_argument, NULL, O_KNOB},
 		{"rate-limit", required_argument, NULL, O_KNOB},
 		{"fail-5xx", required_argument, NULL, O_KNOB},
@@ -1506,8 +2054,12 @@ int main(int argc, char **argv)
 	g.client_secret = "test-client-secret";
 	g.app_key = "test-app-key";
 	g.outer_id = "test-instance";
+	g.username = "test-user";
+	g.password = "test-password";
+	g.account_id = "1584244570835057173";
 	g.k = (knobs_t){
 		.token_ttl = 86400, .secret_rotate = 86400, .rate_limit = 500, .token_rate = 10,
+		.v1_gateway = 1, .v1_login = V1LOGIN_BOTH,
 	};
 	while ((c = getopt_long(argc, argv, "h", opts, &idx)) != -1) {
 		switch (c) {
@@ -1537,6 +2089,15 @@ int main(int argc, char **argv)
 		case O_OUTER_ID:
 			g.outer_id = optarg;
 			break;
+		case O_USERNAME:
+			g.username = optarg;
+			break;
+		case O_PASSWORD:
+			g.password = optarg;
+			break;
+		case O_ACCOUNT_ID:
+			g.account_id = optarg;
+			break;
 		case O_MATERIALS:
 			if (parse_num(optarg, 1, &mats) || mats > 1e8)
 				goto bad;
@@ -1548,9 +2109,10 @@ int main(int argc, char **argv)
 			for (char *p = key; *p; p++)
 				if (*p == '-')
 					*p = '_';
-			if (!strcmp(key, "expires_mode") || !strcmp(key, "search_mode") ||
-			    !strcmp(key, "create_time_format"))
+			if (word_knob(key))
 				json_object_set_new(knobs, key, json_string(optarg));
+			else if (!optarg)
+				json_object_set_new(knobs, key, json_real(1));
 			else if (parse_num(optarg, 0, &d))
 				goto bad;
 			else
@@ -1568,6 +2130,7 @@ int main(int argc, char **argv)
 	if (optind != argc)
 		goto bad;
 	g.materials = (long)mats;
+	g.issued = json_array();
 	g.rng = (uint64_t)seed;
 	g.rot_start_ms = wj_mono_ms();
 	if (knobs_apply(knobs, msg, sizeof(msg))) {
@@ -1623,6 +2186,7 @@ int main(int argc, char **argv)
 	}
 	free(g.bills);
 	free(g.tokens);
+	json_decref(g.issued);
 	free(g.admitted.t);
 	free(g.arrived.t);
 	free(g.token_calls.t);

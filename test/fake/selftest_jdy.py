@@ -2,6 +2,7 @@
 """Self-test of the fake Kingdee gateway: python3 selftest_jdy.py PATH/TO/fake_jdy"""
 
 import http.client
+import json
 import os
 import re
 import socket
@@ -69,8 +70,11 @@ def test_main(binary):
         st, _, b = c.fetch_token(app_secret="wrong")
         check(st == 200 and b["errcode"] != 0, "bad app_signature refused")
         st, _, b = c.fetch_token()
-        check(st == 200 and b["errcode"] == 0 and b["data"]["app-token"] ==
-              b["data"]["access_token"], "token issued")
+        check(st == 200 and b["errcode"] == 0 and b["data"]["app-token"] !=
+              b["data"]["access_token"], "token issued, access_token another token")
+        st, _, b2 = c.call("GET", "/jdy/v2/bd/store_detail", [("number", "WH01")],
+                           token=b["data"]["access_token"])
+        check(b2["errcode"] == 1030002006, "the answer's access_token is no app-token")
         c.token = b["data"]["app-token"]
         now_ms = time.time() * 1000
         check(abs(b["data"]["expires"] - (now_ms + 86400000)) < 60000,
@@ -366,6 +370,182 @@ def test_faults(binary):
         check(f.stop() == 0, "clean exit (faults)")
 
 
+def test_v1(binary):
+    with wj.FakeJdy(binary, ["--materials", "150", "--v1-login", "post"]) as f:
+        v = f.v1_client()
+        st, _, b = v.login_answer(post=False)
+        check(st == 405, "--v1-login post: GET refused with 405 (%s)" % st)
+        st, _, b = v.login_answer(post=True)
+        check(st == 200 and b["errcode"] == 0 and len(b["data"]["access_token"]) == 32 and
+              abs(b["data"]["expires_in"] - (time.time() * 1000 + 86400000)) < 60000,
+              "v1 login by POST form")
+        f.admin_post("/admin/faults", {"v1_login": "get"})
+        st, _, b = v.login_answer(post=True)
+        check(st == 405, "--v1-login get: POST refused")
+        bad = f.v1_client(password="wrong")
+        st, _, b = bad.login_answer()
+        check(st == 200 and b["errcode"] != 0 and "密码" in b["description"], "bad password refused")
+        v.login()
+        st, _, b = v.accounts()
+        ids = [g["accountId"] for svc in b["data"] for g in svc["accountGroups"]]
+        check(b["success"] is True and ids == [wj.DEFAULT_ACCOUNT_ID, "9000000000000000002"],
+              "account sets listed")
+        st, _, b = v.accounts(token="bogus")
+        check(st == 401 and b["success"] is False and "access_token" in b["message"],
+              "bad token → 401 naming access_token")
+        # calls with the access token
+        st, _, b = v.call("/jdy/inv/inv_check_gain_bill_save", v1_body("WDT:V1A"))
+        check(st == 200 and b["success"] is True and len(b["data"]["successPkIds"]) == 1,
+              "v1 save with access_token")
+        st, _, b = v.call("/jdy/inv/inv_check_gain_bill_save", v1_body("WDT:V1B"), token="bogus")
+        check(st == 401, "v1 save with a bad token → 401")
+        st, _, b = v.call("/jdy/inv/inv_check_gain_bill_save", v1_body("WDT:V1B"), group="g-other")
+        check(st == 200 and b["errcode"] != 0 and "账套" in b["description"],
+              "another account set's group refused")
+        st, _, b = v.call("/jdy/inv/inv_check_gain_bill_list", {"page": 1, "pagesize": 10})
+        d = b["data"]
+        check(b["success"] is True and d["count"] == 1 and d["totalpage"] == 1 and
+              d["rows"][0]["remark"] == "WDT:V1A" and d["rows"][0]["billno"].startswith("PYD-") and
+              re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", d["rows"][0]["createtime"]),
+              "v1 bill list rows: %s" % d)
+        far = int(time.time() * 1000) + 3600000
+        st, _, b = v.call("/jdy/inv/inv_check_gain_bill_list", {"create_start_time": far})
+        check(b["data"]["count"] == 0, "v1 bill list: creation-time filter")
+        st, _, b = v.call("/jdy/basedata/material_list",
+                          {"search": "SP0010", "page": 1, "pagesize": 100})
+        d = b["data"]
+        check(d["count"] == 10 and d["rows"][0]["number"] == "SP00100" and
+              d["rows"][0]["baseunitid_id"] == "U2" and "isbatch" not in d["rows"][0],
+              "v1 material_list search (%s)" % d.get("count"))
+        st, _, b = v.call("/jdy/basedata/store_list", {"search": "WH0"})
+        check(b["data"]["count"] == 5 and b["data"]["rows"][0]["id"] == "S01", "v1 store_list")
+        # the gateway signature on V1 paths: accepted by default, refused with --v1-gateway no
+        c = f.client()
+        c.login()
+        st, _, b = c.call("POST", "/jdy/inv/inv_check_gain_bill_save", body=v1_body("WDT:GW1"))
+        check(b.get("success") is True, "--v1-gateway yes: gateway-signed v1 save")
+        f.admin_post("/admin/faults", {"v1_gateway": "no"})
+        st, _, b = c.call("POST", "/jdy/inv/inv_check_gain_bill_save", body=v1_body("WDT:GW2"))
+        check(st == 200 and b["errcode"] == 1030002011 and "access_token" in b["description"],
+              "--v1-gateway no: gateway-signed v1 save refused")
+        st, _, b = c.call("GET", "/jdy/v2/bd/store_detail", [("number", "WH01")])
+        check(b["errcode"] == 0, "--v1-gateway no: v2 paths unaffected")
+        s = f.admin_get("/admin/stats")
+        check(s["calls"]["v1_login"] == 5 and s["calls"]["v1_account_groups"] == 3,
+              "v1 calls counted: %s" % s["calls"])
+        check(f.stop() == 0, "clean exit (v1)")
+
+
+def test_sign_encoding(binary):
+    spaced = [("number", "SP 00001")]
+    for mode, rfc_ok, form_ok in (("rfc3986", True, False), ("form", False, True),
+                                  ("either", True, True)):
+        with wj.FakeJdy(binary, ["--sign-encoding", mode]) as f:
+            c = f.client()
+            c.authorize()
+            st, _, b = c.fetch_token()
+            c.token = b["data"]["app-token"]
+            st, _, b = c.call("GET", "/jdy/v2/bd/material_detail", spaced)
+            check((st == 200 and b["data"]["number"] == "SP 00001" and
+                   b["data"]["id"] == "M1") == rfc_ok, "%s: RFC 3986 signature (%s)" % (mode, st))
+            st, _, b = c.call("GET", "/jdy/v2/bd/material_detail", spaced, form=True)
+            check((st == 200) == form_ok, "%s: form signature (%s)" % (mode, st))
+            # without a space, *, ~ or a key needing encoding both readings agree
+            st, _, b = c.call("GET", "/jdy/v2/bd/material_detail", [("number", "SP00002")],
+                              form=(mode == "form"))
+            check(st == 200 and b["data"]["id"] == "M2", "%s: plain number" % mode)
+    check(wj.sign_string("GET", "/p", [("b", "A 01*~"), ("a", "x")], "1", "2") ==
+          "GET\n%2Fp\na=x&b=A%252001%252A~\nx-api-nonce:1\nx-api-timestamp:2\n",
+          "RFC 3986 reading of space, * and ~")
+    check(wj.sign_string("GET", "/p", [("b", "A 01*~"), ("a", "x")], "1", "2", form=True) ==
+          "GET\n%2Fp\na=x&b=A%2B01*%257E\nx-api-nonce:1\nx-api-timestamp:2\n",
+          "form reading of space, * and ~")
+
+
+def test_expires_modes(binary):
+    for mode, want in (("absolute", lambda t: abs(t - (time.time() * 1000 + 7200000)) < 60000),
+                       ("absolute-s", lambda t: abs(t - (time.time() + 7200)) < 60),
+                       ("duration", lambda t: t == 7200),
+                       ("duration-ms", lambda t: t == 7200000)):
+        with wj.FakeJdy(binary, ["--token-ttl", "7200", "--expires-mode", mode]) as f:
+            c = f.client()
+            c.authorize()
+            st, _, b = c.fetch_token()
+            check(want(b["data"]["expires"]), "expires-mode %s: %s" % (mode, b["data"]["expires"]))
+            st, _, b = f.v1_client().login_answer()
+            check(want(b["data"]["expires_in"]), "expires-mode %s (v1): %s" % (
+                mode, b["data"]["expires_in"]))
+
+
+def test_managed(binary):
+    with wj.FakeJdy(binary, ["--managed"]) as f:
+        c = f.client()
+        c.login()
+        flags = {}
+        for i in (1, 3, 7, 9):
+            st, _, b = c.call("GET", "/jdy/v2/bd/material_detail", [("number", "SP%05d" % i)])
+            flags[i] = (b["data"]["is_batch"], b["data"]["is_kf_period"])
+        check(flags == {1: (False, False), 3: (True, False), 7: (False, True), 9: (True, True)},
+              "managed materials: %s" % flags)
+        st, _, b = c.call("GET", "/jdy/v2/bd/store_detail", [("number", "WH05")])
+        d = b["data"]
+        check(d["is_open_sp"] is True and [x["id"] for x in d["sp_entity"]] ==
+              ["SP501", "SP502", "SP503"] and d["sp_entity"][0]["number"] == "A-01",
+              "WH05 location-managed with locations")
+        st, _, b = c.call("GET", "/jdy/v2/bd/store_detail", [("number", "WH01")])
+        check(b["data"]["is_open_sp"] is False and b["data"]["sp_entity"] == [], "WH01 not")
+        line = {"material_id": "M3", "stock_id": "S01", "qty": 1, "unit_id": "U1"}
+        for what, extra, ok in (("batch missing", {}, False),
+                                ("batch given", {"batch_no": "B1"}, True)):
+            st, _, b = c.call("POST", "/jdy/v2/scm/inv_check_gail_bill",
+                              body=v2_body("x", [dict(line, **extra)]))
+            check((b["errcode"] == 0) == ok and (ok or "batch_no" in b["description"]),
+                  "v2 " + what)
+        line = {"material_id": "M7", "stock_id": "S05", "qty": 1, "unit_id": "U2",
+                "kf_date": "2026-01-01", "kf_period": 365}
+        for what, extra, ok in (("location missing", {}, False),
+                                ("unknown location", {"sp_id": "SP599"}, False),
+                                ("location given", {"sp_id": "SP502"}, True),
+                                ("no shelf life", {"sp_id": "SP502", "kf_date": None}, False),
+                                ("valid date instead of period",
+                                 {"sp_id": "SP501", "kf_period": None, "valid_date": "2027-01-01"},
+                                 True)):
+            ln = {k: v for k, v in dict(line, **extra).items() if v is not None}
+            st, _, b = c.call("POST", "/jdy/v2/scm/inv_check_gail_bill", body=v2_body("x", [ln]))
+            check((b["errcode"] == 0) == ok, "v2 %s: %s" % (what, b.get("description")))
+        st, _, b = c.call("POST", "/jdy/inv/inv_check_gain_bill_save",
+                          body=v1_body("x", material="M3", unit="U1"))
+        check(b["success"] is False and "batchno" in b["message"], "v1 batch missing")
+        body = v1_body("x", material="M3", unit="U1")
+        body["material_entity"][0]["batchno"] = "B1"
+        st, _, b = c.call("POST", "/jdy/inv/inv_check_gain_bill_save", body=body)
+        check(b["success"] is True, "v1 batch given")
+        v = f.v1_client()
+        v.login()
+        st, _, b = v.call("/jdy/basedata/material_list", {"search": "SP00009"})
+        check(b["data"]["rows"][0]["isbatch"] is True and
+              b["data"]["rows"][0]["iskfperiod"] is True, "v1 material flags")
+        st, _, b = v.call("/jdy/basedata/store_list", {"search": "WH05"})
+        r = b["data"]["rows"][0]
+        check(r["isopensp"] is True and len(r["spentity"]) == 3, "v1 store locations")
+
+
+def test_echo(binary):
+    with wj.FakeJdy(binary, ["--echo-token-in-errors"]) as f:
+        c = f.client()
+        c.login()
+        st, _, b = c.call("GET", "/jdy/v2/bd/material_detail", [("number", "NOPE")])
+        check(c.token in b["description"], "echo: the app-token in an error")
+        st, _, b = c.call("GET", "/jdy/v2/bd/material_detail", [("number", "SP00001")])
+        check(c.token not in json.dumps(b), "echo: not in a success")
+        v = f.v1_client()
+        v.login()
+        st, _, b = v.call("/jdy/inv/inv_check_gain_bill_save", v1_body("x", qty=0))
+        check(v.token in b["data"]["errorInfo"][0]["msg"], "echo: the access_token in errorInfo")
+        st, _, b = f.v1_client(password="wrong-pw-123").login_answer()
+        check("wrong-pw-123" in b["description"], "echo: the password in a login error")
+
+
 def main():
     if len(sys.argv) != 2:
         print("usage: selftest_jdy.py FAKE_JDY_BINARY", file=sys.stderr)
@@ -373,7 +553,8 @@ def main():
     binary = sys.argv[1]
     t0 = time.monotonic()
     test_vectors()
-    for t in (test_main, test_token_expiry, test_secret_rotation, test_rate_limit, test_faults):
+    for t in (test_main, test_token_expiry, test_secret_rotation, test_rate_limit, test_faults,
+              test_v1, test_sign_encoding, test_expires_modes, test_managed, test_echo):
         try:
             t(binary)
         except Exception as e:  # report and go on with the next group

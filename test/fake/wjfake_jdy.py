@@ -32,16 +32,33 @@ PATH_AUTHORIZE = "/jdyconnector/app_management/push_app_authorize"
 PATH_AUTH_TOKEN = "/jdyconnector/app_management/kingdee_auth_token"
 
 
+PATH_V1_LOGIN = "/auth/user/access_token"
+PATH_V1_ACCOUNTS = "/jdy/sys/accountGroup"
+DEFAULT_USERNAME = "test-user"
+DEFAULT_PASSWORD = "test-password"
+DEFAULT_ACCOUNT_ID = "1584244570835057173"
+
+
 def encode(s):
     """RFC 3986 encoding: unreserved kept, everything else as uppercase %XX."""
     return urllib.parse.quote(s, safe="-_.~")
 
 
-def sign_string(method, path, query, nonce, timestamp):
-    """The gateway string to sign; query is a list of (key, value) pairs (values unencoded)."""
-    q = "&".join("%s=%s" % (k, encode(encode(v))) for k, v in sorted(query))
+def encode_form(s):
+    """Form encoding (the Java SDK's reading): A-Z a-z 0-9 - _ . * kept, space as '+'."""
+    return urllib.parse.quote_plus(s, safe="-_.*").replace("~", "%7E")
+
+
+def sign_string(method, path, query, nonce, timestamp, form=False):
+    """The gateway string to sign; query is a list of (key, value) pairs (unencoded). Keys and
+    values are encoded twice, the path once with a space as '+'. form=False: the RFC 3986
+    reading, pairs sorted by key and value; form=True: form encoding, "k=v" strings sorted."""
+    enc = encode_form if form else encode
+    pairs = [(k, v, "%s=%s" % (enc(enc(k)), enc(enc(v)))) for k, v in query]
+    pairs.sort(key=(lambda p: p[2]) if form else (lambda p: (p[0], p[1])))
+    path_enc = encode_form(path) if form else encode(path).replace("%20", "+")
     return "%s\n%s\n%s\nx-api-nonce:%s\nx-api-timestamp:%s\n" % (
-        method, encode(path), q, nonce, timestamp)
+        method, path_enc, "&".join(p[2] for p in pairs), nonce, timestamp)
 
 
 def hmac_b64hex(key, msg):
@@ -50,15 +67,16 @@ def hmac_b64hex(key, msg):
     return base64.b64encode(mac.encode()).decode()
 
 
-def signature(secret, method, path, query, nonce, timestamp):
-    return hmac_b64hex(secret, sign_string(method, path, query, nonce, timestamp))
+def signature(secret, method, path, query, nonce, timestamp, form=False):
+    return hmac_b64hex(secret, sign_string(method, path, query, nonce, timestamp, form))
 
 
 def app_signature(app_key, app_secret):
     return hmac_b64hex(app_secret, app_key)
 
 
-def gateway_headers(client_id, secret, method, path, query, nonce=None, timestamp=None):
+def gateway_headers(client_id, secret, method, path, query, nonce=None, timestamp=None,
+                    form=False):
     """The X-Api-* headers of a signed call."""
     ts = str(int(time.time() * 1000)) if timestamp is None else str(timestamp)
     nonce = str(random.randrange(10**9, 10**10)) if nonce is None else str(nonce)
@@ -68,7 +86,7 @@ def gateway_headers(client_id, secret, method, path, query, nonce=None, timestam
         "X-Api-TimeStamp": ts,
         "X-Api-Nonce": nonce,
         "X-Api-SignHeaders": "X-Api-TimeStamp,X-Api-Nonce",
-        "X-Api-Signature": signature(secret, method, path, query, nonce, ts),
+        "X-Api-Signature": signature(secret, method, path, query, nonce, ts, form),
     }
 
 
@@ -108,10 +126,10 @@ class Client:
         self.app_secret = None
 
     def signed(self, method, path, query=(), body=None, extra=None, timestamp=None,
-               secret=None, timeout=10):
+               secret=None, timeout=10, form=False):
         query = list(query)
         h = gateway_headers(self.client_id, secret or self.client_secret, method, path, query,
-                            timestamp=timestamp)
+                            timestamp=timestamp, form=form)
         h.update(extra or {})
         qs = "&".join("%s=%s" % (encode(k), encode(v)) for k, v in query)
         return http(method, self.url + path + ("?" + qs if qs else ""), h, body, timeout)
@@ -138,10 +156,63 @@ class Client:
         self.token = b["data"]["app-token"]
         return self.token
 
-    def call(self, method, path, query=(), body=None, token=None, router=None, timeout=10):
+    def call(self, method, path, query=(), body=None, token=None, router=None, timeout=10,
+             form=False):
         extra = {"app-token": token or self.token or "", "X-GW-Router-Addr":
                  router or self.domain or ""}
-        return self.signed(method, path, query, body, extra, timeout=timeout)
+        return self.signed(method, path, query, body, extra, timeout=timeout, form=form)
+
+
+class V1Client:
+    """The classic account login of the V1 API and its calls (no gateway signature)."""
+
+    def __init__(self, url, client_id=DEFAULT_CLIENT_ID, client_secret=DEFAULT_CLIENT_SECRET,
+                 username=DEFAULT_USERNAME, password=DEFAULT_PASSWORD,
+                 account_id=DEFAULT_ACCOUNT_ID):
+        self.url = url
+        self.creds = [("client_id", client_id), ("client_secret", client_secret),
+                      ("username", username), ("password", password)]
+        self.account_id = account_id
+        self.token = None
+        self.group = None
+
+    def login_answer(self, post=False):
+        """(status, headers, body) of the login, GET with a query or POST with a form."""
+        form = urllib.parse.urlencode(self.creds)
+        if not post:
+            return http("GET", self.url + PATH_V1_LOGIN + "?" + form)
+        req = urllib.request.Request(self.url + PATH_V1_LOGIN, data=form.encode(),
+                                     method="POST", headers={
+                                         "Content-Type": "application/x-www-form-urlencoded"})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, dict(r.headers), json.loads(r.read().decode())
+        except urllib.error.HTTPError as e:
+            raw = e.read()
+            return e.code, dict(e.headers), json.loads(raw.decode()) if raw else None
+
+    def accounts(self, token=None):
+        return http("POST", "%s%s?access_token=%s" % (self.url, PATH_V1_ACCOUNTS,
+                                                       encode(token or self.token or "")))
+
+    def login(self, post=False):
+        st, _, b = self.login_answer(post)
+        if st != 200 or b.get("errcode") != 0:
+            raise RuntimeError("login failed: %s %s" % (st, b))
+        self.token = b["data"]["access_token"]
+        st, _, b = self.accounts()
+        groups = [g for svc in b["data"] for g in svc["accountGroups"]
+                  if g["accountId"] == self.account_id]
+        if not groups:
+            raise RuntimeError("account set %s not visible: %s" % (self.account_id, b))
+        self.group = groups[0]["groupName"]
+        return self.token
+
+    def call(self, path, body=None, token=None, group=None, account_id=None):
+        h = {"groupName": group or self.group or "", "accountId": account_id or self.account_id}
+        return http("POST", "%s%s?access_token=%s" % (self.url, path,
+                                                       encode(token or self.token or "")),
+                    h, body if body is not None else {})
 
 
 class FakeJdy:
@@ -176,6 +247,9 @@ class FakeJdy:
 
     def client(self, **kw):
         return Client(self.url, **kw)
+
+    def v1_client(self, **kw):
+        return V1Client(self.url, **kw)
 
     def admin_get(self, path):
         st, _, b = http("GET", self.url + path)

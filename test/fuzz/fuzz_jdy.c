@@ -42,11 +42,51 @@ static void check_expiry(const json_t *data)
 		return;
 	const int64_t now = 1790000000000LL; /* 2026-09 in ms */
 	int64_t expiry = wj_jdy_expiry_ms((int64_t)json_integer_value(e), now);
+	/* a reading is an expiry in the future, at most 30 days away, or none */
+	FUZZ_CHECK(expiry == -1 || (expiry > now && expiry <= now + 30 * 86400000LL));
 	int64_t at = wj_jdy_refresh_at(now, expiry);
 	if (expiry > now)
 		FUZZ_CHECK(at >= now && at <= expiry);
 	else
 		FUZZ_CHECK(at == now);
+}
+
+/* The list and lookup readings: whatever the data, one shape or a refusal, never a crash. */
+static void check_normalise(const json_t *data)
+{
+	json_t *n = wj_jdy_bills_normalise(data, 3);
+	if (n) {
+		size_t i;
+		const json_t *row;
+		FUZZ_CHECK(json_is_array(json_object_get(n, "rows")));
+		FUZZ_CHECK(json_integer_value(json_object_get(n, "total_page")) >= 0);
+		json_array_foreach(json_object_get(n, "rows"), i, row) {
+			FUZZ_CHECK(json_is_string(json_object_get(row, "id")));
+			FUZZ_CHECK(json_is_string(json_object_get(row, "remark")));
+			const json_t *ct = json_object_get(row, "create_time_ms");
+			FUZZ_CHECK(json_is_null(ct) || json_integer_value(ct) > 0);
+		}
+		json_decref(n);
+	}
+	json_t *m = json_deep_copy(data);
+	if (m && wj_jdy_material_normalise(m) == 0) {
+		FUZZ_CHECK(json_is_string(json_object_get(m, "id")));
+		FUZZ_CHECK(json_is_string(json_object_get(m, "base_unit_id")));
+		FUZZ_CHECK(json_is_boolean(json_object_get(m, "batch_managed")));
+		FUZZ_CHECK(json_is_boolean(json_object_get(m, "shelf_life_managed")));
+		FUZZ_CHECK(wj_jdy_material_normalise(m) == 0);
+	}
+	json_decref(m);
+	json_t *st = json_deep_copy(data);
+	if (st && wj_jdy_store_normalise(st) == 0) {
+		FUZZ_CHECK(json_is_boolean(json_object_get(st, "location_managed")));
+		FUZZ_CHECK(json_is_object(json_object_get(st, "locations")));
+		const char *k;
+		const json_t *v;
+		json_object_foreach(json_object_get(st, "locations"), k, v)
+			FUZZ_CHECK(json_is_string(v));
+	}
+	json_decref(st);
 }
 
 static void check(long status, const char *body, size_t len, bool maybe_sent, bool utf8)
@@ -80,6 +120,7 @@ static void check(long status, const char *body, size_t len, bool maybe_sent, bo
 		FUZZ_CHECK(wj_json_hash(res.data, h) == 0);
 		check_saved_bill(res.data);
 		check_expiry(res.data);
+		check_normalise(res.data);
 	}
 	if (utf8)
 		FUZZ_CHECK(fuzz_utf8_valid(res.error, strlen(res.error)));

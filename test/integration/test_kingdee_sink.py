@@ -2,14 +2,22 @@
 
 1. v1 bodies field by field (and the bill date fallbacks), 2. the same for v2, 3. one lookup
 call per distinct material and store, 4. token expiry and appSecret rotation during a run
-(absolute and duration expiry), 5. unknown save outcomes settled by reconciliation without
-duplicates, 6. a restart reuses the stored token."""
+(each reading of "expires": absolute ms or s, lifetime s or ms), 5. unknown save outcomes settled
+by reconciliation without duplicates, 6. a restart reuses the stored token, 7. the classic
+account login of the V1 API (kingdee.auth "password"): POST login after a 405, access_token on
+V1 paths only (the fake refuses the gateway signature there), V1 lists for lookups, a
+short-lived token renewed after the fake refuses it; 8. an unknown account set: the login error
+names the ones the login can see; 9. the gateway login where V1 paths refuse the gateway
+signature: a clear error, nothing posted, nothing dead; 10. material numbers with a space,
+signed in the RFC 3986 reading; 11. credentials echoed by the fake in its error answers (saves
+refused under --managed) never reach the log, status.json or wdt2jdyctl's output, in both
+logins; 12. wdt2jdyctl sign kingdee prints either reading."""
 
 import sys
 import time
 import traceback
 
-from wjtest import check, ctl, finish, read  # first: it puts test/fake on the module path
+from wjtest import check, ctl, finish, read, wait_for  # first: puts test/fake on the path
 from e2e import (close_stack, compare_bills, derived_order, e2e_stack, log_tail, marker,
                  wait_settled, wait_status)
 import wjfake
@@ -194,6 +202,16 @@ def token_duration(h):
     token_rotation("duration", 120, 5, 2, h)
 
 
+def token_absolute_s(h):
+    token_rotation("absolute-s", 120, 5, 2, h)
+
+
+def token_duration_ms(h):
+    # "3000" ms reads as 50 min (nearer a day than 3 s): the daemon learns of the expiry from
+    # the refusal and logs in again
+    token_rotation("duration-ms", 120, 5, 2, h)
+
+
 # ---- 5: unknown outcomes --------------------------------------------------------------------
 
 def unknown_outcomes(h):
@@ -282,13 +300,185 @@ def restart_token(h):
           "restart: the new orders have bills")
 
 
+ACCOUNT = "1584244570835057173"
+PASSWORD = "test-password"
+
+
+def password_stack(n, seed, jdy_args=(), account=ACCOUNT, **over):
+    """A stack whose daemon uses the account login; not started."""
+    st = e2e_stack(n, seed=seed, jdy_args=jdy_args, kingdee__auth="password",
+                   kingdee__username="test-user", kingdee__password=PASSWORD,
+                   kingdee__account_id=account, **over)
+    del st.cfg["kingdee"]["outer_instance_id"]
+    st.write()
+    return st
+
+
+# ---- 7: the account login ------------------------------------------------------------------
+
+def password_login(h):
+    # duration-ms with a 3 s token: "3000" reads as 50 min (nearer a day than 3 s), so the
+    # token dies early and the daemon learns it from the refusal: re-login once, go on.
+    st = h["stack"] = password_stack(
+        150, 51, wdt_args=["--eligible-pct", "100"],
+        jdy_args=["--v1-login", "post", "--v1-gateway", "no", "--token-ttl", "3",
+                  "--expires-mode", "duration-ms", "--max-saves-per-sec", "25"])
+    orders = st.eligible()
+    st.start()
+    took = settle(st, len(orders), "password")
+    problems = check_bills(st, orders, "v1", "password")
+    check(not problems, "password: bodies match (%s)" % (first(problems) or "ok"))
+    check(took is not None and took > 4, "password: the run outlasted the token (%.1fs)" % (
+        took or -1))
+    s = st.jdy_stats()
+    c = s["calls"]
+    check(c["push_app_authorize"] == 0 and c["kingdee_auth_token"] == 0,
+          "password: no gateway login (%s)" % c)
+    check(c["v1_login"] >= 3 and c["v1_account_groups"] >= 2,
+          "password: logged in again as tokens died (%d logins)" % c["v1_login"])
+    check(c["material_detail"] == 0 and c["store_detail"] == 0 and c["v1_material_list"] > 0 and
+          c["v1_store_list"] > 0, "password: lookups through the V1 lists (%s)" % c)
+    check(s["sig_errors"] == 0 and s["saves_rejected"] == 0,
+          "password: no signature error, no save refused")
+    log = read(st.log)
+    check("using POST" in log, "password: the login fell back to POST after the 405")
+    check("token refused, logging in again" in log, "password: re-login after a refusal")
+    check(PASSWORD not in log, "password: the password is not in the log")
+
+
+# ---- 8: an account set the login cannot see ------------------------------------------------
+
+def unknown_account(h):
+    st = h["stack"] = password_stack(20, 52, account="42")
+    st.start()
+    want = ("account set 42 is not among the account sets of this login; this login sees: "
+            "%s (g-test, 测试账套), 9000000000000000002 (g-other, 另一个账套)" % ACCOUNT)
+    ok = wait_for(lambda: want in read(st.log), timeout=20)
+    check(ok, "unknown account: the log names the account sets the login can see")
+    s = wait_for(lambda: want in (st.status().get("last_error") or ""), timeout=20)
+    check(s, "unknown account: status.json's last_error says the same (%s)" % (
+        st.status().get("last_error")))
+    out = ctl(st.cfg_path, "status").stdout
+    check("42 is not among the account sets" in out, "unknown account: wdt2jdyctl status says so")
+    check(not st.bills(), "unknown account: nothing posted")
+    check(st.state().get("dead", -1) == 0, "unknown account: nothing dead")
+
+
+# ---- 9: gateway signature refused on V1 paths ----------------------------------------------
+
+def v1_gateway_refused(h):
+    st = h["stack"] = e2e_stack(20, seed=53, jdy_args=["--v1-gateway", "no"])
+    st.start()
+    ok = wait_for(lambda: "access_token" in (st.status().get("last_error") or ""), timeout=30)
+    check(ok, "v1-gateway no: the error names the account login (%s)" % (
+        st.status().get("last_error")))
+    check(not st.bills(), "v1-gateway no: nothing posted")
+    check(st.state().get("dead", -1) == 0, "v1-gateway no: nothing dead (orders wait)")
+    check(st.jdy_stats()["calls"]["material_detail"] > 0,
+          "v1-gateway no: the V2 lookups still work")
+
+
+# ---- 10: numbers with a space ---------------------------------------------------------------
+
+def spaced_numbers(h):
+    mats = {"SP%05d" % i: "SP %05d" % i for i in range(1, 501)}
+    st = h["stack"] = e2e_stack(60, seed=54, kingdee__material_map=mats)
+    orders = st.eligible()
+    st.start()
+    settle(st, len(orders), "space")
+    problems = check_bills(st, orders, "v1", "space")
+    check(not problems, "space: bodies match (%s)" % (first(problems) or "ok"))
+    s = st.jdy_stats()
+    check(s["sig_errors"] == 0, "space: every signature accepted (%d refused)" % s["sig_errors"])
+    check(s["calls"]["material_detail"] > 0, "space: looked up by the spaced numbers")
+
+
+# ---- 11: credentials echoed in error answers ------------------------------------------------
+
+def leaks(st, secrets):
+    """Where any secret shows: log, status.json, wdt2jdyctl status / dlq list / dlq show."""
+    texts = {"log": read(st.log), "status.json": read(st.status_path),
+             "ctl status": ctl(st.cfg_path, "status").stdout,
+             "ctl status --json": ctl(st.cfg_path, "status", "--json").stdout,
+             "ctl dlq list": ctl(st.cfg_path, "dlq", "list").stdout}
+    for line in texts["ctl dlq list"].splitlines()[:5]:
+        no = line.split()[0] if line.split() else ""
+        if no.startswith("RK"):
+            texts["ctl dlq show " + no] = ctl(st.cfg_path, "dlq", "show", no).stdout
+    return sorted({where for where, text in texts.items()
+                   for s in secrets if s and s in text})
+
+
+def echoed(st, what, extra_secrets):
+    """--managed refuses the saves of lines of batch or shelf-life materials (the default
+    mapping does not send those fields yet): their errors echo the token."""
+    orders = st.eligible()
+    took, bills, dead = wait_settled(st, len(orders), timeout=60)
+    check(took is not None and dead > 0, "%s: orders refused by the fake are dead (%d)" % (
+        what, dead))
+    check("received: " in read(st.log), "%s: the fake echoed credentials in its errors" % what)
+    tokens = st.jdy.admin_get("/admin/tokens")["tokens"]
+    check(len(tokens) >= 1, "%s: the fake issued tokens" % what)
+    where = leaks(st, tokens + extra_secrets)
+    check(not where, "%s: no token or secret in %s" % (what, ", ".join(where) or "any output"))
+
+
+def echo_gateway(h):
+    st = h["stack"] = e2e_stack(40, seed=55, jdy_args=["--echo-token-in-errors", "--managed"])
+    st.start()
+    echoed(st, "echo (gateway)", ["test-client-secret"])
+
+
+def echo_password(h):
+    st = h["stack"] = password_stack(40, 56, jdy_args=["--echo-token-in-errors", "--managed"])
+    st.start()
+    echoed(st, "echo (password)", ["test-client-secret", PASSWORD])
+
+
+# ---- 12: wdt2jdyctl sign kingdee in both readings ----------------------------------------
+
+def sign_readings(h):
+    import subprocess
+    import wjfake_jdy
+    from wjtest import CTL
+    args = ["sign", "kingdee", "--secret", "s3cr3t", "--method", "GET", "--path",
+            "/jdy/v2/bd/material_detail", "--nonce", "1", "--timestamp", "2", "number=A 01*~"]
+    out = {}
+    for enc in (None, "rfc3986", "form"):
+        p = subprocess.run([CTL] + args[:-1] + (["--encoding", enc] if enc else []) + args[-1:],
+                           capture_output=True, text=True)
+        out[enc] = (p.returncode, p.stdout.strip(), p.stderr)
+    q = [("number", "A 01*~")]
+    want_rfc = wjfake_jdy.signature("s3cr3t", "GET", "/jdy/v2/bd/material_detail", q, "1", "2")
+    want_form = wjfake_jdy.signature("s3cr3t", "GET", "/jdy/v2/bd/material_detail", q, "1", "2",
+                                     form=True)
+    check(out[None][:2] == (0, want_rfc) and out["rfc3986"][:2] == (0, want_rfc),
+          "sign: the default is the RFC 3986 reading the daemon sends")
+    check(out["form"][:2] == (0, want_form) and want_form != want_rfc,
+          "sign: --encoding form prints the Java SDK's reading")
+    check("number=A%2B01*%257E" in out["form"][2] and "number=A%252001%252A~" in out[None][2],
+          "sign: the string to sign shows each reading")
+    p = subprocess.run([CTL] + args[:-1] + ["--encoding", "latin1"] + args[-1:],
+                       capture_output=True, text=True)
+    check(p.returncode != 0 and "rfc3986 or form" in p.stderr, "sign: an unknown encoding refused")
+
+
 SCENARIOS = {
     "v1": v1_bodies,
     "v2": v2_bodies,
     "token-absolute": token_absolute,
     "token-duration": token_duration,
+    "token-absolute-s": token_absolute_s,
+    "token-duration-ms": token_duration_ms,
     "unknown": unknown_outcomes,
     "restart": restart_token,
+    "password": password_login,
+    "account": unknown_account,
+    "v1-gateway": v1_gateway_refused,
+    "space": spaced_numbers,
+    "echo-gateway": echo_gateway,
+    "echo-password": echo_password,
+    "sign": sign_readings,
 }
 
 only = sys.argv[1:] or list(SCENARIOS)

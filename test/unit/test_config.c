@@ -672,14 +672,72 @@ static void test_all_errors_reported(void **state)
 		"cfg.json: kingdee.url: required",
 		"cfg.json: kingdee.client_id: required",
 		"cfg.json: kingdee.client_secret: required",
-		"cfg.json: kingdee.outer_instance_id: required",
 		"cfg.json: queue.capacity: expected an integer from 10 to 10000000",
 		"cfg.json: flows[0].cursor.window: must be from 1s to 30d",
 		"cfg.json: flows[0].cursor.lag: expected a duration like \"30s\"",
 		"cfg.json: flows[1].cursor.x: unknown key",
 		"cfg.json: flows[1].name: duplicate flow name \"a\"",
+		/* which keys Kingdee needs depends on kingdee.auth: checked after the walk */
+		"cfg.json: kingdee.outer_instance_id: required",
 	};
 	expect_errors(text, want, sizeof(want) / sizeof(want[0]));
+}
+
+/* ---- kingdee.auth ---------------------------------------------------------------------- */
+
+#define JDY_PASSWORD_WITH(extra) \
+	"\"kingdee\": {\"auth\": \"password\", \"url\": \"https://127.0.0.1:2\", " \
+	"\"client_id\": \"cid1\", \"client_secret\": \"jdy-s3cret-value\"" extra "}"
+
+static void test_jdy_auth(void **state)
+{
+	(void)state;
+	/* default: the gateway login */
+	wj_config_t *cfg = parse_ok(OK_WITH(""));
+	assert_int_equal(cfg->kingdee.auth, WJ_JDY_AUTH_GATEWAY);
+	assert_null(cfg->kingdee.username);
+	wj_config_free(cfg);
+	/* the account login, password inline: a secret like the others */
+	cfg = parse_ok(CFG(WDT, JDY_PASSWORD_WITH(", \"username\": \"13800000000\", \"password\": "
+						  "\"pw-s3cret-value\", \"account_id\": \"1584\""),
+			   FLOW, ""));
+	assert_int_equal(cfg->kingdee.auth, WJ_JDY_AUTH_PASSWORD);
+	assert_int_equal(cfg->kingdee.api, WJ_JDY_V1);
+	assert_string_equal(cfg->kingdee.username, "13800000000");
+	assert_string_equal(cfg->kingdee.password, "pw-s3cret-value");
+	assert_string_equal(cfg->kingdee.account_id, "1584");
+	assert_null(cfg->kingdee.outer_instance_id);
+	const char *const *sec = wj_config_secrets(cfg);
+	assert_string_equal(sec[1], "jdy-s3cret-value");
+	assert_string_equal(sec[2], "pw-s3cret-value");
+	assert_null(sec[3]);
+	wj_config_free(cfg);
+
+	static const char *const bad_auth[] = {"cfg.json: kingdee.auth: expected \"gateway\" or \"password\""};
+	expect_errors(CFG(WDT, JDY_WITH(", \"auth\": \"oauth\""), FLOW, ""), bad_auth, 1);
+	/* password: the V1 API only, each of its keys, none of the gateway's */
+	static const char *const missing[] = {
+		"cfg.json: kingdee.auth: \"password\" is the login of the V1 API: set api \"v1\"",
+		"cfg.json: kingdee.username: required (auth \"password\")",
+		"cfg.json: kingdee.password: required (auth \"password\"): give password, password_file "
+		"or password_credential",
+		"cfg.json: kingdee.account_id: required (auth \"password\"): the account set (账套) to "
+		"post to; a login error lists the ones the login can see",
+	};
+	expect_errors(CFG(WDT, JDY_PASSWORD_WITH(", \"api\": \"v2\""), FLOW, ""), missing, 4);
+	static const char *const foreign[] = {
+		"cfg.json: kingdee.outer_instance_id: only for auth \"gateway\"",
+	};
+	expect_errors(CFG(WDT, JDY_PASSWORD_WITH(", \"username\": \"u\", \"password\": \"pw-s3cret\", "
+						 "\"account_id\": \"1\", \"outer_instance_id\": \"o\""),
+			  FLOW, ""), foreign, 1);
+	static const char *const foreign2[] = {
+		"cfg.json: kingdee.username: only for auth \"password\"",
+		"cfg.json: kingdee.password: only for auth \"password\"",
+		"cfg.json: kingdee.account_id: only for auth \"password\"",
+	};
+	expect_errors(CFG(WDT, JDY_WITH(", \"username\": \"u\", \"password\": \"pw-s3cret\", "
+					"\"account_id\": \"1\""), FLOW, ""), foreign2, 3);
 }
 
 /* ---- secrets --------------------------------------------------------------------------- */
@@ -877,6 +935,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_production_template, setup_tmp, teardown_tmp),
 		cmocka_unit_test(test_bad_configs),
 		cmocka_unit_test(test_all_errors_reported),
+		cmocka_unit_test(test_jdy_auth),
 		cmocka_unit_test_setup_teardown(test_secret_file, setup_tmp, teardown_tmp),
 		cmocka_unit_test_setup_teardown(test_secret_credential, setup_tmp, teardown_tmp),
 		cmocka_unit_test_setup_teardown(test_secret_never_in_messages, setup_tmp, teardown_tmp),

@@ -29,7 +29,7 @@ static void test_sign_vector(void **state)
 	(void)state;
 	wj_kv_t q[2] = {{(char *)"app_signature", (char *)VEC_APPSIG}, {(char *)"app_key", (char *)"bVZgAZOv1"}};
 	wj_buf_t s = {0};
-	assert_int_equal(wj_jdy_sign_string("GET", VEC_PATH, q, 2, "4427456950", "1670305063559", &s), 0);
+	assert_int_equal(wj_jdy_sign_string("GET", VEC_PATH, q, 2, "4427456950", "1670305063559", WJ_JDY_ENC_RFC3986, &s), 0);
 	assert_string_equal(s.data,
 		"GET\n%2Fjdyconnector%2Fapp_management%2Fkingdee_auth_token\n"
 		"app_key=bVZgAZOv1&app_signature=MzZlYTk0ODk4MWZlNjdiODNmNWU4YzViNzYxNGM5MTFlOGJkN2NjMzk0MTJkZGNhZGM0NzZhN2YxZDJmOTlkZA%253D%253D\n"
@@ -37,16 +37,16 @@ static void test_sign_vector(void **state)
 	wj_buf_free(&s);
 	char sig[89];
 	assert_int_equal(wj_jdy_sign(VEC_SECRET, "GET", VEC_PATH, q, 2, "4427456950", "1670305063559",
-				     sig, sizeof(sig)), 0);
+				     WJ_JDY_ENC_RFC3986, sig, sizeof(sig)), 0);
 	assert_string_equal(sig, "OTFiZTliNDFiMjNkYTI3YzVhNzg4MDI4ZGU3MWY1ZTA5ZTk1NjVlNGM1YTI1ZjIxY2Y5YTA3ZGY2OGI1MGQ1MQ==");
 	/* one byte short of room, an empty secret */
 	assert_int_equal(wj_jdy_sign(VEC_SECRET, "GET", VEC_PATH, q, 2, "4427456950", "1670305063559",
-				     sig, 88), -ENOSPC);
-	assert_int_equal(wj_jdy_sign("", "GET", VEC_PATH, q, 2, "1", "2", sig, sizeof(sig)), -EINVAL);
+				     WJ_JDY_ENC_RFC3986, sig, 88), -ENOSPC);
+	assert_int_equal(wj_jdy_sign("", "GET", VEC_PATH, q, 2, "1", "2", WJ_JDY_ENC_RFC3986, sig, sizeof(sig)), -EINVAL);
 	/* a changed nonce changes the signature */
 	char sig2[89];
 	assert_int_equal(wj_jdy_sign(VEC_SECRET, "GET", VEC_PATH, q, 2, "4427456951", "1670305063559",
-				     sig2, sizeof(sig2)), 0);
+				     WJ_JDY_ENC_RFC3986, sig2, sizeof(sig2)), 0);
 	assert_string_not_equal(sig, sig2);
 }
 
@@ -65,7 +65,7 @@ static void test_sign_string_post_no_query(void **state)
 	(void)state;
 	wj_buf_t s = {0};
 	assert_int_equal(wj_jdy_sign_string("POST", "/jdy/v2/scm/inv_check_gail_bill", NULL, 0, "123",
-					     "456", &s), 0);
+					     "456", WJ_JDY_ENC_RFC3986, &s), 0);
 	assert_string_equal(s.data, "POST\n%2Fjdy%2Fv2%2Fscm%2Finv_check_gail_bill\n\n"
 				    "x-api-nonce:123\nx-api-timestamp:456\n");
 	wj_buf_free(&s);
@@ -81,7 +81,7 @@ static void test_sign_string_sorted_chinese(void **state)
 		{(char *)"a", (char *)"x=y&z~._-"},
 	};
 	wj_buf_t s = {0};
-	assert_int_equal(wj_jdy_sign_string("GET", "/jdy/v2/scm/inv_check_gail_bill", q, 4, "9", "8", &s), 0);
+	assert_int_equal(wj_jdy_sign_string("GET", "/jdy/v2/scm/inv_check_gail_bill", q, 4, "9", "8", WJ_JDY_ENC_RFC3986, &s), 0);
 	assert_string_equal(s.data,
 		"GET\n%2Fjdy%2Fv2%2Fscm%2Finv_check_gail_bill\n"
 		"a=x%253Dy%2526z~._-&page=1&page_size=100&"
@@ -90,10 +90,114 @@ static void test_sign_string_sorted_chinese(void **state)
 	/* the order of the given parameters does not matter */
 	wj_kv_t r[4] = {q[2], q[0], q[3], q[1]};
 	char a[89], b[89];
-	assert_int_equal(wj_jdy_sign("k1", "GET", "/p", q, 4, "9", "8", a, sizeof(a)), 0);
-	assert_int_equal(wj_jdy_sign("k1", "GET", "/p", r, 4, "9", "8", b, sizeof(b)), 0);
+	assert_int_equal(wj_jdy_sign("k1", "GET", "/p", q, 4, "9", "8", WJ_JDY_ENC_RFC3986, a, sizeof(a)), 0);
+	assert_int_equal(wj_jdy_sign("k1", "GET", "/p", r, 4, "9", "8", WJ_JDY_ENC_RFC3986, b, sizeof(b)), 0);
 	assert_string_equal(a, b);
 	wj_buf_free(&s);
+}
+
+/* Both official SDKs encode query keys twice like values and a space in the path as '+'; for
+ * a space, '*' and '~' in values they differ: RFC 3986 (PHP, what is sent) or form (Java). */
+static void test_sign_encodings(void **state)
+{
+	(void)state;
+	wj_kv_t q[3] = {{(char *)"number", (char *)"A 01*~"}, {(char *)"k y", (char *)"v"},
+			{(char *)"a-b", (char *)"1"}};
+	wj_buf_t s = {0};
+	assert_int_equal(wj_jdy_sign_string("GET", "/p q", q, 3, "1", "2", WJ_JDY_ENC_RFC3986, &s), 0);
+	assert_string_equal(s.data, "GET\n%2Fp+q\na-b=1&k%2520y=v&number=A%252001%252A~\n"
+				    "x-api-nonce:1\nx-api-timestamp:2\n");
+	wj_buf_reset(&s);
+	/* form: space → '+' → %2B, '*' kept, '~' → %7E → %257E; whole "k=v" strings sorted
+	 * ("a-b=" before "k%2B..." before "number=") */
+	assert_int_equal(wj_jdy_sign_string("GET", "/p q", q, 3, "1", "2", WJ_JDY_ENC_FORM, &s), 0);
+	assert_string_equal(s.data, "GET\n%2Fp+q\na-b=1&k%2By=v&number=A%2B01*%257E\n"
+				    "x-api-nonce:1\nx-api-timestamp:2\n");
+	wj_buf_free(&s);
+	/* the sort differs where a key continues with a byte below '=' */
+	wj_kv_t r[2] = {{(char *)"a", (char *)"1"}, {(char *)"a-", (char *)"2"}};
+	assert_int_equal(wj_jdy_sign_string("GET", "/p", r, 2, "1", "2", WJ_JDY_ENC_RFC3986, &s), 0);
+	assert_non_null(strstr(s.data, "\na=1&a-=2\n"));
+	wj_buf_reset(&s);
+	assert_int_equal(wj_jdy_sign_string("GET", "/p", r, 2, "1", "2", WJ_JDY_ENC_FORM, &s), 0);
+	assert_non_null(strstr(s.data, "\na-=2&a=1\n"));
+	wj_buf_free(&s);
+	/* without such characters the two readings sign alike */
+	char a[89], b[89];
+	wj_kv_t plain[2] = {{(char *)"number", (char *)"SP00001"}, {(char *)"page", (char *)"1"}};
+	assert_int_equal(wj_jdy_sign("k", "GET", "/x", plain, 2, "1", "2", WJ_JDY_ENC_RFC3986, a,
+				     sizeof(a)), 0);
+	assert_int_equal(wj_jdy_sign("k", "GET", "/x", plain, 2, "1", "2", WJ_JDY_ENC_FORM, b,
+				     sizeof(b)), 0);
+	assert_string_equal(a, b);
+	assert_int_equal(wj_jdy_sign_string("GET", "/x", plain, 2, "1", "2", (wj_jdy_enc_t)7, &s),
+			 -EINVAL);
+}
+
+static json_t *normalised_lookup(const char *text, int (*fn)(json_t *), int want)
+{
+	json_t *o = json_loads(text, 0, NULL);
+	assert_non_null(o);
+	assert_int_equal(fn(o), want);
+	return o;
+}
+
+/* I2: the flags and ids a mapping needs, read under the V2 or V1 names. */
+static void test_lookup_normalise(void **state)
+{
+	(void)state;
+	json_t *m = normalised_lookup("{\"id\":\"M9\",\"number\":\"SP9\",\"base_unit_id\":\"U1\","
+				      "\"is_batch\":true,\"is_kf_period\":true,\"name\":\"x\"}",
+				      wj_jdy_material_normalise, 0);
+	assert_true(json_is_true(json_object_get(m, "batch_managed")));
+	assert_true(json_is_true(json_object_get(m, "shelf_life_managed")));
+	assert_string_equal(json_string_value(json_object_get(m, "base_unit_id")), "U1");
+	assert_string_equal(json_string_value(json_object_get(m, "name")), "x");
+	/* again: idempotent */
+	assert_int_equal(wj_jdy_material_normalise(m), 0);
+	assert_true(json_is_true(json_object_get(m, "batch_managed")));
+	json_decref(m);
+	m = normalised_lookup("{\"id\":123,\"number\":\"SP1\",\"baseunitid\":{\"id\":456},"
+			      "\"isbatch\":\"1\",\"iskfperiod\":0}", wj_jdy_material_normalise, 0);
+	assert_string_equal(json_string_value(json_object_get(m, "id")), "123");
+	assert_string_equal(json_string_value(json_object_get(m, "base_unit_id")), "456");
+	assert_true(json_is_true(json_object_get(m, "batch_managed")));
+	assert_true(json_is_false(json_object_get(m, "shelf_life_managed")));
+	json_decref(m);
+	/* flags absent: not managed; no id: not a material */
+	m = normalised_lookup("{\"id\":\"M1\"}", wj_jdy_material_normalise, 0);
+	assert_true(json_is_false(json_object_get(m, "batch_managed")));
+	assert_string_equal(json_string_value(json_object_get(m, "number")), "");
+	assert_string_equal(json_string_value(json_object_get(m, "base_unit_id")), "");
+	json_decref(m);
+	json_decref(normalised_lookup("{\"number\":\"x\"}", wj_jdy_material_normalise, -EINVAL));
+
+	json_t *st = normalised_lookup("{\"id\":\"S5\",\"number\":\"WH05\",\"is_open_sp\":true,"
+				       "\"sp_entity\":[{\"id\":\"SP501\",\"number\":\"A-01\"},"
+				       "{\"sp_id\":502,\"sp_number\":\"A-02\"},{\"id\":\"x\"}]}",
+				       wj_jdy_store_normalise, 0);
+	assert_true(json_is_true(json_object_get(st, "location_managed")));
+	char *t = json_dumps(json_object_get(st, "locations"), JSON_SORT_KEYS);
+	assert_string_equal(t, "{\"A-01\": \"SP501\", \"A-02\": \"502\"}");
+	free(t);
+	assert_int_equal(wj_jdy_store_normalise(st), 0);
+	t = json_dumps(json_object_get(st, "locations"), JSON_SORT_KEYS);
+	assert_string_equal(t, "{\"A-01\": \"SP501\", \"A-02\": \"502\"}");
+	free(t);
+	json_decref(st);
+	st = normalised_lookup("{\"id\":\"S1\",\"number\":\"WH01\"}", wj_jdy_store_normalise, 0);
+	assert_true(json_is_false(json_object_get(st, "location_managed")));
+	assert_int_equal(json_object_size(json_object_get(st, "locations")), 0);
+	json_decref(st);
+	/* a flag says no though locations are listed; locations without a flag say yes */
+	st = normalised_lookup("{\"id\":1,\"isopensp\":false,\"spentity\":[{\"id\":1,\"number\":\"a\"}]}",
+			       wj_jdy_store_normalise, 0);
+	assert_true(json_is_false(json_object_get(st, "location_managed")));
+	json_decref(st);
+	st = normalised_lookup("{\"id\":1,\"spentity\":[{\"id\":1,\"number\":\"a\"}]}",
+			       wj_jdy_store_normalise, 0);
+	assert_true(json_is_true(json_object_get(st, "location_managed")));
+	json_decref(st);
 }
 
 static wj_jdy_class_t parse_cls(long status, const char *body, int64_t ra, bool maybe_sent,
@@ -204,6 +308,39 @@ static void test_parse_envelopes(void **state)
 	/* other 4xx */
 	assert_int_equal(parse_cls(404, "not found", -1, true, &r), WJ_JDY_PERMANENT);
 	assert_int_equal(r.http_status, 404);
+
+	/* V1: data.success false is an error, with description_cn */
+	assert_int_equal(parse_cls(200, "{\"success\":true,\"data\":{\"success\":false,\"successPkIds\":[]},"
+				   "\"description_cn\":\"单据保存失败\"}", -1, true, &r), WJ_JDY_PERMANENT);
+	assert_string_equal(r.error, "单据保存失败");
+	assert_false(r.token_refused);
+	/* the refused token: the gateway's code, an HTTP 401, or a V1 text saying so */
+	assert_int_equal(parse_cls(200, "{\"errcode\":1030002006}", -1, true, &r), WJ_JDY_AUTH);
+	assert_true(r.token_refused);
+	assert_int_equal(parse_cls(401, "{\"code\":\"x\",\"message\":\"nope\"}", -1, true, &r), WJ_JDY_AUTH);
+	assert_true(r.token_refused);
+	assert_string_equal(r.code, "x");
+	assert_int_equal(parse_cls(200, "{\"success\":false,\"message\":\"access_token无效或已过期\"}", -1,
+				   true, &r), WJ_JDY_AUTH);
+	assert_true(r.token_refused);
+	assert_int_equal(parse_cls(200, "{\"errcode\":10002,\"description\":\"Invalid access token\"}", -1,
+				   true, &r), WJ_JDY_AUTH);
+	assert_true(r.token_refused);
+	/* other authorisation errors: no new login would help */
+	assert_int_equal(parse_cls(519, "{\"errcode\":519}", -1, true, &r), WJ_JDY_AUTH);
+	assert_false(r.token_refused);
+	assert_int_equal(parse_cls(200, "{\"errcode\":1030002011,\"description\":\"use access_token\"}", -1,
+				   true, &r), WJ_JDY_AUTH);
+	assert_false(r.token_refused);
+	/* a message that merely quotes a token is no refusal of it */
+	assert_int_equal(parse_cls(200, "{\"errcode\":2000002003,\"description\":\"物料不存在 "
+				   "(received: app-token=abc)\"}", -1, true, &r), WJ_JDY_PERMANENT);
+	assert_false(r.token_refused);
+	/* "code" of a gateway error, but never on a success */
+	assert_int_equal(parse_cls(200, "{\"code\":\"E1\",\"message\":\"bad\"}", -1, false, &r),
+			 WJ_JDY_PERMANENT);
+	assert_int_equal(parse_cls(200, "{\"code\":200,\"success\":true,\"data\":{}}", -1, false, &r),
+			 WJ_JDY_OK);
 }
 
 static void test_parse_long_message(void **state)
@@ -243,15 +380,24 @@ static void test_saved_bill_absent(void **state)
 static void test_expiry_readings(void **state)
 {
 	(void)state;
-	const int64_t now = 1700000000000LL;
-	/* absolute ms */
-	assert_int_equal(wj_jdy_expiry_ms(1700086400000LL, now), 1700086400000LL);
-	/* absolute seconds */
-	assert_int_equal(wj_jdy_expiry_ms(1700086400LL, now), 1700086400000LL);
-	/* a lifetime in seconds */
-	assert_int_equal(wj_jdy_expiry_ms(86400, now), now + 86400000LL);
+	const int64_t now = 1700000000000LL, day = 86400000LL;
+	/* each reading, when it is the plausible one */
+	assert_int_equal(wj_jdy_expiry_ms(now + day, now), now + day);                 /* at, ms */
+	assert_int_equal(wj_jdy_expiry_ms((now + day) / 1000, now), now + day);        /* at, s */
+	assert_int_equal(wj_jdy_expiry_ms(86400, now), now + day);                     /* life, s */
+	assert_int_equal(wj_jdy_expiry_ms(day, now), now + day);                       /* life, ms */
 	assert_int_equal(wj_jdy_expiry_ms(7200, now), now + 7200000LL);
-	assert_int_equal(wj_jdy_expiry_ms(0, now), now);
+	assert_int_equal(wj_jdy_expiry_ms(3 * day, now), now + 3 * day);
+	assert_int_equal(wj_jdy_expiry_ms(now + 20 * day, now), now + 20 * day);
+	/* both lifetimes fit: the one nearer a day wins (7200 s, not 7.2 s) */
+	assert_int_equal(wj_jdy_expiry_ms(7200000, now), now + 7200000LL);
+	/* nothing plausible: in the past, more than 30 days away, zero or negative */
+	assert_int_equal(wj_jdy_expiry_ms(now - 1000, now), -1);
+	assert_int_equal(wj_jdy_expiry_ms((now - 1000) / 1000, now), -1);
+	assert_int_equal(wj_jdy_expiry_ms(now + 40 * day, now), -1);
+	assert_int_equal(wj_jdy_expiry_ms(0, now), -1);
+	assert_int_equal(wj_jdy_expiry_ms(-5, now), -1);
+	assert_int_equal(wj_jdy_expiry_ms(INT64_MAX, now), -1);
 	/* refresh: 90 % of 24 h comes first */
 	assert_int_equal(wj_jdy_refresh_at(now, now + 86400000LL), now + 77760000LL);
 	/* 1 h: 54 min (90 %) before 55 min */
@@ -340,6 +486,13 @@ struct srv {
 	bool authorize_fails;   /* authorize answers a non-zero errcode */
 	bool expires_absolute;  /* "expires" as an absolute ms timestamp */
 	unsigned fail_status;   /* business calls answer this HTTP status (0: off) */
+	bool omit_app_token;    /* the token answer has access_token only */
+	bool echo;              /* error answers quote the token they received */
+	/* the V1 account login */
+	bool login_get_refused; /* GET login answers 405 */
+	int n_v1_login, n_v1_accounts, n_v1_calls, n_v1_posts;
+	char v1_token[64];      /* the access_token V1 calls accept */
+	char last_group[64], last_account[64]; /* headers of the last V1 call */
 	char last_body[512];    /* body of the last save */
 	char last_search[128];  /* search of the last bill listing, decoded */
 	char last_from[24], last_to[24]; /* its creation-time bounds, "" when absent */
@@ -397,6 +550,82 @@ static enum MHD_Result reply(struct MHD_Connection *con, unsigned status, const 
 	return ret;
 }
 
+#define V1_USER "user-1"
+#define V1_PASSWORD "pw-secret-1"
+#define V1_ACCOUNT "1584"
+
+/* The V1 account login and the V1 calls that carry ?access_token=T. */
+static enum MHD_Result v1_handler(struct MHD_Connection *con, const char *url, const char *method,
+				  struct upload *u)
+{
+	const char *tok = MHD_lookup_connection_value(con, MHD_GET_ARGUMENT_KIND, "access_token");
+	enum MHD_Result ret;
+	pthread_mutex_lock(&S.mu);
+	if (!strcmp(url, "/auth/user/access_token")) {
+		bool post = !strcmp(method, "POST");
+		char want[256];
+		snprintf(want, sizeof(want), "client_id=%s&client_secret=%s&username=%s&password=%s",
+			 CLIENT_ID, CLIENT_SECRET, V1_USER, V1_PASSWORD);
+		const char *pw = MHD_lookup_connection_value(con, MHD_GET_ARGUMENT_KIND, "password");
+		S.n_v1_login++;
+		S.n_v1_posts += post;
+		if (!post && S.login_get_refused)
+			ret = reply(con, 405, "{\"errcode\":405}");
+		else if (post ? !u->body.data || strcmp(u->body.data, want) : !pw || strcmp(pw, V1_PASSWORD))
+			ret = reply(con, 200, "{\"errcode\":1030001002,\"description\":\"bad password %s\"}",
+				    S.echo && pw ? pw : "");
+		else {
+			snprintf(S.v1_token, sizeof(S.v1_token), "v1tok-%d", S.n_v1_login);
+			ret = reply(con, 200, "{\"errcode\":0,\"data\":{\"access_token\":\"%s\","
+				    "\"expires_in\":7200}}", S.v1_token);
+		}
+	} else if (!tok || strcmp(tok, S.v1_token)) {
+		ret = reply(con, 401, "{\"success\":false,\"code\":\"401\",\"message\":"
+			    "\"access_token无效或已过期%s%s\"}", S.echo ? " got " : "", S.echo ? tok : "");
+	} else if (!strcmp(url, "/jdy/sys/accountGroup")) {
+		S.n_v1_accounts++;
+		ret = reply(con, 200, "{\"success\":true,\"data\":[{\"serviceId\":\"s1\",\"accountGroups\":"
+			    "[{\"accountId\":\"77\",\"groupName\":\"g-other\",\"accountName\":\"其他\"},"
+			    "{\"accountId\":%s,\"groupName\":\"g-main\"}]}]}", V1_ACCOUNT);
+	} else {
+		const char *g = MHD_lookup_connection_value(con, MHD_HEADER_KIND, "groupName");
+		const char *a = MHD_lookup_connection_value(con, MHD_HEADER_KIND, "accountId");
+		snprintf(S.last_group, sizeof(S.last_group), "%s", g ? g : "");
+		snprintf(S.last_account, sizeof(S.last_account), "%s", a ? a : "");
+		S.n_v1_calls++;
+		json_t *b = json_loads(u->body.data ? u->body.data : "{}", 0, NULL);
+		const char *search = json_string_value(json_object_get(b, "search"));
+		int page = (int)json_integer_value(json_object_get(b, "page"));
+		snprintf(S.last_search, sizeof(S.last_search), "%s", search ? search : "");
+		if (!strcmp(url, "/jdy/basedata/material_list")) {
+			/* "M7" is on page 2 of a fuzzy search that also finds M70..M79 */
+			if (page == 1)
+				ret = reply(con, 200, "{\"success\":true,\"data\":{\"count\":101,\"rows\":["
+					    "{\"id\":70,\"number\":\"M70\"}]}}");
+			else
+				ret = reply(con, 200, "{\"success\":true,\"data\":{\"count\":101,\"rows\":["
+					    "{\"id\":7,\"number\":\"%s\",\"baseunitid_id\":\"u7\","
+					    "\"isbatch\":true,\"iskfperiod\":\"0\"}]}}", search ? search : "");
+		} else if (!strcmp(url, "/jdy/basedata/store_list")) {
+			ret = reply(con, 200, "{\"success\":true,\"data\":{\"rows\":[{\"id\":\"5\","
+				    "\"number\":\"%s\",\"isopensp\":true,\"spentity\":[{\"id\":\"SP1\","
+				    "\"number\":\"A-01\"}]}]}}", search ? search : "");
+		} else if (!strcmp(url, "/jdy/inv/inv_check_gain_bill_list")) {
+			ret = reply(con, 200, "{\"success\":true,\"data\":{\"count\":1,\"rows\":[{\"id\":9,"
+				    "\"billno\":\"PY-9\",\"billdate\":\"2026-01-02\",\"remark\":\"r\","
+				    "\"createtime\":\"2023-11-15 06:13:20\"}]}}");
+		} else if (!strcmp(url, "/jdy/inv/inv_check_gain_bill_save")) {
+			ret = reply(con, 200, "{\"success\":true,\"data\":{\"success\":false,"
+				    "\"successPkIds\":[],\"errorInfo\":[]},\"description_cn\":\"保存失败\"}");
+		} else {
+			ret = reply(con, 404, "{\"errcode\":404}");
+		}
+		json_decref(b);
+	}
+	pthread_mutex_unlock(&S.mu);
+	return ret;
+}
+
 static enum MHD_Result handler(void *cls, struct MHD_Connection *con, const char *url,
 			       const char *method, const char *version, const char *upload_data,
 			       size_t *upload_data_size, void **con_cls)
@@ -413,6 +642,9 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *con, const char
 		*upload_data_size = 0;
 		return MHD_YES;
 	}
+	if (!strncmp(url, "/auth/", 6) || MHD_lookup_connection_value(con, MHD_GET_ARGUMENT_KIND,
+								     "access_token"))
+		return v1_handler(con, url, method, u);
 	/* gateway headers and signature */
 	wj_kv_t q[8];
 	memset(q, 0, sizeof(q));
@@ -431,7 +663,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *con, const char
 	if (!cid || strcmp(cid, CLIENT_ID) || !ver || strcmp(ver, "2.0") || !sh ||
 	    strcmp(sh, "X-Api-TimeStamp,X-Api-Nonce") || !ts || !nonce || !sig ||
 	    llabs(atoll(ts) - wj_now_ms()) > 300000 ||
-	    wj_jdy_sign(CLIENT_SECRET, method, url, q, nq, nonce, ts, want, sizeof(want)) < 0 ||
+	    wj_jdy_sign(CLIENT_SECRET, method, url, q, nq, nonce, ts, WJ_JDY_ENC_RFC3986, want, sizeof(want)) < 0 ||
 	    strcmp(want, sig) != 0) {
 		S.sig_errors++;
 		pthread_mutex_unlock(&S.mu);
@@ -467,8 +699,13 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *con, const char
 				snprintf(exp, sizeof(exp), "%lld", (long long)wj_now_ms() + 3600000LL);
 			else
 				snprintf(exp, sizeof(exp), "86400");
-			ret = reply(con, 200, "{\"errcode\":0,\"data\":{\"app-token\":\"%s\",\"access_token\":"
-				    "\"%s\",\"expires\":%s}}", S.valid_token, S.valid_token, exp);
+			if (S.omit_app_token)
+				ret = reply(con, 200, "{\"errcode\":0,\"data\":{\"access_token\":\"other-%s\","
+					    "\"expires\":%s}}", S.valid_token, exp);
+			else
+				ret = reply(con, 200, "{\"errcode\":0,\"data\":{\"app-token\":\"%s\","
+					    "\"access_token\":\"other-%s\",\"expires\":%s}}", S.valid_token,
+					    S.valid_token, exp);
 		}
 	} else if (S.fail_status && !strncmp(url, "/jdy/", 5)) {
 		S.n_business++;
@@ -498,7 +735,9 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *con, const char
 		if (S.refuse_all || !tok || !gw || strcmp(tok, S.valid_token))
 			ret = reply(con, 200, "{\"errcode\":1030002006,\"description\":\"授权密钥无效或已过期\"}");
 		else if (!strcmp(arg0, "M404"))
-			ret = reply(con, 200, "{\"errcode\":2000002003,\"description\":\"物料不存在\"}");
+			ret = reply(con, 200, "{\"errcode\":2000002003,\"description\":\"物料不存在%s%s%s%s\"}",
+				    S.echo ? " token " : "", S.echo ? tok : "", S.echo ? " sig " : "",
+				    S.echo ? sig : "");
 		else
 			ret = reply(con, 200, "{\"errcode\":0,\"description\":\"\",\"data\":{\"id\":\"id-%s\","
 				    "\"number\":\"%s\",\"base_unit_id\":\"u1\"}}", arg0, arg0);
@@ -540,6 +779,13 @@ static int srv_get(int *field)
 	int v = *field;
 	pthread_mutex_unlock(&S.mu);
 	return v;
+}
+
+static void srv_set(bool *flag, bool value)
+{
+	pthread_mutex_lock(&S.mu);
+	*flag = value;
+	pthread_mutex_unlock(&S.mu);
 }
 
 /* ---- client side ---- */
@@ -604,6 +850,31 @@ static void on_hook(const char *json, void *arg)
 	struct env *e = arg;
 	e->hooks++;
 	snprintf(e->hook_json, sizeof(e->hook_json), "%s", json);
+}
+
+/* The last persisted token's member key: its text (or number as text) equals want. */
+static void assert_hook(struct env *e, const char *key, const char *want)
+{
+	json_t *h = json_loads(e->hook_json, 0, NULL);
+	assert_non_null(h);
+	const json_t *v = json_object_get(h, key);
+	char text[64];
+	if (json_is_integer(v))
+		snprintf(text, sizeof(text), "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+	else
+		snprintf(text, sizeof(text), "%s", json_string_value(v) ? json_string_value(v) : "?");
+	json_decref(h);
+	assert_string_equal(text, want);
+}
+
+/* The last persisted token expires about life_ms from now. */
+static void assert_hook_life(struct env *e, int64_t life_ms)
+{
+	json_t *h = json_loads(e->hook_json, 0, NULL);
+	assert_non_null(h);
+	int64_t exp = json_integer_value(json_object_get(h, "expires_ms"));
+	json_decref(h);
+	assert_true(llabs(exp - (wj_now_ms() + life_ms)) < 60000);
 }
 
 static void tick(uv_timer_t *t)
@@ -700,14 +971,11 @@ static void test_single_flight_login(void **state)
 	assert_true(wj_jdy_has_token(e->j));
 	/* the persistence hook got the token, its domain and a 24 h expiry */
 	assert_int_equal(e->hooks, 1);
-	json_t *h = json_loads(e->hook_json, 0, NULL);
-	assert_non_null(h);
-	assert_string_equal(json_string_value(json_object_get(h, "app_token")), "tok-1");
-	assert_string_equal(json_string_value(json_object_get(h, "domain")), S.domain);
-	assert_string_equal(json_string_value(json_object_get(h, "app_key")), APP_KEY);
-	int64_t exp = json_integer_value(json_object_get(h, "expires_ms"));
-	assert_true(llabs(exp - (wj_now_ms() + 86400000LL)) < 60000);
-	json_decref(h);
+	assert_hook(e, "auth", "gateway");
+	assert_hook(e, "app_token", "tok-1");
+	assert_hook(e, "domain", S.domain);
+	assert_hook(e, "app_key", APP_KEY);
+	assert_hook_life(e, 86400000LL);
 
 	/* unknown material: permanent, naming the number */
 	struct outcome u = {0};
@@ -721,9 +989,7 @@ static void test_single_flight_login(void **state)
 static void test_relogin_after_expired_token(void **state)
 {
 	struct env *e = *state;
-	pthread_mutex_lock(&S.mu);
-	S.expires_absolute = true;
-	pthread_mutex_unlock(&S.mu);
+	srv_set(&S.expires_absolute, true);
 	struct outcome a = {0};
 	assert_int_equal(wj_jdy_material(e->j, "A1", on_result, &a), 0);
 	assert_true(run_until(e, &a.done, 1, 10000));
@@ -731,10 +997,7 @@ static void test_relogin_after_expired_token(void **state)
 	assert_int_equal(srv_get(&S.n_authorize), 1);
 	assert_int_equal(srv_get(&S.n_token), 1);
 	/* absolute reading of "expires" */
-	json_t *h = json_loads(e->hook_json, 0, NULL);
-	int64_t exp = json_integer_value(json_object_get(h, "expires_ms"));
-	assert_true(llabs(exp - (wj_now_ms() + 3600000LL)) < 60000);
-	json_decref(h);
+	assert_hook_life(e, 3600000LL);
 
 	/* the server forgets the token: one refusal, one re-login, one retry */
 	pthread_mutex_lock(&S.mu);
@@ -752,9 +1015,7 @@ static void test_relogin_after_expired_token(void **state)
 	assert_non_null(strstr(e->hook_json, "\"tok-2\""));
 
 	/* refused again after the re-login: AUTH, no second retry */
-	pthread_mutex_lock(&S.mu);
-	S.refuse_all = true;
-	pthread_mutex_unlock(&S.mu);
+	srv_set(&S.refuse_all, true);
 	struct outcome c = {0};
 	assert_int_equal(wj_jdy_material(e->j, "C1", on_result, &c), 0);
 	assert_true(run_until(e, &c.done, 1, 10000));
@@ -806,9 +1067,7 @@ static void test_restore_token(void **state)
 static void test_login_failure_backoff(void **state)
 {
 	struct env *e = *state;
-	pthread_mutex_lock(&S.mu);
-	S.authorize_fails = true;
-	pthread_mutex_unlock(&S.mu);
+	srv_set(&S.authorize_fails, true);
 	struct outcome a[3];
 	memset(a, 0, sizeof(a));
 	for (int i = 0; i < 3; i++)
@@ -826,9 +1085,7 @@ static void test_login_failure_backoff(void **state)
 	}
 	assert_int_equal(srv_get(&S.n_authorize), 1);
 	/* within the backoff: fails from the loop without a new attempt */
-	pthread_mutex_lock(&S.mu);
-	S.authorize_fails = false;
-	pthread_mutex_unlock(&S.mu);
+	srv_set(&S.authorize_fails, false);
 	struct outcome b = {0};
 	assert_int_equal(wj_jdy_material(e->j, "F2", on_result, &b), 0);
 	assert_int_equal(b.done, 0);
@@ -929,6 +1186,163 @@ static void test_5xx_unknown_after_send(void **state)
 	wj_jdy_free(dead);
 }
 
+static void use_password(struct env *e, const char *password, const char *account)
+{
+	wj_jdy_opts_t o = {.api = WJ_JDY_V1, .auth = WJ_JDY_AUTH_PASSWORD, .url = e->url,
+			   .client_id = CLIENT_ID, .client_secret = CLIENT_SECRET,
+			   .username = V1_USER, .password = password, .account_id = account,
+			   .timeout_ms = 10000};
+	assert_int_equal(wj_jdy_set_opts(e->j, &o), 0);
+}
+
+static void test_password_login(void **state)
+{
+	struct env *e = *state;
+	use_password(e, V1_PASSWORD, V1_ACCOUNT);
+	/* a material found on page 2 of the V1 list: normalised (I2) */
+	struct list_seen m = {0};
+	assert_int_equal(wj_jdy_material(e->j, "M7", on_list_seen, &m), 0);
+	assert_true(run_until(e, &m.done, 1, 10000));
+	assert_int_equal(m.cls, WJ_JDY_OK);
+	json_t *mo = json_loads(m.text, 0, NULL);
+	assert_string_equal(json_string_value(json_object_get(mo, "id")), "7");
+	assert_string_equal(json_string_value(json_object_get(mo, "number")), "M7");
+	assert_string_equal(json_string_value(json_object_get(mo, "base_unit_id")), "u7");
+	assert_true(json_is_true(json_object_get(mo, "batch_managed")));
+	assert_true(json_is_false(json_object_get(mo, "shelf_life_managed")));
+	json_decref(mo);
+	assert_int_equal(srv_get(&S.n_v1_login), 1);
+	assert_int_equal(srv_get(&S.n_v1_accounts), 1);
+	assert_int_equal(srv_get(&S.n_v1_calls), 2);
+	assert_int_equal(srv_get(&S.n_authorize), 0);
+	pthread_mutex_lock(&S.mu);
+	assert_string_equal(S.last_group, "g-main");
+	assert_string_equal(S.last_account, V1_ACCOUNT);
+	assert_string_equal(S.last_search, "M7");
+	pthread_mutex_unlock(&S.mu);
+	/* the persisted token says which login and account set it belongs to */
+	assert_hook(e, "auth", "password");
+	assert_hook(e, "access_token", "v1tok-1");
+	assert_hook(e, "group_name", "g-main");
+	assert_hook(e, "account_id", V1_ACCOUNT);
+	assert_hook_life(e, 7200000LL);
+	/* a store with its locations */
+	struct list_seen st = {0};
+	assert_int_equal(wj_jdy_store(e->j, "WH05", on_list_seen, &st), 0);
+	assert_true(run_until(e, &st.done, 1, 10000));
+	assert_int_equal(st.cls, WJ_JDY_OK);
+	assert_non_null(strstr(st.text, "\"location_managed\": true"));
+	assert_non_null(strstr(st.text, "\"locations\": {\"A-01\": \"SP1\"}"));
+	/* the V1 list, normalised */
+	struct list_seen l = {0};
+	wj_jdy_bill_query_t q = {.search = "r", .page = 1};
+	assert_int_equal(wj_jdy_list_bills(e->j, &q, on_list_seen, &l), 0);
+	assert_true(run_until(e, &l.done, 1, 10000));
+	assert_int_equal(l.cls, WJ_JDY_OK);
+	assert_string_equal(l.text, "{\"rows\": [{\"id\": \"9\", \"bill_no\": \"PY-9\", \"bill_date\": "
+				    "\"2026-01-02\", \"remark\": \"r\", \"create_time_ms\": 1700000000000}], "
+				    "\"page\": 1, \"total_page\": 1, \"count\": 1}");
+	/* V1: data.success false is an error */
+	struct outcome sv = {0};
+	assert_int_equal(wj_jdy_save(e->j, "{}", on_result, &sv), 0);
+	assert_true(run_until(e, &sv.done, 1, 10000));
+	assert_int_equal(sv.cls, WJ_JDY_PERMANENT);
+	assert_non_null(strstr(sv.error, "保存失败"));
+	/* the token refused (HTTP 401 saying so): one new login, the call goes through */
+	pthread_mutex_lock(&S.mu);
+	snprintf(S.v1_token, sizeof(S.v1_token), "revoked");
+	pthread_mutex_unlock(&S.mu);
+	struct list_seen r = {0};
+	assert_int_equal(wj_jdy_store(e->j, "WH01", on_list_seen, &r), 0);
+	assert_true(run_until(e, &r.done, 1, 10000));
+	assert_int_equal(r.cls, WJ_JDY_OK);
+	assert_int_equal(srv_get(&S.n_v1_login), 2);
+	assert_int_equal(srv_get(&S.n_v1_accounts), 2);
+	assert_int_equal(srv_get(&S.n_v1_posts), 0);
+	assert_int_equal(srv_get(&S.sig_errors), 0);
+	assert_string_equal(wj_jdy_login_error(e->j), "");
+}
+
+static void test_password_post_and_accounts(void **state)
+{
+	struct env *e = *state;
+	srv_set(&S.login_get_refused, true);
+	use_password(e, V1_PASSWORD, V1_ACCOUNT);
+	struct outcome a = {0};
+	assert_int_equal(wj_jdy_store(e->j, "WH01", on_result, &a), 0);
+	assert_true(run_until(e, &a.done, 1, 10000));
+	assert_int_equal(a.ok, 1);
+	assert_int_equal(srv_get(&S.n_v1_login), 2);
+	assert_int_equal(srv_get(&S.n_v1_posts), 1);
+	/* an account set the login does not see: the error lists those it does */
+	use_password(e, V1_PASSWORD, "999");
+	struct outcome b = {0};
+	assert_int_equal(wj_jdy_store(e->j, "WH01", on_result, &b), 0);
+	assert_true(run_until(e, &b.done, 1, 10000));
+	assert_int_equal(b.auth, 1);
+	const char *want = "account set 999 is not among the account sets of this login; this login "
+			   "sees: 77 (g-other, 其他), 1584 (g-main)";
+	assert_non_null(strstr(b.error, want));
+	assert_non_null(strstr(wj_jdy_login_error(e->j), want));
+	/* no account id at all */
+	use_password(e, V1_PASSWORD, "");
+	struct outcome c = {0};
+	assert_int_equal(wj_jdy_store(e->j, "WH01", on_result, &c), 0);
+	assert_true(run_until(e, &c.done, 1, 10000));
+	assert_non_null(strstr(c.error, "no kingdee.account_id configured; this login sees: 77"));
+	/* a persisted token of another login or account set is not adopted */
+	char json[256];
+	snprintf(json, sizeof(json), "{\"auth\":\"password\",\"access_token\":\"t\",\"group_name\":"
+		 "\"g\",\"account_id\":\"1\",\"expires_ms\":%lld}", (long long)wj_now_ms() + 3600000LL);
+	assert_int_equal(wj_jdy_restore_token(e->j, json), -ESTALE);
+	snprintf(json, sizeof(json), "{\"app_token\":\"t\",\"domain\":\"d\",\"expires_ms\":%lld}",
+		 (long long)wj_now_ms() + 3600000LL);
+	assert_int_equal(wj_jdy_restore_token(e->j, json), -ESTALE);
+}
+
+/* app-token only: the answer's access_token is another token; without app-token no login. */
+static void test_app_token_only(void **state)
+{
+	struct env *e = *state;
+	struct outcome a = {0};
+	assert_int_equal(wj_jdy_material(e->j, "A1", on_result, &a), 0);
+	assert_true(run_until(e, &a.done, 1, 10000));
+	assert_int_equal(a.ok, 1);
+	assert_non_null(strstr(e->hook_json, "\"app_token\":\"tok-1\""));
+	pthread_mutex_lock(&S.mu);
+	S.omit_app_token = true;
+	snprintf(S.valid_token, sizeof(S.valid_token), "revoked");
+	pthread_mutex_unlock(&S.mu);
+	struct outcome b = {0};
+	assert_int_equal(wj_jdy_material(e->j, "B1", on_result, &b), 0);
+	assert_true(run_until(e, &b.done, 1, 10000));
+	assert_int_equal(b.auth, 1);
+	assert_non_null(strstr(b.error, "login failed: token: no app-token in the answer"));
+}
+
+/* Error texts handed out never carry a token, password, secret or signature, even when the
+ * server quotes them. */
+static void test_errors_masked(void **state)
+{
+	struct env *e = *state;
+	srv_set(&S.echo, true);
+	struct outcome a = {0};
+	assert_int_equal(wj_jdy_material(e->j, "M404", on_result, &a), 0);
+	assert_true(run_until(e, &a.done, 1, 10000));
+	assert_int_equal(a.perm, 1);
+	assert_null(strstr(a.error, "tok-1"));
+	assert_non_null(strstr(a.error, "物料不存在 token *** sig ***"));
+	/* the password quoted by a refused login */
+	use_password(e, "pw-secret-wrong", V1_ACCOUNT);
+	struct outcome b = {0};
+	assert_int_equal(wj_jdy_store(e->j, "WH01", on_result, &b), 0);
+	assert_true(run_until(e, &b.done, 1, 10000));
+	assert_int_equal(b.auth, 1);
+	assert_null(strstr(b.error, "pw-secret-wrong"));
+	assert_null(strstr(wj_jdy_login_error(e->j), "pw-secret-wrong"));
+	assert_non_null(strstr(b.error, "bad password ***"));
+}
+
 static void test_free_with_waiting_calls(void **state)
 {
 	struct env *e = *state;
@@ -963,6 +1377,8 @@ int main(void)
 		cmocka_unit_test(test_saved_bill_absent),
 		cmocka_unit_test(test_expiry_readings),
 		cmocka_unit_test(test_bills_normalise),
+		cmocka_unit_test(test_sign_encodings),
+		cmocka_unit_test(test_lookup_normalise),
 #ifndef WJ_JDY_NO_ASYNC_TEST
 		cmocka_unit_test_setup_teardown(test_single_flight_login, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_relogin_after_expired_token, env_setup, env_teardown),
@@ -971,6 +1387,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_free_with_waiting_calls, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_save_v1_and_find_bills, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_5xx_unknown_after_send, env_setup, env_teardown),
+		cmocka_unit_test_setup_teardown(test_password_login, env_setup, env_teardown),
+		cmocka_unit_test_setup_teardown(test_password_post_and_accounts, env_setup, env_teardown),
+		cmocka_unit_test_setup_teardown(test_app_token_only, env_setup, env_teardown),
+		cmocka_unit_test_setup_teardown(test_errors_masked, env_setup, env_teardown),
 #endif
 	};
 #ifndef WJ_JDY_NO_ASYNC_TEST

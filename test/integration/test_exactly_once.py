@@ -7,7 +7,8 @@ Scenarios (run one with `test_exactly_once.py NAME`):
                 (RK1000…), RK1's answer lost after the save → still one bill; RK2 never reached
                 Kingdee and bills "WDT:RK20"… exist → RK2 is posted, once. The fake's list
                 search matches bill numbers (paging), remarks (paging-remark) or nothing
-                (paging-none, with a mapping that sets a header billno, asked first)
+                (paging-none, with a mapping that sets a header billno, asked first);
+                paging-password lists through the V1 list of the account login
   gateway       a save answered 502, 503 or 504 after the fake stored it → one bill each
   dlq           a save stored but answered with an error envelope goes to the dead letters;
                 `dlq retry` reconciles first → one bill
@@ -115,12 +116,18 @@ def seed_bills(st, remarks):
 
 # ---- reconcile by time range, every page, exact token -----------------------------------
 
-def paging_mode(h, mode, billno=False):
-    what = "paging (search %s%s)" % (mode, ", header billno" if billno else "")
+def paging_mode(h, mode, billno=False, password=False):
+    what = "paging (search %s%s%s)" % (mode, ", header billno" if billno else "",
+                                       ", V1 account login" if password else "")
     st = h["stack"] = e2e_stack(5, seed=71, wdt_args=["--eligible-pct", "100"],
                                 jdy_args=["--search-mode", mode], kingdee__timeout="2s")
     if billno:
         st.cfg["flows"][0]["mapping"] = mapping_v1({"billno": {"template": "PY-{stockin_no}"}})
+    if password:  # the V1 list answers, with its own field names
+        st.cfg["kingdee"].update({"auth": "password", "username": "test-user",
+                                  "password": "test-password",
+                                  "account_id": "1584244570835057173"})
+        del st.cfg["kingdee"]["outer_instance_id"]
     p = proxied(st)
     orders = st.eligible() + extra_orders(st, ["RK1", "RK2"])
     # More than a page of bills whose remark has "WDT:RK1" in it, and near misses of RK2.
@@ -144,10 +151,13 @@ def paging_mode(h, mode, billno=False):
     pages = s.get("queue", {}).get("reconcile_pages", 0)
     check(pages >= 4, "%s: reconciling read every page (%d pages)" % (what, pages))
     if billno:
-        lists = p.seen(lambda r: r.method == "GET" and ("bill_list" in r.path or
-                                                         "gail_bill" in r.path))
+        lists = p.seen(lambda r: r.path.endswith(("bill_list", "gail_bill")) and
+                       r.method == "GET")
         check(any(r.query.get("search") == "PY-RK1" for r in lists),
               "%s: asked by the header bill number first" % what)
+    if password:
+        lists = p.seen(lambda r: r.path.endswith("inv_check_gain_bill_list"))
+        check(lists, "%s: reconciled through the V1 list (%d calls)" % (what, len(lists)))
 
 
 def paging(h):
@@ -160,6 +170,10 @@ def paging_remark(h):
 
 def paging_none(h):
     paging_mode(h, "none", billno=True)
+
+
+def paging_password(h):
+    paging_mode(h, "number", password=True)
 
 
 # ---- 502/503/504 after the body was sent ------------------------------------------------
@@ -349,6 +363,7 @@ SCENARIOS = {
     "paging": paging,
     "paging-remark": paging_remark,
     "paging-none": paging_none,
+    "paging-password": paging_password,
     "gateway": gateway,
     "dlq": dlq,
     "crash": crash,

@@ -108,7 +108,8 @@ static int sign_query(const wj_kv_t *query, size_t nq, wj_jdy_enc_t enc, wj_buf_
 		}
 		pairs[i].text = t.data;
 	}
-	qsort(pairs, nq, sizeof(*pairs), enc == WJ_JDY_ENC_FORM ? pair_cmp_text : pair_cmp_kv);
+	if (nq)
+		qsort(pairs, nq, sizeof(*pairs), enc == WJ_JDY_ENC_FORM ? pair_cmp_text : pair_cmp_kv);
 	for (size_t i = 0; i < nq; i++)
 		if (wj_buf_printf(out, "%s%s", i ? "&" : "", pairs[i].text) < 0)
 			goto fail;

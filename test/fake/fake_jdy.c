@@ -1,9 +1,11 @@
 /* Fake Kingdee Cloud Xingchen gateway for tests, the demo and benchmarks.
  *
  * Serves the real paths (see docs/API.md): gateway signature check, the two-step login with a
- * rotating appSecret and expiring app-tokens, V1 and V2 gain bill saves kept in memory, the
- * material/store lookups over the shared test catalogue, the gain bill list, a sliding 60 s
- * rate limit, and fault injection. Admin endpoints under /admin/ need no signature.
+ * rotating appSecret and expiring app-tokens, the V1 account login (access_token, account
+ * sets), V1 and V2 gain bill saves kept in memory, the material/store lookups over the shared
+ * test catalogue (V2 details, V1 lists), the gain bill lists, a sliding 60 s rate limit, fault
+ * injection and a switch per open reading of the API (see test/fake/README.md). Admin
+ * endpoints under /admin/ need no signature.
  *
  * Error codes chosen here (the real ones are not all known):
  *   HTTP 519 errcode 519         gateway or signature error (with description_cn)
@@ -14,9 +16,13 @@
  *   2000002000                   system error (injected 5xx)
  *   2000002001                   V2 validation error; V1 answers success=false, errorCode 1
  *   2000002003                   unknown material or store number
+ *   1030002011                   V1 path called with the gateway signature (--v1-gateway no)
+ *   1030002012                   V1 call with another account set's groupName/accountId
+ *   HTTP 401 code "401"          V1 access_token invalid or expired
+ *   HTTP 405                     V1 login by a method --v1-login does not take
  *
- * Admin: GET /admin/stats, GET /admin/bills, GET|POST /admin/faults (knobs named like the
- * flags with '_' for '-'), POST /admin/reset-stats, POST /admin/expire-tokens.
+ * Admin: GET /admin/stats, GET /admin/bills, GET /admin/tokens, GET|POST /admin/faults (knobs
+ * named like the flags with '_' for '-'), POST /admin/reset-stats, POST /admin/expire-tokens.
  *
  * Threads: MHD runs one thread per connection; all state sits behind one mutex. */
 #include <errno.h>

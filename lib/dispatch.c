@@ -719,10 +719,11 @@ static void on_find(const wj_jdy_result_t *res, void *arg)
 
 /* The order cannot be posted (j->reason says why): park it in the dead letters. If an earlier
  * save may have made its bill and none was sent in this attempt, ask Kingdee first: a bill
- * found is recorded instead. */
+ * found is recorded instead. While lookups of the job are pending, this waits for them (the
+ * last one to answer parks it). */
 static void park(job_t *j)
 {
-	if (j->unknown && !j->asked && !j->sent_at && j->marker[0]) {
+	if (!j->waiting_lookups && j->unknown && !j->asked && !j->sent_at && j->marker[0]) {
 		j->parking = true;
 		j->out = O_NONE; /* a failure deferred behind lookups is decided after this */
 		reconcile(j);

@@ -14,6 +14,8 @@ Scenarios (run one with `test_exactly_once.py NAME`):
                 `dlq retry` reconciles first → one bill
   crash         a job held behind a long Retry-After, its save slow at the proxy, SIGKILL
                 right after the save reached the proxy, restart → one bill
+  unknown-invalid  an order in flight at a SIGKILL whose lookups then fail one by one (unknown
+                materials and warehouse) → reconciled once, parked once, the daemon unharmed
   outage        Kingdee unreachable for a while (gateway errors, lost answers, failed logins,
                 closed connections) with max_attempts 3 → no dead letter, every order once
   reload        SIGHUP with a mapping that reads one more field, under load → no dead letter
@@ -260,6 +262,43 @@ def crash(h):
     check(len(st.bills()) == 2, "crash: two bills in all (%s)" % c)
 
 
+# ---- an unsettled order that turns out invalid ------------------------------------------------
+
+LOOKUP = "/jdy/v2/bd/"
+
+
+def unknown_invalid(h):
+    # A slow quota (a call every 3 s) keeps calls waiting for their turn while others answer.
+    st = h["stack"] = e2e_stack(1, seed=78, wdt_args=["--eligible-pct", "100"],
+                                kingdee__timeout="2s", kingdee__rate_limit="20/min")
+    p = proxied(st)
+    o = st.eligible()[0]
+    o["details_list"] = o["details_list"][:2]
+    o["details_list"][0]["spec_no"] = "NOSUCH01"
+    if len(o["details_list"]) > 1:
+        o["details_list"][1]["spec_no"] = "NOSUCH02"
+    o["warehouse_no"] = "WH09"
+    st.wdt.admin_post("/admin/orders", {"orders": [o]})
+    no = o["stockin_no"]
+    # Killed while the order is taken: after the restart it is unsettled, and each of its
+    # lookups fails (unknown materials and warehouse) while the others still wait.
+    p.add(lambda r: r.path.startswith(LOOKUP), "delay", seconds=3)
+    st.start()
+    ok = wait_for(lambda: p.seen(lambda r: r.path.startswith(LOOKUP)), timeout=60)
+    check(bool(ok), "unknown-invalid: a lookup of the order reached the proxy")
+    st.daemon.kill()
+    p.clear()
+    st.daemon = Daemon(st.cfg_path).start()
+    settle(st, 1, "unknown-invalid", dead=1)
+    check(st.daemon.alive(), "unknown-invalid: the daemon is still running")
+    dl = ctl(st.cfg_path, "dlq", "show", no).stdout
+    check("NOSUCH0" in dl or "WH09" in dl, "unknown-invalid: parked with a failed lookup as reason")
+    check(len(st.bills()) == 0, "unknown-invalid: no bill")
+    s = wait_status(st, lambda s: s.get("queue", {}).get("reconciled_missing", 0) >= 1)
+    asked = s.get("queue", {}).get("reconciled_missing")
+    check(asked == 1, "unknown-invalid: Kingdee was asked once before it was parked (%s)" % asked)
+
+
 # ---- an outage never uses up attempts ---------------------------------------------------
 
 def outage(h):
@@ -367,6 +406,7 @@ SCENARIOS = {
     "gateway": gateway,
     "dlq": dlq,
     "crash": crash,
+    "unknown-invalid": unknown_invalid,
     "outage": outage,
     "reload": reload,
     "flow-removed": flow_removed,

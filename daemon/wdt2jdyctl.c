@@ -517,17 +517,27 @@ static int requeue(wj_txn_t *t, const char *key, size_t kl)
 	json_object_set_new(doc, "prio", json_integer(PRIO_REPLAY));
 	json_object_del(doc, "first_error");
 	json_object_del(doc, "last_error");
+	json_t *dl = wj_txn_get_json(t, WJ_DB_DEAD, key, kl);
+	/* A body means a save was sent (or about to be): Kingdee may hold its bill even though
+	 * the answer was an error. The daemon asks before posting again. Records of this
+	 * version say so themselves ("unknown", with when the saves were sent); for older ones
+	 * the last save left shortly before the order was parked. */
+	if (json_is_object(json_object_get(dl, "body")) &&
+	    !json_is_true(json_object_get(doc, "unknown"))) {
+		json_object_set_new(doc, "unknown", json_true());
+		json_object_set_new(doc, "unknown_at",
+				    json_integer(1000 * json_integer_value(json_object_get(dl, "ts"))));
+	}
 	wj_val_t ov;
 	if (wj_txn_get(t, WJ_DB_ORDERS, key, kl, &ov) < 0) {
 		/* the order text was released: post the one the dead letter keeps */
-		json_t *dl = wj_txn_get_json(t, WJ_DB_DEAD, key, kl);
 		size_t len;
 		char *text = wj_json_canon(json_object_get(dl, "order"), &len);
 		if (text)
 			wj_txn_put(t, WJ_DB_ORDERS, key, kl, text, len);
 		free(text);
-		json_decref(dl);
 	}
+	json_decref(dl);
 	wj_txn_put_json(t, WJ_DB_DOCS, key, kl, doc);
 	json_decref(doc);
 	uint64_t seq;

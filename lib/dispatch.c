@@ -1,11 +1,30 @@
 /* Dispatcher: takes ready orders from the queue, maps them (with cached lookups) and saves them
  * as Kingdee gain bills, at most kingdee.concurrency at a time, within kingdee.rate_limit.
  *
- * Life of a job:   queue ──take──> in flight ──(reconcile?)──> lookups ──> save ──> outcome
+ * Life of a job:   queue ──take──> in flight ──> lookups ──(reconcile?)──> save ──> outcome
  * Taking moves the entry to the "inflight" database in a committed transaction before any
- * request is sent, so a crash leaves it there; the next start marks it for reconciliation:
- * Kingdee is asked for a bill with the order's marker before anything is posted again.
- * Outcomes of one loop turn are committed together (one transaction), and only then logged. */
+ * request is sent, so a crash leaves it there; the next start marks it for reconciliation.
+ * Outcomes of one loop turn are committed together (one transaction), and only then logged.
+ *
+ * Exactly one bill: a save that may have reached Kingdee without a definite answer (no answer,
+ * a gateway's 5xx, an answer without the bill, an error answer, a crash while in flight) marks
+ * the order "unknown" in its doc, with the bounds of when such saves were sent:
+ *   sent_from   earliest send not yet proven to have made no bill (epoch ms, our clock)
+ *   unknown_at  latest instant such a send can have left; a crash records the restart time,
+ *               which is never earlier than a send of the dead process
+ *   marker      the remark those saves carried
+ * Before anything is posted again (a retry, a replay from the dead letters, a restart), the job
+ * waits until twice the request timeout has passed since unknown_at, then asks Kingdee: first
+ * by the header bill number when the mapping sets one, then by listing every page of the bills
+ * created from sent_from to unknown_at (plus the timeout and a margin for the two clocks) and
+ * matching the marker as a whole token of the remark. A bill found is recorded as the order's;
+ * none found clears the mark and the save goes. How Kingdee's list "search" matches plays no
+ * part in it.
+ *
+ * Outages: a call that finds no one answering (no connection, no answer, a gateway's 5xx, a
+ * failed login, 429) pauses the whole endpoint (gate_outage) and puts the job back without
+ * using up one of its attempts. Only answers about the order itself (refusals, answers that
+ * cannot be read, and failures while other calls get answers) count as attempts. */
 #include "lib/engine_int.h"
 
 #include <errno.h>
@@ -19,7 +38,14 @@
 
 static const char *MOD = "dispatch";
 
+/* How far Kingdee's clock may be off ours, both ways, when listing bills by creation time. */
+#define CLOCK_MARGIN_MS (15 * 60 * 1000LL)
+/* Pages of one listing read at most before reconciliation gives up (and parks the order). */
+#define RECONCILE_MAX_PAGES 1000
+
 typedef enum { O_NONE, O_SAVED, O_RETRY, O_DELAY, O_DEAD } outcome_t;
+/* Reconciliation: not running, by header bill number, by creation time. */
+typedef enum { R_NONE, R_BILLNO, R_TIME } rphase_t;
 
 typedef struct job job_t;
 struct job {
@@ -33,21 +59,31 @@ struct job {
 	char id[128];
 	char stockin_no[128];
 	char marker[256];
+	char old_marker[256]; /* the marker of earlier unsettled saves, if recorded */
 	json_t *doc;      /* the doc record as taken */
 	json_t *order;    /* the order being posted (from the orders database) */
 	bool slim;        /* order is the projection for the mapping (wj_mapping_project) */
+	char slim_id[17]; /* ... made for the mapping with this id */
 	json_t *resolved; /* "m:NUMBER"/"s:NUMBER" → Kingdee object */
 	json_t *missing;  /* lookups the last mapping attempt needed */
 	json_t *body;
 	unsigned waiting_lookups;
 	bool calling;     /* a Kingdee call of this job is in flight */
 	bool orphan;      /* dispatcher gone: free on completion */
-	bool reconciled;
+	bool reconciled;  /* Kingdee said in this attempt that no bill of the order exists */
+	bool parking;     /* parked once the reconciliation has answered (reason is set) */
+	bool asked;       /* a reconciliation was started in this attempt */
+	rphase_t rphase;
+	unsigned rpage;
+	int64_t r_from, r_to; /* the creation-time range listed */
 	uint64_t started;
+	uint64_t call_mono; /* when the current call was handed to the client (monotonic) */
 	int64_t sent_at;  /* wall ms when the save was sent (0: not sent in this attempt) */
+	/* an unsettled earlier save (see the top of the file) */
+	bool unknown;
+	int64_t sent_from, unknown_at;
 	/* outcome */
 	outcome_t out;
-	bool unknown;     /* the last attempt may have reached Kingdee */
 	int64_t delay_ms; /* O_DELAY */
 	char bill_id[128], bill_no[128];
 	char reason[600];
@@ -60,6 +96,7 @@ typedef struct lookup {
 	job_t **waiters;
 	size_t n_waiters;
 	bool calling; /* the request is in flight (not just waiting for the gate) */
+	uint64_t call_mono; /* when it was handed to the client (monotonic) */
 } lookup_t;
 
 struct dispatcher {
@@ -74,12 +111,14 @@ struct dispatcher {
 	json_t *lk_mem;    /* parsed lookup cache entries: key → {"data", "expires_ms"} */
 	uv_timer_t flush_timer;
 	bool flush_pending, stopped, closing;
-	uint64_t saved, retried, dead, reconciled_found, reconciled_missing, lookups_done;
+	uint64_t saved, retried, dead, reconciled_found, reconciled_missing, reconcile_pages;
+	uint64_t lookups_done;
 	uint64_t save_ms_total, save_count;
 };
 
 static void start_job(job_t *j);
 static void finish(job_t *j, outcome_t out);
+static void park(job_t *j);
 
 /* ---- jobs -------------------------------------------------------------------------------- */
 
@@ -100,9 +139,45 @@ static void job_fields(const job_t *j, char *buf, size_t size)
 	wj_logfmt_kv(buf, size, "stockin_no", j->stockin_no);
 }
 
-static const json_t *job_order(const job_t *j)
+/* The order to map with m: the projection taken with the job if it was made for m, else the
+ * whole order (the mapping changed since: a reload). 0 or -errno. */
+static int job_order_for(job_t *j, const wj_mapping_t *m)
 {
-	return j->order;
+	if (!j->slim || !strcmp(j->slim_id, wj_mapping_id(m)))
+		return 0;
+	wj_txn_t t;
+	int r = wj_txn_begin(j->d->e->store, &t, false);
+	if (r < 0)
+		return r;
+	json_t *order = wj_txn_get_json(&t, WJ_DB_ORDERS, j->key, j->klen);
+	wj_txn_abort(&t);
+	if (!order)
+		return -ENOENT;
+	json_decref(j->order);
+	j->order = order;
+	j->slim = false;
+	return 0;
+}
+
+/* The flow's mapping, with the job's order made fit for it; NULL when the job is finished
+ * (the flow left the configuration, or the order cannot be read). */
+static const wj_mapping_t *job_mapping(job_t *j)
+{
+	const wj_mapping_t *m = wj_engine_mapping(j->d->e, j->flow);
+	if (!m) {
+		snprintf(j->reason, sizeof(j->reason),
+			 "flow removed: \"%s\" is not in the configuration (replay the order with "
+			 "dlq retry once the flow is back)", j->flow);
+		finish(j, O_DEAD);
+		return NULL;
+	}
+	int r = job_order_for(j, m);
+	if (r < 0) {
+		snprintf(j->reason, sizeof(j->reason), "cannot read the order: %s", strerror(-r));
+		finish(j, O_RETRY);
+		return NULL;
+	}
+	return m;
 }
 
 static int outcome_of(wj_jdy_class_t c)
@@ -117,8 +192,8 @@ static int outcome_of(wj_jdy_class_t c)
 	}
 }
 
-/* Decide what a failed call means for the job. Returns true when handled (job finished). */
-static void fail_call(job_t *j, const wj_jdy_result_t *res, const char *what)
+/* Decide what a failed call (sent at sent_mono) means for the job, and finish it. */
+static void fail_call(job_t *j, const wj_jdy_result_t *res, const char *what, uint64_t sent_mono)
 {
 	wj_engine_t *e = j->d->e;
 	snprintf(j->reason, sizeof(j->reason), "%s: %s", what, res->error[0] ? res->error : "error");
@@ -137,19 +212,55 @@ static void fail_call(job_t *j, const wj_jdy_result_t *res, const char *what)
 		finish(j, O_DELAY);
 		return;
 	case WJ_JDY_PERMANENT:
-		finish(j, O_DEAD);
-		return;
-	case WJ_JDY_UNKNOWN:
-		j->unknown = true;
-		finish(j, O_RETRY);
+		park(j);
 		return;
 	default:
-		finish(j, O_RETRY);
+		break;
+	}
+	/* No answer, or a gateway's: Kingdee or the way to it is down, unless other calls got
+	 * answers meanwhile (then it is about this call: an attempt). A request that never left
+	 * (no connection, a failed login) is never about the order. */
+	bool down = res->http_status == 0 || res->http_status >= 500;
+	bool never_sent = res->cls == WJ_JDY_TRANSIENT && res->http_status == 0;
+	if (down && (never_sent || !gate_up_since(&e->jdy_gate, sent_mono))) {
+		j->delay_ms = gate_outage(&e->jdy_gate, sent_mono, res->retry_after_ms);
+		if (j->delay_ms < 100)
+			j->delay_ms = 100; /* the pause is over: back after this turn's commit */
+		wj_engine_set_error(e, "%s", j->reason);
+		finish(j, O_DELAY);
 		return;
 	}
+	finish(j, O_RETRY);
 }
 
 /* ---- save ---------------------------------------------------------------------------------- */
+
+/* Whether a save that failed this way may have made a bill: anything but a refusal by the
+ * gateway before the service (429, 401/403) or a request that never left. A refusal of the
+ * service itself may come with a bill stored anyway. */
+static bool save_maybe_made(const wj_jdy_result_t *res)
+{
+	switch (res->cls) {
+	case WJ_JDY_RATE_LIMITED:
+	case WJ_JDY_AUTH:
+		return false;
+	case WJ_JDY_TRANSIENT:
+		return res->http_status != 0; /* an answer came, so the body went */
+	default:
+		return true;
+	}
+}
+
+/* A save sent at j->sent_at may have made a bill: reconcile before any other. */
+static void mark_unknown(job_t *j)
+{
+	j->unknown = true;
+	if (!j->sent_from || j->sent_at < j->sent_from)
+		j->sent_from = j->sent_at;
+	if (j->sent_at > j->unknown_at)
+		j->unknown_at = j->sent_at;
+	snprintf(j->old_marker, sizeof(j->old_marker), "%s", j->marker);
+}
 
 static void on_save(const wj_jdy_result_t *res, void *arg)
 {
@@ -159,16 +270,20 @@ static void on_save(const wj_jdy_result_t *res, void *arg)
 		job_free(j);
 		return;
 	}
-	wj_engine_count(j->d->e, EP_JDY_SAVE, outcome_of(res->cls));
+	wj_engine_t *e = j->d->e;
+	wj_engine_count(e, EP_JDY_SAVE, outcome_of(res->cls));
 	if (res->cls != WJ_JDY_OK) {
-		fail_call(j, res, "save");
+		if (save_maybe_made(res))
+			mark_unknown(j);
+		fail_call(j, res, "save", j->call_mono);
 		return;
 	}
+	gate_ok(&e->jdy_gate, j->call_mono);
 	if (wj_jdy_saved_bill(res->data, j->bill_id, sizeof(j->bill_id), j->bill_no,
 			      sizeof(j->bill_no)) < 0) {
 		/* Accepted, but the answer does not say which bill: settle it by the marker. */
 		snprintf(j->reason, sizeof(j->reason), "save: answer without a bill id");
-		j->unknown = true;
+		mark_unknown(j);
 		finish(j, O_RETRY);
 		return;
 	}
@@ -187,8 +302,10 @@ static void do_save(void *arg)
 	char *text = wj_json_dumps_body(j->body);
 	j->calling = true;
 	j->sent_at = wj_now_ms();
+	j->call_mono = wj_mono_ms();
 	if (!text || wj_jdy_save(j->d->e->jdy, text, on_save, j) < 0) {
 		j->calling = false;
+		j->sent_at = 0;
 		snprintf(j->reason, sizeof(j->reason), "save: cannot start the request");
 		finish(j, O_RETRY);
 	}
@@ -256,22 +373,32 @@ static const json_t *lookup_cb(void *arg, char kind, const char *number)
 }
 
 static void lookup_request(job_t *j, const char *key);
+static void reconcile(job_t *j);
 
 static void map_job(job_t *j)
 {
+	const wj_mapping_t *m = job_mapping(j); /* again: a reload may have come meanwhile */
+	if (!m)
+		return;
 	lk_ctx_t c = {.j = j};
 	c.txn_ok = wj_txn_begin(j->d->e->store, &c.txn, false) == 0;
 	json_object_clear(j->missing);
 	int rc;
 	char err[600];
-	json_t *body = wj_mapping_apply(wj_engine_mapping(j->d->e, j->flow), job_order(j), lookup_cb, &c, &rc, err,
-					sizeof(err));
+	json_t *body = wj_mapping_apply(m, j->order, lookup_cb, &c, &rc, err, sizeof(err));
 	if (c.txn_ok)
 		wj_txn_abort(&c.txn);
 	if (rc == 0) {
 		json_decref(j->body);
 		j->body = body;
-		gate_enter(&j->d->e->jdy_gate, do_save, j);
+		/* the marker of this body (the mapping may have changed since the start) */
+		char marker[sizeof(j->marker)];
+		if (wj_mapping_marker(m, j->order, marker, sizeof(marker)) == 0)
+			memcpy(j->marker, marker, sizeof(marker));
+		if (j->unknown && !j->reconciled)
+			reconcile(j); /* an earlier save may have made the bill */
+		else
+			gate_enter(&j->d->e->jdy_gate, do_save, j);
 		return;
 	}
 	if (rc == -EAGAIN) {
@@ -285,7 +412,7 @@ static void map_job(job_t *j)
 		return;
 	}
 	snprintf(j->reason, sizeof(j->reason), "%s", err);
-	finish(j, O_DEAD);
+	park(j);
 }
 
 typedef struct cache_put {
@@ -309,6 +436,8 @@ static void lookup_done(lookup_t *l, const wj_jdy_result_t *res)
 			*pp = l->next;
 			break;
 		}
+	if (res->cls == WJ_JDY_OK)
+		gate_ok(&d->e->jdy_gate, l->call_mono);
 	if (res->cls == WJ_JDY_OK && res->data) {
 		json_t *entry = json_pack("{s:O, s:I}", "data", res->data, "expires_ms",
 					  (json_int_t)(wj_now_ms() + (int64_t)d->e->cfg->kingdee.lookup_ttl_ms));
@@ -343,14 +472,16 @@ static void lookup_done(lookup_t *l, const wj_jdy_result_t *res)
 			snprintf(what2, sizeof(what2), "Kingdee %s %s (WDT %s)", what, l->key + 2, num);
 			/* Keep the job until its other lookups have answered. */
 			j->waiting_lookups++;
-			fail_call(j, &r2, what2);
+			fail_call(j, &r2, what2, l->call_mono);
 			j->waiting_lookups--;
 		}
 		if (--j->waiting_lookups == 0) {
-			if (j->out != O_NONE)
-				finish(j, j->out); /* deferred failure, now complete */
-			else
+			if (j->out == O_NONE)
 				map_job(j);
+			else if (j->out == O_DEAD)
+				park(j); /* deferred failure, now complete */
+			else
+				finish(j, j->out);
 		}
 	}
 	free(l->waiters);
@@ -380,6 +511,7 @@ static void do_lookup(void *arg)
 	lookup_t *l = arg;
 	wj_engine_t *e = l->d->e;
 	l->calling = true;
+	l->call_mono = wj_mono_ms();
 	int r = l->key[0] == 's' ? wj_jdy_store(e->jdy, l->key + 2, on_lookup, l)
 				 : wj_jdy_material(e->jdy, l->key + 2, on_lookup, l);
 	if (r < 0) {
@@ -426,6 +558,98 @@ oom:
 
 /* ---- reconciliation ------------------------------------------------------------------------ */
 
+/* Characters that continue a document number: a marker next to one of them is part of a
+ * longer token ("WDT:RK1" in "WDT:RK10" or "WDT:RK1-2"). Anything else delimits it (spaces,
+ * other punctuation, Chinese text). */
+static bool token_char(unsigned char c)
+{
+	return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+	       c == '-' || c == '_' || c == '.' || c == '/';
+}
+
+bool wj_marker_in(const char *text, const char *marker)
+{
+	size_t ml = strlen(marker);
+	if (!text || !ml)
+		return false;
+	bool open_start = token_char((unsigned char)marker[0]);
+	bool open_end = token_char((unsigned char)marker[ml - 1]);
+	for (const char *p = strstr(text, marker); p; p = strstr(p + 1, marker)) {
+		if (open_start && p > text && token_char((unsigned char)p[-1]))
+			continue;
+		if (open_end && token_char((unsigned char)p[ml]))
+			continue;
+		return true;
+	}
+	return false;
+}
+
+static void on_find(const wj_jdy_result_t *res, void *arg);
+static void do_find(void *arg);
+
+/* List from the first page, by bill number or by creation time. */
+static void list_from(job_t *j, rphase_t phase)
+{
+	j->rphase = phase;
+	j->rpage = 1;
+	gate_enter(&j->d->e->jdy_gate, do_find, j);
+}
+
+static void do_find(void *arg)
+{
+	job_t *j = arg;
+	if (j->d->stopped) {
+		snprintf(j->reason, sizeof(j->reason), "shutting down before reconciling");
+		j->delay_ms = 0;
+		finish(j, O_DELAY);
+		return;
+	}
+	wj_jdy_bill_query_t q = {.page = j->rpage};
+	if (j->rphase == R_BILLNO) {
+		q.search = json_string_value(json_object_get(j->body, "billno"));
+	} else {
+		q.created_from_ms = j->r_from;
+		q.created_to_ms = j->r_to;
+	}
+	j->calling = true;
+	j->call_mono = wj_mono_ms();
+	if (wj_jdy_list_bills(j->d->e->jdy, &q, on_find, j) < 0) {
+		j->calling = false;
+		snprintf(j->reason, sizeof(j->reason), "reconcile: cannot start the request");
+		finish(j, O_RETRY);
+	}
+}
+
+/* Ask Kingdee whether an earlier save of the job made a bill: by the header bill number when
+ * the body has one, then by listing the bills created while such a save can have been
+ * processed, every page, whatever the list's search matches. */
+static void reconcile(job_t *j)
+{
+	const char *billno = json_string_value(json_object_get(j->body, "billno"));
+	j->asked = true;
+	j->r_from = j->r_to = 0; /* no lower bound known (an old record): every bill */
+	if (j->sent_from > 0) {
+		/* Processed at the latest when twice the timeout has passed after the last send
+		 * (the settle wait); bounded by now, and by each clock's error both ways. */
+		int64_t settled = (j->unknown_at > j->sent_from ? j->unknown_at : j->sent_from) +
+				  2 * (int64_t)j->d->e->cfg->kingdee.timeout_ms;
+		int64_t now = wj_now_ms();
+		j->r_from = j->sent_from > CLOCK_MARGIN_MS ? j->sent_from - CLOCK_MARGIN_MS : 1;
+		j->r_to = (settled < now ? settled : now) + CLOCK_MARGIN_MS;
+	}
+	list_from(j, billno && *billno ? R_BILLNO : R_TIME);
+}
+
+static bool row_is_ours(const job_t *j, const json_t *row)
+{
+	if (j->rphase == R_BILLNO)
+		return !strcmp(json_string_value(json_object_get(row, "bill_no")) ?: "",
+			       json_string_value(json_object_get(j->body, "billno")));
+	const char *remark = json_string_value(json_object_get(row, "remark"));
+	return wj_marker_in(remark, j->marker) ||
+	       (j->old_marker[0] && wj_marker_in(remark, j->old_marker));
+}
+
 static void on_find(const wj_jdy_result_t *res, void *arg)
 {
 	job_t *j = arg;
@@ -434,76 +658,105 @@ static void on_find(const wj_jdy_result_t *res, void *arg)
 		job_free(j);
 		return;
 	}
-	wj_engine_count(j->d->e, EP_JDY_LIST, outcome_of(res->cls));
-	if (res->cls != WJ_JDY_OK) {
-		j->unknown = true; /* still unsettled */
-		fail_call(j, res, "reconcile");
+	wj_engine_t *e = j->d->e;
+	wj_engine_count(e, EP_JDY_LIST, outcome_of(res->cls));
+	if (res->cls == WJ_JDY_PERMANENT && j->rphase == R_BILLNO) {
+		list_from(j, R_TIME); /* a search refused: the listing by time still tells */
 		return;
 	}
+	if (res->cls != WJ_JDY_OK) {
+		j->rphase = R_NONE; /* still unsettled; asked again next time */
+		fail_call(j, res, "reconcile", j->call_mono);
+		return;
+	}
+	gate_ok(&e->jdy_gate, j->call_mono);
+	j->d->reconcile_pages++;
+	const json_t *rows = json_object_get(res->data, "rows");
 	size_t i;
 	json_t *row;
-	json_array_foreach(json_object_get(res->data, "rows"), i, row) {
-		const char *remark = json_string_value(json_object_get(row, "remark"));
-		if (remark && !strcmp(remark, j->marker)) {
-			wj_json_text(json_object_get(row, "id"), j->bill_id, sizeof(j->bill_id));
-			wj_json_text(json_object_get(row, "bill_no"), j->bill_no, sizeof(j->bill_no));
-			j->d->reconciled_found++;
-			j->reconciled = true;
-			char f[512];
-			job_fields(j, f, sizeof(f));
-			wj_logfmt_kv(f, sizeof(f), "bill_no", j->bill_no);
-			wj_info(MOD, f, "bill already in Kingdee (earlier attempt succeeded): recorded");
-			finish(j, O_SAVED);
-			return;
-		}
-	}
-	j->d->reconciled_missing++;
-	j->unknown = false;
-	map_job(j);
-}
-
-static void do_find(void *arg)
-{
-	job_t *j = arg;
-	if (j->d->stopped) {
-		j->unknown = true;
-		snprintf(j->reason, sizeof(j->reason), "shutting down before reconciling");
-		finish(j, O_DELAY);
+	json_array_foreach(rows, i, row) {
+		if (!row_is_ours(j, row))
+			continue;
+		wj_json_text(json_object_get(row, "id"), j->bill_id, sizeof(j->bill_id));
+		wj_json_text(json_object_get(row, "bill_no"), j->bill_no, sizeof(j->bill_no));
+		j->d->reconciled_found++;
+		j->rphase = R_NONE;
+		char f[512];
+		job_fields(j, f, sizeof(f));
+		wj_logfmt_kv(f, sizeof(f), "bill_no", j->bill_no);
+		wj_info(MOD, f, "bill already in Kingdee (earlier attempt succeeded): recorded");
+		finish(j, O_SAVED);
 		return;
 	}
-	j->calling = true;
-	if (wj_jdy_find_bills(j->d->e->jdy, j->marker, 1, on_find, j) < 0) {
-		j->calling = false;
-		j->unknown = true;
-		snprintf(j->reason, sizeof(j->reason), "reconcile: cannot start the request");
-		finish(j, O_RETRY);
+	int64_t total = json_integer_value(json_object_get(res->data, "total_page"));
+	if (json_array_size(rows) && (int64_t)j->rpage < total) {
+		if (j->rpage >= RECONCILE_MAX_PAGES) {
+			j->rphase = R_NONE;
+			snprintf(j->reason, sizeof(j->reason),
+				 "reconcile: more than %u pages of bills to read; check Kingdee for "
+				 "a bill with remark %s by hand", RECONCILE_MAX_PAGES, j->marker);
+			finish(j, O_DEAD);
+			return;
+		}
+		j->rpage++;
+		gate_enter(&e->jdy_gate, do_find, j);
+		return;
 	}
+	if (j->rphase == R_BILLNO) { /* not under its number: by creation time */
+		list_from(j, R_TIME);
+		return;
+	}
+	j->rphase = R_NONE;
+	j->d->reconciled_missing++;
+	j->reconciled = true;
+	j->unknown = false;
+	j->sent_from = j->unknown_at = 0;
+	if (j->parking)
+		finish(j, O_DEAD);
+	else
+		gate_enter(&e->jdy_gate, do_save, j);
+}
+
+/* The order cannot be posted (j->reason says why): park it in the dead letters. If an earlier
+ * save may have made its bill and none was sent in this attempt, ask Kingdee first: a bill
+ * found is recorded instead. While lookups of the job are pending, this waits for them (the
+ * last one to answer parks it). */
+static void park(job_t *j)
+{
+	if (!j->waiting_lookups && j->unknown && !j->asked && !j->sent_at && j->marker[0]) {
+		j->parking = true;
+		j->out = O_NONE; /* a failure deferred behind lookups is decided after this */
+		reconcile(j);
+		return;
+	}
+	finish(j, O_DEAD);
 }
 
 static void start_job(job_t *j)
 {
-	if (wj_mapping_marker(wj_engine_mapping(j->d->e, j->flow), job_order(j), j->marker, sizeof(j->marker)) < 0) {
+	const wj_mapping_t *m = job_mapping(j);
+	if (!m)
+		return;
+	if (wj_mapping_marker(m, j->order, j->marker, sizeof(j->marker)) < 0) {
 		snprintf(j->reason, sizeof(j->reason), "order %s: cannot build the marker (remark)",
 			 j->stockin_no);
 		finish(j, O_DEAD);
 		return;
 	}
-	if (!json_is_true(json_object_get(j->doc, "unknown"))) {
-		map_job(j);
-		return;
+	if (j->unknown) {
+		/* A save of an earlier attempt may still be on its way through Kingdee: ask only
+		 * when it must have finished (twice the request timeout after it can have left). */
+		int64_t settle = j->unknown_at + 2 * (int64_t)j->d->e->cfg->kingdee.timeout_ms -
+				 wj_now_ms();
+		if (settle > 0) {
+			j->delay_ms = settle;
+			snprintf(j->reason, sizeof(j->reason),
+				 "waiting for an earlier attempt to settle");
+			finish(j, O_DELAY);
+			return;
+		}
 	}
-	/* A request of an earlier attempt may still be on its way through Kingdee: ask only
-	 * when it must have finished (twice the request timeout after it was sent). */
-	int64_t since = json_integer_value(json_object_get(j->doc, "unknown_at"));
-	int64_t settle = since + 2 * (int64_t)j->d->e->cfg->kingdee.timeout_ms - wj_now_ms();
-	if (settle > 0) {
-		j->unknown = true;
-		j->delay_ms = settle;
-		snprintf(j->reason, sizeof(j->reason), "waiting for an earlier attempt to settle");
-		finish(j, O_DELAY);
-		return;
-	}
-	gate_enter(&j->d->e->jdy_gate, do_find, j);
+	map_job(j);
 }
 
 /* ---- outcomes ------------------------------------------------------------------------------- */
@@ -553,6 +806,36 @@ static void delay_entry(wj_txn_t *t, const job_t *j, int prio, int64_t due_ms)
 	wj_txn_put(t, WJ_DB_DELAYED, k, sizeof(k), v, 1 + j->klen);
 }
 
+/* Write what is known of unsettled saves into the doc (see the top of the file). */
+static void doc_set_unknown(json_t *doc, const job_t *j)
+{
+	if (!j->unknown) {
+		json_object_del(doc, "unknown");
+		json_object_del(doc, "unknown_at");
+		json_object_del(doc, "sent_from");
+		json_object_del(doc, "marker");
+		return;
+	}
+	json_object_set_new(doc, "unknown", json_true());
+	if (j->sent_from)
+		json_object_set_new(doc, "sent_from", json_integer(j->sent_from));
+	if (j->unknown_at)
+		json_object_set_new(doc, "unknown_at", json_integer(j->unknown_at));
+	if (j->old_marker[0])
+		json_object_set_new(doc, "marker", json_string(j->old_marker));
+}
+
+/* The earliest send of the order that may have made a bill not found yet, from its doc: 0
+ * when none is known. A record written before "sent_from" existed has the time of the last
+ * send (or take) in "unknown_at", and reconciled before each send. */
+static int64_t doc_sent_from(const json_t *doc)
+{
+	int64_t v = json_integer_value(json_object_get(doc, "sent_from"));
+	if (!v && json_is_true(json_object_get(doc, "unknown")))
+		v = json_integer_value(json_object_get(doc, "unknown_at"));
+	return v;
+}
+
 static void apply_outcome(wj_txn_t *t, job_t *j, outcome_t *final)
 {
 	const wj_config_t *cfg = j->d->e->cfg;
@@ -585,14 +868,7 @@ static void apply_outcome(wj_txn_t *t, job_t *j, outcome_t *final)
 			out = O_DEAD;
 		}
 	}
-	if (j->unknown) {
-		json_object_set_new(doc, "unknown", json_true());
-		if (j->sent_at)
-			json_object_set_new(doc, "unknown_at", json_integer(j->sent_at));
-	} else {
-		json_object_del(doc, "unknown");
-		json_object_del(doc, "unknown_at");
-	}
+	doc_set_unknown(doc, j);
 
 	switch (out) {
 	case O_SAVED:
@@ -600,7 +876,8 @@ static void apply_outcome(wj_txn_t *t, job_t *j, outcome_t *final)
 		json_object_set_new(doc, "bill_id", json_string(j->bill_id));
 		json_object_set_new(doc, "bill_no", json_string(j->bill_no));
 		json_object_set_new(doc, "saved_at", json_integer(wj_now()));
-		json_object_del(doc, "unknown");
+		j->unknown = false;
+		doc_set_unknown(doc, j);
 		wj_txn_del(t, WJ_DB_ORDERS, j->key, j->klen); /* posted: the order is not needed */
 		wj_txn_del(t, WJ_DB_SLIM, j->key, j->klen);
 		meta_add(t, "stat:saved", 1);
@@ -737,6 +1014,7 @@ typedef struct taken {
 	size_t klen;
 	json_t *doc, *order;
 	bool slim;
+	char slim_id[17];
 } taken_t;
 
 typedef struct take_ctx {
@@ -811,6 +1089,7 @@ static int take_fn(wj_txn_t *t, void *arg)
 			    wj_txn_get(t, WJ_DB_ORDERS, tk->key, tk->klen, &dv) == 0) {
 				order = json_loadb((const char *)ov.data + il, ov.len - il, 0, NULL);
 				tk->slim = order != NULL;
+				snprintf(tk->slim_id, sizeof(tk->slim_id), "%s", id);
 			}
 			if (!order && wj_txn_get(t, WJ_DB_ORDERS, tk->key, tk->klen, &ov) == 0)
 				order = json_loadb(ov.data, ov.len, 0, NULL);
@@ -874,11 +1153,21 @@ static void take_done(dispatcher_t *d, take_ctx_t *c)
 		j->doc = tk->doc;
 		j->order = tk->order;
 		j->slim = tk->slim;
+		memcpy(j->slim_id, tk->slim_id, sizeof(j->slim_id));
 		tk->doc = tk->order = NULL;
 		snprintf(j->stockin_no, sizeof(j->stockin_no), "%s",
 			 json_string_value(json_object_get(j->doc, "stockin_no")) ?: "?");
 		/* An earlier attempt may have reached Kingdee: keep saying so until settled. */
 		j->unknown = json_is_true(json_object_get(j->doc, "unknown"));
+		if (j->unknown) {
+			j->unknown_at = json_integer_value(json_object_get(j->doc, "unknown_at"));
+			j->sent_from = doc_sent_from(j->doc);
+			if (!j->sent_from) /* replayed from an old record: since the order was seen */
+				j->sent_from = 1000 * json_integer_value(
+							      json_object_get(j->doc, "first_seen"));
+			snprintf(j->old_marker, sizeof(j->old_marker), "%s",
+				 json_string_value(json_object_get(j->doc, "marker")) ?: "");
+		}
 		j->resolved = json_object();
 		j->missing = json_object();
 		j->next = d->jobs;
@@ -1019,14 +1308,24 @@ static int recover_fn(wj_txn_t *t, void *arg)
 		memcpy(key, k.data, kl);
 		int64_t taken_at = v.len == 8 ? (int64_t)wj_u64be_get(v.data) : wj_now_ms();
 		wj_iter_del(&it);
+		int64_t now = wj_now_ms();
 		wj_val_t dv;
 		json_t *doc = NULL;
 		if (wj_txn_get(t, WJ_DB_DOCS, key, kl, &dv) == 0)
 			doc = json_loadb(dv.data, dv.len, 0, NULL);
 		if (doc) {
+			/* A save may have left at any time between the take and the death of the
+			 * previous process, and may still be processed: sent no earlier than the
+			 * take, and no later than now (the restart), which is what the settle wait
+			 * counts from. The exact send time is not recorded: that would cost a
+			 * synced commit per save. */
+			int64_t from = doc_sent_from(doc);
+			if (!from || taken_at < from)
+				from = taken_at;
 			json_object_set_new(doc, "state", json_string("queued"));
 			json_object_set_new(doc, "unknown", json_true());
-			json_object_set_new(doc, "unknown_at", json_integer(taken_at));
+			json_object_set_new(doc, "sent_from", json_integer(from));
+			json_object_set_new(doc, "unknown_at", json_integer(now));
 			wj_txn_put_json(t, WJ_DB_DOCS, key, kl, doc);
 			uint64_t seq;
 			wj_txn_seq_next(t, &seq);
@@ -1120,12 +1419,13 @@ void dispatcher_free(dispatcher_t *d)
 
 json_t *dispatcher_status(dispatcher_t *d)
 {
-	return json_pack("{s:i, s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:f}", "active", d->n_running,
-			 "taken_ahead", d->n_ready,
+	return json_pack("{s:i, s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f}", "active",
+			 d->n_running, "taken_ahead", d->n_ready,
 			 "saved_since_start", (json_int_t)d->saved, "retried_since_start",
 			 (json_int_t)d->retried, "dead_since_start", (json_int_t)d->dead,
 			 "reconciled_found", (json_int_t)d->reconciled_found, "reconciled_missing",
-			 (json_int_t)d->reconciled_missing, "lookups", (json_int_t)d->lookups_done,
+			 (json_int_t)d->reconciled_missing, "reconcile_pages",
+			 (json_int_t)d->reconcile_pages, "lookups", (json_int_t)d->lookups_done,
 			 "avg_save_ms",
 			 d->save_count ? (double)d->save_ms_total / (double)d->save_count : 0.0);
 }

@@ -174,6 +174,50 @@ void gate_pause(gate_t *g, int64_t ms)
 	wj_warn(MOD, f, "rate limited: pausing all calls for %lld ms", (long long)ms);
 }
 
+void gate_ok(gate_t *g, uint64_t sent_mono)
+{
+	g->ok_mono = wj_mono_ms();
+	if (!g->outage || sent_mono < g->outage_mono)
+		return; /* sent before the last pause: says nothing about now */
+	char f[128] = "";
+	wj_logfmt_kv(f, sizeof(f), "api", g->name);
+	wj_info(MOD, f, "answering again after %u pauses", g->outage);
+	g->outage = 0;
+}
+
+bool gate_up_since(const gate_t *g, uint64_t mono)
+{
+	return g->ok_mono > mono;
+}
+
+int64_t gate_outage(gate_t *g, uint64_t sent_mono, int64_t hint_ms)
+{
+	const wj_config_t *cfg = g->e->cfg;
+	uint64_t now = wj_mono_ms();
+	if (!g->outage || sent_mono >= g->outage_mono) {
+		unsigned shift = g->outage < 30 ? g->outage : 30;
+		uint64_t ms = cfg->queue.backoff_initial_ms << shift;
+		if (ms > cfg->queue.backoff_max_ms || ms >> shift != cfg->queue.backoff_initial_ms)
+			ms = cfg->queue.backoff_max_ms;
+		if (hint_ms > 0 && (uint64_t)hint_ms > ms)
+			ms = (uint64_t)hint_ms;
+		if (ms > cfg->http.max_retry_after_ms)
+			ms = cfg->http.max_retry_after_ms; /* never a pause without end */
+		g->outage++;
+		g->outage_mono = now;
+		g->outage_until = now + ms;
+		wj_tbucket_pause_until(&g->bucket, now + ms);
+		int64_t until = wj_now_ms() + (int64_t)ms;
+		if (until > g->paused_until_ms)
+			g->paused_until_ms = until;
+		char f[128] = "";
+		wj_logfmt_kv(f, sizeof(f), "api", g->name);
+		wj_warn(MOD, f, "no answer: pausing all calls for %llu ms (pause %u)",
+			(unsigned long long)ms, g->outage);
+	}
+	return g->outage_until > now ? (int64_t)(g->outage_until - now) : 0;
+}
+
 static void engine_handle_closed(uv_handle_t *h);
 
 void gate_close(gate_t *g)
@@ -298,7 +342,7 @@ const wj_mapping_t *wj_engine_mapping(const wj_engine_t *e, const char *flow)
 	for (size_t i = 0; i < n; i++)
 		if (!strcmp(e->cfg->flows[i].name, flow))
 			return e->mappings[i];
-	return e->mappings[0]; /* a flow removed from the configuration: its orders still post */
+	return NULL; /* a flow removed from the configuration: its orders are parked */
 }
 
 /* ---- housekeeping ---------------------------------------------------------------------- */
@@ -616,6 +660,8 @@ json_t *wj_engine_status(wj_engine_t *e)
 		json_object_set_new(kd, "token_expires", json_null());
 	}
 	json_object_set_new(kd, "logged_in", json_boolean(wj_jdy_has_token(e->jdy)));
+	json_object_set_new(kd, "unreachable", json_boolean(e->jdy_gate.outage > 0));
+	json_object_set_new(kd, "outage_pauses", json_integer(e->jdy_gate.outage));
 	json_object_set_new(st, "kingdee", kd);
 	/* WDT's clock minus this host's (conservative estimate), null until an answer had a Date */
 	int64_t off = e->wdt_clock.offset_ms;

@@ -34,6 +34,12 @@ typedef struct gate {
 	gate_wait_t *head, *tail;
 	unsigned waiting;
 	int64_t paused_until_ms; /* wall clock, for status */
+	/* Outage: calls found no one answering (no connection, no answer, a gateway's 5xx, a failed
+	 * login). Each failed probe doubles the pause of the whole endpoint. */
+	unsigned outage;         /* pauses in a row (0: the endpoint answers) */
+	uint64_t outage_mono;    /* when the last of them began (monotonic ms) */
+	uint64_t outage_until;   /* when it ends (monotonic ms) */
+	uint64_t ok_mono;        /* when a call last got an answer about itself (monotonic ms) */
 } gate_t;
 
 /* API call counters by endpoint and outcome. */
@@ -87,8 +93,18 @@ bool wj_engine_store_full(const wj_engine_t *e);
 void gate_init(gate_t *g, wj_engine_t *e, const char *name, wj_rate_t rate);
 void gate_enter(gate_t *g, gate_fn fn, void *arg);
 void gate_pause(gate_t *g, int64_t ms);
+/* A call sent at sent_mono (monotonic ms) got an answer: the endpoint is up. */
+void gate_ok(gate_t *g, uint64_t sent_mono);
+/* Whether a call got an answer after mono: then a failure of a call sent at mono says
+ * something about that call, not about the endpoint. */
+bool gate_up_since(const gate_t *g, uint64_t mono);
+/* A call sent at sent_mono found no one answering: pause every call of the gate. The first
+ * failure, and each failure of a call sent after the last pause began (a probe), doubles the
+ * pause from queue.backoff.initial up to queue.backoff.max; hint_ms (a pause the failure asked
+ * for, e.g. a login's backoff) is a floor. Returns the ms left of the pause. */
+int64_t gate_outage(gate_t *g, uint64_t sent_mono, int64_t hint_ms);
 void gate_close(gate_t *g);
-/* The compiled mapping of a flow (by name). */
+/* The compiled mapping of a flow (by name); NULL when the flow is not in the configuration. */
 const wj_mapping_t *wj_engine_mapping(const wj_engine_t *e, const char *flow);
 /* Doc key "flow\0id" into buf; returns its length. */
 size_t wj_doc_key(char *buf, const char *flow, const char *id);
@@ -114,3 +130,6 @@ void dispatcher_stop(dispatcher_t *d);
 unsigned dispatcher_active(const dispatcher_t *d);
 void dispatcher_free(dispatcher_t *d);
 json_t *dispatcher_status(dispatcher_t *d);
+/* Whether marker occurs in text as a whole token: not next to a character that would continue
+ * it ("WDT:RK1" is in "盘盈 WDT:RK1", not in "WDT:RK10" nor "WDT:RK1-2"). */
+bool wj_marker_in(const char *text, const char *marker);

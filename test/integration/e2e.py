@@ -9,8 +9,9 @@ import copy
 import os
 import shutil
 import time
+import traceback
 
-from wjtest import Stack, read, wait_for  # first: it puts test/fake on the module path
+from wjtest import Stack, check, finish, read, wait_for  # first: puts test/fake on the path
 import wjfake  # noqa: E402
 
 # A quota so high that it never throttles, for runs where quotas are not the subject.
@@ -59,6 +60,48 @@ def close_stack(st, keep=False):
     else:
         shutil.rmtree(st.tmp, ignore_errors=True)
     return rc
+
+
+def run_scenarios(scenarios, names):
+    """Run the scenarios named (all when names is empty; scenarios maps name → fn), print
+    their timings and finish the script (exit 0 when every check passed)."""
+    t0 = time.monotonic()
+    timings = []
+    for name in names or list(scenarios):
+        print("# scenario %s" % name, flush=True)
+        run_scenario(scenarios[name], timings)
+    for name, secs in timings:
+        print("# %-28s %6.1fs" % (name, secs))
+    print("# total %.1fs" % (time.monotonic() - t0))
+    finish()
+
+
+def run_scenario(fn, timings):
+    """Run one scenario fn(holder) of a test script. An exception counts as a failed check.
+    The stack the scenario put in holder["stack"] is then stopped (its daemon must exit 0
+    and report nothing to the sanitizers) and closed, with its hostile proxy (st.proxy) if it
+    has one. Appends (name, seconds) to timings."""
+    name = fn.__name__
+    t = time.monotonic()
+    holder = {}
+    try:
+        fn(holder)
+    except Exception:
+        traceback.print_exc()
+        check(False, "%s: ran without an exception" % name)
+    finally:
+        st = holder.get("stack")
+        if st is not None:
+            if st.daemon and st.daemon.alive():
+                rc = st.daemon.stop()
+                check(rc == 0, "%s: daemon exits 0 on SIGTERM (got %s)" % (name, rc))
+            err = read(st.cfg_path + ".stderr")
+            check("runtime error:" not in err and "Sanitizer" not in err,
+                  "%s: no sanitizer report from the daemon" % name)
+            if getattr(st, "proxy", None):
+                st.proxy.close()
+            close_stack(st)
+    timings.append((name, time.monotonic() - t))
 
 
 def log_tail(st, n=30):

@@ -217,10 +217,8 @@ def token_duration_ms(h):
 def unknown_outcomes(h):
     st = h["stack"] = e2e_stack(
         500, seed=31, wdt_args=["--eligible-pct", "100"],
-        # reconcile still searches by marker: until it lists by creation time, let the
-        # fake's search match remarks
         jdy_args=["--drop-after-save", "10", "--slow-after-save", "10",
-                  "--slow-after-save-ms", "3000", "--search-mode", "remark"],
+                  "--slow-after-save-ms", "3000"],
         kingdee__timeout="1s")
     orders = st.eligible()
     check(len(orders) == 500, "unknown: 500 eligible orders at the fake WDT (%d)" % len(orders))

@@ -58,9 +58,7 @@ finally:
 st = e2e_stack(700, span_days=4, seed=202, wdt_args=["--bad-pct", "6"],
                jdy_args=["--fail-5xx", "5", "--drop-after-save", "2", "--slow-after-save", "1",
                          "--slow-after-save-ms", "2500", "--fail-429", "2",
-                         "--token-ttl", "30", "--secret-rotate", "20",
-                         # reconcile searches by marker until it lists by creation time
-                         "--search-mode", "remark"],
+                         "--token-ttl", "30", "--secret-rotate", "20"],
                kingdee__timeout="2s", kingdee__concurrency=8,
                queue__backoff={"initial": "200ms", "max": "2s"}, queue__max_attempts=50)
 try:

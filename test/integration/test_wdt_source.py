@@ -9,9 +9,7 @@ import time
 from wjtest import Daemon, Stack, check, finish, read, remark_counts, wait_for
 import wjfake
 
-# reconcile (after the SIGKILLs of the backfill run) still searches by marker: until it lists
-# by creation time, let the fake's search match remarks
-FAST_JDY = ["--rate-limit", "0", "--search-mode", "remark"]
+FAST_JDY = ["--rate-limit", "0"]
 
 
 def cursor_of(stack):

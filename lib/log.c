@@ -458,9 +458,9 @@ int wj_log_mask_json(json_t *v)
 
 /* ---- destination ---- */
 
-static int open_file(const char *path)
+static int open_file(const char *path, bool create)
 {
-	int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0640);
+	int fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOCTTY | (create ? O_CREAT : 0), 0640);
 	return fd < 0 ? -errno : fd;
 }
 
@@ -479,7 +479,7 @@ static bool stderr_is_journal(void)
 	return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
 }
 
-int wj_log_open(const char *path, int level, int tz_offset)
+static int log_open(const char *path, int level, int tz_offset, bool create)
 {
 	if (level < WJ_LOG_DEBUG || level > WJ_LOG_ERROR)
 		return -EINVAL;
@@ -488,7 +488,7 @@ int wj_log_open(const char *path, int level, int tz_offset)
 	if (path && *path) {
 		if (!(copy = strdup(path)))
 			return -ENOMEM;
-		fd = open_file(path);
+		fd = open_file(path, create);
 		if (fd < 0) {
 			free(copy);
 			return fd;
@@ -505,11 +505,21 @@ int wj_log_open(const char *path, int level, int tz_offset)
 	return 0;
 }
 
+int wj_log_open(const char *path, int level, int tz_offset)
+{
+	return log_open(path, level, tz_offset, true);
+}
+
+int wj_log_attach(const char *path, int level, int tz_offset)
+{
+	return log_open(path, level, tz_offset, false);
+}
+
 int wj_log_reopen(void)
 {
 	if (!L.path)
 		return 0;
-	int fd = open_file(L.path);
+	int fd = open_file(L.path, true);
 	if (fd < 0)
 		return fd;
 	if (L.fd != STDERR_FILENO)

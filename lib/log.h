@@ -18,6 +18,9 @@ enum { WJ_LOG_DEBUG = 0, WJ_LOG_INFO = 1, WJ_LOG_WARN = 2, WJ_LOG_ERROR = 3 };
  * nothing changes (previous destination, level and offset stay in use); -EINVAL for a level
  * that is not WJ_LOG_*. */
 int wj_log_open(const char *path, int level, int tz_offset);
+/* The same for another process writing into the daemon's log (wdt2jdyctl's audit lines): the
+ * file must exist already, so that it stays the daemon's (-ENOENT otherwise). */
+int wj_log_attach(const char *path, int level, int tz_offset);
 /* Reopen the same path (after rotation). 0 or -errno; on failure the old fd stays in use. */
 int wj_log_reopen(void);
 void wj_log_set_level(int level);

@@ -72,7 +72,8 @@ d.signal(signal.SIGHUP)
 check(wait_for(lambda: "configuration reloaded" in read(log_path)), "valid reload is logged")
 log = read(log_path)
 check('key=kingdee.concurrency old=8 new=3' in log, "the applied change is logged with old and new")
-check(ns.seen("RELOADING=1"), "RELOADING=1 arrives on reload")
+# the notification is read by another thread: wait for it rather than race it
+check(wait_for(lambda: ns.seen("RELOADING=1"), timeout=10), "RELOADING=1 arrives on reload")
 check(d.alive(), "daemon alive after reload")
 
 # SIGHUP with a broken file

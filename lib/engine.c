@@ -29,10 +29,15 @@ void wj_engine_set_error(wj_engine_t *e, const char *fmt, ...)
 	wj_time_format(wj_now(), e->cfg->tz_offset, e->last_error_at);
 }
 
+static void gate_answered(gate_t *g);
+
 void wj_engine_count(wj_engine_t *e, int endpoint, int outcome)
 {
-	if (endpoint >= 0 && endpoint < EP_COUNT && outcome >= 0 && outcome < OC_COUNT)
-		e->calls[endpoint][outcome]++;
+	if (endpoint < 0 || endpoint >= EP_COUNT || outcome < 0 || outcome >= OC_COUNT)
+		return;
+	e->calls[endpoint][outcome]++;
+	if (outcome == OC_OK || outcome == OC_RATE_LIMITED || outcome == OC_PERMANENT)
+		gate_answered(endpoint == EP_WDT_QUERY ? &e->wdt_gate : &e->jdy_gate);
 }
 
 size_t wj_doc_key(char *buf, const char *flow, const char *id)
@@ -172,6 +177,28 @@ void gate_pause(gate_t *g, int64_t ms)
 	char f[128] = "";
 	wj_logfmt_kv(f, sizeof(f), "api", g->name);
 	wj_warn(MOD, f, "rate limited: pausing all calls for %lld ms", (long long)ms);
+}
+
+void gate_failed(gate_t *g, const char *why)
+{
+	int64_t now = wj_now();
+	if (!g->fails++)
+		g->fail_since = now;
+	g->fail_last = now;
+	snprintf(g->fail_error, sizeof(g->fail_error), "%s", why && *why ? why : "no answer");
+	wj_log_mask(g->fail_error);
+}
+
+static void gate_answered(gate_t *g)
+{
+	if (!g->fails)
+		return;
+	char f[128] = "";
+	wj_logfmt_kv(f, sizeof(f), "api", g->name);
+	wj_info(MOD, f, "answering again after %u failed calls in %lld s", g->fails,
+		(long long)(wj_now() - g->fail_since));
+	g->fails = 0;
+	g->fail_error[0] = '\0';
 }
 
 void gate_ok(gate_t *g, uint64_t sent_mono)
@@ -598,15 +625,105 @@ static int64_t meta_u64(wj_txn_t *t, const char *key)
 	return (int64_t)wj_u64be_get(v.data);
 }
 
-/* A gate's pause (Retry-After, rate-limit answers) while it lasts: until when, wall clock. */
+static json_t *time_or_null(int64_t epoch, int tz_offset)
+{
+	char buf[WJ_TIME_LEN];
+	if (!epoch)
+		return json_null();
+	wj_time_format(epoch, tz_offset, buf);
+	return json_string(buf);
+}
+
+/* An endpoint: up, or its run of failures (gate_failed); a pause (Retry-After, rate-limit
+ * answers) while it lasts: until when, wall clock. */
 static json_t *gate_status(const gate_t *g, int tz_offset)
 {
+	json_t *o = json_pack("{s:b, s:I, s:o, s:o, s:o}", "up", !g->fails, "failures",
+			      (json_int_t)g->fails, "failing_since",
+			      time_or_null(g->fails ? g->fail_since : 0, tz_offset), "last_failure",
+			      time_or_null(g->fails ? g->fail_last : 0, tz_offset), "error",
+			      g->fails ? json_string(g->fail_error) : json_null());
 	int64_t until = g->paused_until_ms;
-	if (until <= wj_now_ms())
-		return json_pack("{s:n, s:n}", "paused_until", "paused_until_ms");
-	char buf[WJ_TIME_LEN];
-	wj_time_format((until + 999) / 1000, tz_offset, buf);
-	return json_pack("{s:s, s:I}", "paused_until", buf, "paused_until_ms", (json_int_t)until);
+	if (until <= wj_now_ms()) {
+		json_object_set_new(o, "paused_until", json_null());
+		json_object_set_new(o, "paused_until_ms", json_null());
+	} else {
+		json_object_set_new(o, "paused_until", time_or_null((until + 999) / 1000, tz_offset));
+		json_object_set_new(o, "paused_until_ms", json_integer(until));
+	}
+	return o;
+}
+
+/* One current failure for status: what fails, since when, how many times in a row (times are
+ * formatted, steals since and last). */
+static json_t *failure(const char *source, const char *error, json_t *since, json_t *last,
+		       json_int_t count)
+{
+	return json_pack("{s:s, s:s, s:o?, s:o?, s:I}", "source", source, "error",
+			 error ? error : "failed", "since", since, "last", last, "count", count);
+}
+
+/* "YYYY-MM-DD HH:MM:SS" in one offset sorts as text. */
+static bool later(json_t *a, json_t *b)
+{
+	const char *x = json_string_value(json_object_get(a, "last"));
+	const char *y = json_string_value(json_object_get(b, "last"));
+	return strcmp(x ? x : "", y ? y : "") > 0;
+}
+
+/* Every failure going on now (endpoints down, flows whose windows fail), the latest first, and
+ * last_error: the latest of them ("SOURCE: error", with since when and how many in a row), or
+ * when nothing fails now, the last error event (a dead letter, a refused commit). */
+static void status_errors(wj_engine_t *e, json_t *st)
+{
+	int tz = e->cfg->tz_offset;
+	json_t *errs = json_array();
+	const gate_t *gates[] = {&e->wdt_gate, &e->jdy_gate};
+	for (size_t i = 0; i < 2; i++)
+		if (gates[i]->fails)
+			json_array_append_new(
+				errs, failure(gates[i]->name, gates[i]->fail_error,
+					      time_or_null(gates[i]->fail_since, tz),
+					      time_or_null(gates[i]->fail_last, tz), gates[i]->fails));
+	size_t i;
+	json_t *f;
+	json_array_foreach(json_object_get(st, "flows"), i, f) {
+		json_int_t n = json_integer_value(json_object_get(f, "failures"));
+		if (n <= 0)
+			continue;
+		char src[96];
+		snprintf(src, sizeof(src), "flow %s", json_string_value(json_object_get(f, "name")));
+		json_array_append_new(
+			errs, failure(src, json_string_value(json_object_get(f, "last_error")),
+				      json_incref(json_object_get(f, "failing_since")),
+				      json_incref(json_object_get(f, "last_failure")), n));
+	}
+	json_t *latest = NULL, *x;
+	json_array_foreach(errs, i, x)
+		if (!latest || later(x, latest))
+			latest = x;
+	if (latest) {
+		const char *src = json_string_value(json_object_get(latest, "source"));
+		const char *why = json_string_value(json_object_get(latest, "error"));
+		size_t sl = strlen(src);
+		char text[sizeof(e->last_error) + 96];
+		if (!strncmp(why, src, sl) && why[sl] == ':') /* "wdt: network: …" says it already */
+			snprintf(text, sizeof(text), "%s", why);
+		else
+			snprintf(text, sizeof(text), "%s: %s", src, why);
+		json_object_set_new(st, "last_error", json_string(text));
+		json_object_set(st, "last_error_at", json_object_get(latest, "last"));
+		json_object_set(st, "last_error_since", json_object_get(latest, "since"));
+		json_object_set(st, "last_error_count", json_object_get(latest, "count"));
+	} else {
+		bool any = e->last_error[0] != '\0';
+		json_object_set_new(st, "last_error", any ? json_string(e->last_error) : json_null());
+		json_object_set_new(st, "last_error_at",
+				    any ? json_string(e->last_error_at) : json_null());
+		json_object_set_new(st, "last_error_since", json_null());
+		json_object_set_new(st, "last_error_count", any ? json_integer(1) : json_null());
+	}
+	json_object_set_new(st, "errors", errs);
 }
 
 json_t *wj_engine_status(wj_engine_t *e)
@@ -681,10 +798,7 @@ json_t *wj_engine_status(wj_engine_t *e)
 								: json_null());
 		json_object_set_new(st, "store", so);
 	}
-	json_object_set_new(st, "last_error", e->last_error[0] ? json_string(e->last_error)
-							       : json_null());
-	json_object_set_new(st, "last_error_at",
-			    e->last_error[0] ? json_string(e->last_error_at) : json_null());
+	status_errors(e, st);
 	return st;
 }
 

@@ -40,6 +40,12 @@ typedef struct gate {
 	uint64_t outage_mono;    /* when the last of them began (monotonic ms) */
 	uint64_t outage_until;   /* when it ends (monotonic ms) */
 	uint64_t ok_mono;        /* when a call last got an answer about itself (monotonic ms) */
+	/* The current run of calls that got no usable answer (no connection, no answer, a
+	 * gateway's 5xx, credentials refused), for status: any answer ends it. */
+	unsigned fails;          /* in a row (0: the endpoint answers) */
+	int64_t fail_since;      /* wall clock s of the first of them */
+	int64_t fail_last;       /* wall clock s of the latest */
+	char fail_error[300];    /* what the latest said (masked) */
 } gate_t;
 
 /* API call counters by endpoint and outcome. */
@@ -83,6 +89,8 @@ struct wj_engine {
 
 /* engine.c */
 void wj_engine_set_error(wj_engine_t *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Count a call's outcome. An answer (ok, rate limited, refused) ends the endpoint's run of
+ * failures (gate_failed). */
 void wj_engine_count(wj_engine_t *e, int endpoint, int outcome);
 /* Queue depth: ready + delayed + in flight, from the store. */
 size_t wj_engine_depth(wj_engine_t *e);
@@ -93,6 +101,10 @@ bool wj_engine_store_full(const wj_engine_t *e);
 void gate_init(gate_t *g, wj_engine_t *e, const char *name, wj_rate_t rate);
 void gate_enter(gate_t *g, gate_fn fn, void *arg);
 void gate_pause(gate_t *g, int64_t ms);
+/* A call got no usable answer: no connection, no answer, a gateway's 5xx, credentials refused.
+ * The endpoint shows as down in status, with why (masked), since when and how many in a row,
+ * until wj_engine_count() counts an answer of it. */
+void gate_failed(gate_t *g, const char *why);
 /* A call sent at sent_mono (monotonic ms) got an answer: the endpoint is up. */
 void gate_ok(gate_t *g, uint64_t sent_mono);
 /* Whether a call got an answer after mono: then a failure of a call sent at mono says
@@ -116,6 +128,8 @@ void poller_stop(poller_t *p);
 bool poller_busy(const poller_t *p);
 void poller_free(poller_t *p);
 const char *poller_name(const poller_t *p);
+/* The flow's status; "failures" (windows failed in a row) with "failing_since" and
+ * "last_error" say whether its polling fails now. */
 json_t *poller_status(poller_t *p);
 /* Called by the housekeeping tick: resume when the queue drained below the low watermark. */
 void poller_kick(poller_t *p);

@@ -81,6 +81,8 @@ if logrotate_file and conf:
           os.path.dirname(os.path.dirname(conf)),
           "logrotate.d/wdt2jdy lies in the same etc directory as the configuration")
 one("sysusers.d/wdt2jdy.conf")
+rules = os.path.join(under("datadir"), "doc", "wdt2jdy", "prometheus-wdt2jdy.rules.yml")
+check(rules in installed, "the example Prometheus alert rules are installed as %s" % rules)
 
 for page, sec in [("wdt2jdyd.8", "8"), ("wdt2jdyctl.8", "8"), ("wdt2jdy.json.5", "5")]:
     path = os.path.join(under("mandir"), "man" + sec, page)

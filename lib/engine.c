@@ -29,15 +29,105 @@ void wj_engine_set_error(wj_engine_t *e, const char *fmt, ...)
 	wj_time_format(wj_now(), e->cfg->tz_offset, e->last_error_at);
 }
 
-static void gate_answered(gate_t *g);
+static const char *const svc_name[2] = {"wdt", "kingdee"};
+
+/* An answer from the service: its outage (if any) ends. */
+static void service_up(wj_engine_t *e, int svc)
+{
+	if (e->down_since[svc]) {
+		char f[64] = "";
+		wj_logfmt_kv(f, sizeof(f), "api", svc_name[svc]);
+		wj_info(MOD, f, "answers again after %u failed calls in %lld s", e->down_calls[svc],
+			(long long)(wj_now() - e->down_wall[svc]));
+	}
+	e->down_since[svc] = 0;
+	e->down_alerted[svc] = false;
+	e->down_calls[svc] = 0;
+	e->down_error[svc][0] = '\0';
+}
 
 void wj_engine_count(wj_engine_t *e, int endpoint, int outcome)
 {
 	if (endpoint < 0 || endpoint >= EP_COUNT || outcome < 0 || outcome >= OC_COUNT)
 		return;
 	e->calls[endpoint][outcome]++;
-	if (outcome == OC_OK || outcome == OC_RATE_LIMITED || outcome == OC_PERMANENT)
-		gate_answered(endpoint == EP_WDT_QUERY ? &e->wdt_gate : &e->jdy_gate);
+	/* A service is down while its calls fail without an answer about them; any success, or
+	 * an answer that refuses the request itself, shows it up. */
+	int svc = endpoint == EP_WDT_QUERY ? 0 : 1;
+	if (outcome == OC_OK || outcome == OC_PERMANENT || outcome == OC_RATE_LIMITED) {
+		service_up(e, svc);
+		return;
+	}
+	int64_t now = wj_now();
+	if (!e->down_since[svc]) {
+		e->down_since[svc] = wj_mono_ms();
+		e->down_wall[svc] = now;
+	}
+	e->down_calls[svc]++;
+	e->down_last[svc] = now;
+}
+
+void wj_engine_down_error(wj_engine_t *e, int svc, const char *why)
+{
+	snprintf(e->down_error[svc], sizeof(e->down_error[svc]), "%s", why && *why ? why : "no answer");
+	wj_log_mask(e->down_error[svc]);
+}
+
+void wj_engine_alert(wj_engine_t *e, wj_alert_event_t ev, const char *fmt, ...)
+{
+	if (!e->alerts)
+		return;
+	char detail[600] = "";
+	if (fmt) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(detail, sizeof(detail), fmt, ap);
+		va_end(ap);
+	}
+	wj_alerts_event(e->alerts, ev, detail);
+}
+
+void wj_engine_set_alerts(wj_engine_t *e, struct wj_alerts *a)
+{
+	e->alerts = a;
+}
+
+/* Once a minute (or every alerts_after when shorter): a service failing for longer than
+ * alerts_after, a flow behind by more than alerts_lag (edge-triggered: once per crossing). */
+static void check_alerts(wj_engine_t *e)
+{
+	uint64_t now = wj_mono_ms(), every = e->cfg->alerts_after_ms < 60000 ? e->cfg->alerts_after_ms
+									      : 60000;
+	if (e->alerts_checked && now - e->alerts_checked < every)
+		return;
+	e->alerts_checked = now;
+	const wj_config_t *cfg = e->cfg;
+	for (int svc = 0; svc < 2; svc++) {
+		if (!e->down_since[svc] || e->down_alerted[svc] ||
+		    now - e->down_since[svc] < cfg->alerts_after_ms)
+			continue;
+		e->down_alerted[svc] = true;
+		wj_warn(MOD, NULL, "%s failing for %llu min", svc ? "Kingdee" : "WDT",
+			(unsigned long long)((now - e->down_since[svc]) / 60000));
+		wj_engine_alert(e, WJ_EV_UNREACHABLE, "%s: no answer for %llu min; last error: %s",
+				svc ? "Kingdee" : "WDT",
+				(unsigned long long)((now - e->down_since[svc]) / 60000),
+				e->down_error[svc][0] ? e->down_error[svc]
+				: e->last_error[0] ? e->last_error : "-");
+	}
+	for (size_t i = 0; i < e->n_pollers; i++) {
+		poller_t *p = e->pollers[i];
+		int64_t lag = poller_lag(p);
+		bool *alerted = &e->lag_alerted[i < WJ_ALERT_FLOWS ? i : WJ_ALERT_FLOWS - 1];
+		if (lag * 1000 > (int64_t)cfg->alerts_lag_ms && !*alerted) {
+			*alerted = true;
+			wj_engine_alert(e, WJ_EV_LAG, "flow %s: %lld h %lld min behind now",
+					poller_name(p), (long long)(lag / 3600),
+					(long long)(lag % 3600 / 60));
+		} else if (lag * 2000 < (int64_t)cfg->alerts_lag_ms) {
+			*alerted = false;
+		}
+	}
 }
 
 size_t wj_doc_key(char *buf, const char *flow, const char *id)
@@ -177,28 +267,6 @@ void gate_pause(gate_t *g, int64_t ms)
 	char f[128] = "";
 	wj_logfmt_kv(f, sizeof(f), "api", g->name);
 	wj_warn(MOD, f, "rate limited: pausing all calls for %lld ms", (long long)ms);
-}
-
-void gate_failed(gate_t *g, const char *why)
-{
-	int64_t now = wj_now();
-	if (!g->fails++)
-		g->fail_since = now;
-	g->fail_last = now;
-	snprintf(g->fail_error, sizeof(g->fail_error), "%s", why && *why ? why : "no answer");
-	wj_log_mask(g->fail_error);
-}
-
-static void gate_answered(gate_t *g)
-{
-	if (!g->fails)
-		return;
-	char f[128] = "";
-	wj_logfmt_kv(f, sizeof(f), "api", g->name);
-	wj_info(MOD, f, "answering again after %u failed calls in %lld s", g->fails,
-		(long long)(wj_now() - g->fail_since));
-	g->fails = 0;
-	g->fail_error[0] = '\0';
 }
 
 void gate_ok(gate_t *g, uint64_t sent_mono)
@@ -395,6 +463,7 @@ static void on_tick(uv_timer_t *t)
 	if (e->stopping)
 		return;
 	check_readers(e);
+	check_alerts(e);
 	for (size_t i = 0; i < e->n_pollers; i++)
 		poller_kick(e->pollers[i]);
 	dispatcher_pump(e->disp);
@@ -634,15 +703,18 @@ static json_t *time_or_null(int64_t epoch, int tz_offset)
 	return json_string(buf);
 }
 
-/* An endpoint: up, or its run of failures (gate_failed); a pause (Retry-After, rate-limit
- * answers) while it lasts: until when, wall clock. */
-static json_t *gate_status(const gate_t *g, int tz_offset)
+/* An endpoint: up, or down (wj_engine_count) since when, how many calls in a row, why; a pause
+ * (Retry-After, rate-limit answers) while it lasts: until when, wall clock. */
+static json_t *gate_status(const wj_engine_t *e, int svc, const gate_t *g, int tz_offset)
 {
-	json_t *o = json_pack("{s:b, s:I, s:o, s:o, s:o}", "up", !g->fails, "failures",
-			      (json_int_t)g->fails, "failing_since",
-			      time_or_null(g->fails ? g->fail_since : 0, tz_offset), "last_failure",
-			      time_or_null(g->fails ? g->fail_last : 0, tz_offset), "error",
-			      g->fails ? json_string(g->fail_error) : json_null());
+	bool down = e->down_since[svc] != 0;
+	json_t *o = json_pack("{s:b, s:I, s:o, s:o, s:o}", "up", !down, "failures",
+			      (json_int_t)(down ? e->down_calls[svc] : 0), "failing_since",
+			      time_or_null(down ? e->down_wall[svc] : 0, tz_offset), "last_failure",
+			      time_or_null(down ? e->down_last[svc] : 0, tz_offset), "error",
+			      !down ? json_null()
+				    : json_string(e->down_error[svc][0] ? e->down_error[svc]
+								       : "no usable answer"));
 	int64_t until = g->paused_until_ms;
 	if (until <= wj_now_ms()) {
 		json_object_set_new(o, "paused_until", json_null());
@@ -678,13 +750,14 @@ static void status_errors(wj_engine_t *e, json_t *st)
 {
 	int tz = e->cfg->tz_offset;
 	json_t *errs = json_array();
-	const gate_t *gates[] = {&e->wdt_gate, &e->jdy_gate};
-	for (size_t i = 0; i < 2; i++)
-		if (gates[i]->fails)
+	for (int svc = 0; svc < 2; svc++)
+		if (e->down_since[svc])
 			json_array_append_new(
-				errs, failure(gates[i]->name, gates[i]->fail_error,
-					      time_or_null(gates[i]->fail_since, tz),
-					      time_or_null(gates[i]->fail_last, tz), gates[i]->fails));
+				errs, failure(svc_name[svc],
+					      e->down_error[svc][0] ? e->down_error[svc]
+								    : "no usable answer",
+					      time_or_null(e->down_wall[svc], tz),
+					      time_or_null(e->down_last[svc], tz), e->down_calls[svc]));
 	size_t i;
 	json_t *f;
 	json_array_foreach(json_object_get(st, "flows"), i, f) {
@@ -765,8 +838,8 @@ json_t *wj_engine_status(wj_engine_t *e)
 	}
 	json_object_set_new(st, "api_calls", api);
 	json_object_set_new(st, "endpoints",
-			    json_pack("{s:o, s:o}", "wdt", gate_status(&e->wdt_gate, e->cfg->tz_offset),
-				      "kingdee", gate_status(&e->jdy_gate, e->cfg->tz_offset)));
+			    json_pack("{s:o, s:o}", "wdt", gate_status(e, 0, &e->wdt_gate, e->cfg->tz_offset),
+				      "kingdee", gate_status(e, 1, &e->jdy_gate, e->cfg->tz_offset)));
 
 	json_t *kd = json_object();
 	char buf[WJ_TIME_LEN];

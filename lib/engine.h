@@ -31,5 +31,9 @@ json_t *wj_engine_status(wj_engine_t *e);
 /* One-line summary for the periodic log status line and sd_notify STATUS=. */
 void wj_engine_summary(wj_engine_t *e, char *buf, size_t size);
 
+/* Send alert events through a (borrowed; NULL: none) from now on. */
+struct wj_alerts;
+void wj_engine_set_alerts(wj_engine_t *e, struct wj_alerts *a);
+
 /* Free after stop completed; closes uv handles (run the loop once more afterwards). */
 void wj_engine_free(wj_engine_t *e);

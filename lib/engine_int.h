@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "lib/alert.h"
 #include "lib/config.h"
 #include "lib/engine.h"
 #include "lib/http.h"
@@ -40,12 +41,6 @@ typedef struct gate {
 	uint64_t outage_mono;    /* when the last of them began (monotonic ms) */
 	uint64_t outage_until;   /* when it ends (monotonic ms) */
 	uint64_t ok_mono;        /* when a call last got an answer about itself (monotonic ms) */
-	/* The current run of calls that got no usable answer (no connection, no answer, a
-	 * gateway's 5xx, credentials refused), for status: any answer ends it. */
-	unsigned fails;          /* in a row (0: the endpoint answers) */
-	int64_t fail_since;      /* wall clock s of the first of them */
-	int64_t fail_last;       /* wall clock s of the latest */
-	char fail_error[300];    /* what the latest said (masked) */
 } gate_t;
 
 /* API call counters by endpoint and outcome. */
@@ -78,6 +73,19 @@ struct wj_engine {
 	uint64_t store_error_logged;
 	uint64_t store_error_at;  /* monotonic ms of the last failed commit */
 	uint64_t calls[EP_COUNT][OC_COUNT];
+	wj_alerts_t *alerts;       /* borrowed from the daemon; NULL: no alerts */
+	/* per service (0 WDT, 1 Kingdee): monotonic ms since calls fail without any success
+	 * (0: answering), and whether that was alerted */
+	uint64_t down_since[2];
+	bool down_alerted[2];
+	/* the same outage for status: failed calls in a row, wall clock s of the first and the
+	 * latest of them, and why (masked; wj_engine_down_error) */
+	unsigned down_calls[2];
+	int64_t down_wall[2], down_last[2];
+	char down_error[2][300];
+#define WJ_ALERT_FLOWS 64
+	bool lag_alerted[WJ_ALERT_FLOWS]; /* per flow, in the order of e->pollers */
+	uint64_t alerts_checked;          /* monotonic ms of the last check_alerts */
 	char last_error[512];
 	char last_error_at[WJ_TIME_LEN];
 	int64_t token_expiry_ms;
@@ -89,9 +97,15 @@ struct wj_engine {
 
 /* engine.c */
 void wj_engine_set_error(wj_engine_t *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Count a call's outcome. An answer (ok, rate limited, refused) ends the endpoint's run of
- * failures (gate_failed). */
+/* Count a call's outcome. Any other outcome than an answer (ok, rate limited, refused) marks
+ * the service down (down_since), until the next answer. */
 void wj_engine_count(wj_engine_t *e, int endpoint, int outcome);
+/* Why calls to the service (0 WDT, 1 Kingdee) fail: shown (masked) in status while it is
+ * down, and in the alert. */
+void wj_engine_down_error(wj_engine_t *e, int svc, const char *why);
+/* One alert event (see lib/alert.h); detail is a short line or NULL. */
+void wj_engine_alert(wj_engine_t *e, wj_alert_event_t ev, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 /* Queue depth: ready + delayed + in flight, from the store. */
 size_t wj_engine_depth(wj_engine_t *e);
 /* Commit fn via wj_store_write; on failure log once per minute and remember it. */
@@ -101,10 +115,6 @@ bool wj_engine_store_full(const wj_engine_t *e);
 void gate_init(gate_t *g, wj_engine_t *e, const char *name, wj_rate_t rate);
 void gate_enter(gate_t *g, gate_fn fn, void *arg);
 void gate_pause(gate_t *g, int64_t ms);
-/* A call got no usable answer: no connection, no answer, a gateway's 5xx, credentials refused.
- * The endpoint shows as down in status, with why (masked), since when and how many in a row,
- * until wj_engine_count() counts an answer of it. */
-void gate_failed(gate_t *g, const char *why);
 /* A call sent at sent_mono (monotonic ms) got an answer: the endpoint is up. */
 void gate_ok(gate_t *g, uint64_t sent_mono);
 /* Whether a call got an answer after mono: then a failure of a call sent at mono says
@@ -126,6 +136,8 @@ poller_t *poller_new(wj_engine_t *e, const wj_flow_cfg_t *flow);
 void poller_reload(poller_t *p, const wj_flow_cfg_t *flow);
 void poller_stop(poller_t *p);
 bool poller_busy(const poller_t *p);
+/* Seconds the flow's cursor is behind now (live windows only). */
+int64_t poller_lag(const poller_t *p);
 void poller_free(poller_t *p);
 const char *poller_name(const poller_t *p);
 /* The flow's status; "failures" (windows failed in a row) with "failing_since" and

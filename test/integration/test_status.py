@@ -78,7 +78,7 @@ try:
           "wdt back: endpoint up, neither it nor the flow among the current errors")
     check(not (s.get("last_error") or "").startswith("wdt"),
           "wdt back: last_error no longer names wdt (%s)" % s.get("last_error"))
-    check("api=wdt msg=\"answering again" in read(st.log),
+    check("api=wdt msg=\"answers again" in read(st.log),
           "wdt back: the log says it answers again")
     m = read_metrics(prom)
     check(m.get('wdt2jdy_endpoint_up{endpoint="wdt"}') == 1 and

@@ -2,10 +2,14 @@
  * safe, so it works while the daemon runs) and computes API signatures for debugging. */
 #include <errno.h>
 #include <getopt.h>
+#include <pwd.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <syslog.h>
 #include <unistd.h>
 
 #include "lib/alert.h"
@@ -24,35 +28,100 @@ enum { EXIT_CONFIG = 78, EXIT_CANTCREAT = 73 };
 #define WJ_DOC_KEY_MAX_CTL 256
 
 static const char *config_path = WJ_DEFAULT_CONFIG;
+static bool config_given;          /* -c FILE on the command line */
+static const char *state_dir_opt;  /* --state-dir DIR */
+static int shown_tz = 8 * 3600;        /* the configured offset: every time printed is in it */
 
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: wdt2jdyctl [-c FILE] COMMAND [ARGS]\n"
-		"  status [--json]                 flows, queue, counts, API calls, last error\n"
-		"  dlq list                        dead letters: stockin_no and reason\n"
-		"  dlq show ORDER                  one dead letter in full (ORDER: stockin_no or id)\n"
+		"usage: wdt2jdyctl [-c FILE | --state-dir DIR] COMMAND [ARGS]\n"
+		"  -c, --config FILE               configuration (default %s)\n"
+		"  --state-dir DIR                 read-only commands: read this state, no configuration\n"
+		"read-only (no secrets needed; --json prints JSON):\n"
+		"  status [--json]                 flows, queue, counts, API calls, what fails now\n"
+		"  dlq list [--json]               dead letters: stockin_no, reason, since when\n"
+		"  dlq show ORDER [--json]         one dead letter in full (ORDER: stockin_no or id)\n"
+		"  review list [--json]            orders changed after their bill was posted\n"
+		"  review show ORDER [--json]\n"
+		"  cursor show [FLOW] [--json]     where each flow's polling stands\n"
+		"operator actions (written to the daemon's log as an audit trail):\n"
 		"  dlq retry ORDER... | --all      queue again, above live work\n"
-		"  dlq drop ORDER...               forget (no bill will be made)\n"
-		"  review list                     orders changed after their bill was posted\n"
-		"  review show ORDER | review done ORDER\n"
-		"  cursor show [FLOW]              where each flow's polling stands\n"
+		"  dlq drop ORDER... | --all --yes forget (no bill will be made)\n"
+		"  review done ORDER\n"
 		"  cursor set FLOW \"YYYY-MM-DD HH:MM:SS\"\n"
 		"  backfill FLOW --from T --to T [--no-wait]\n"
 		"                                  re-read a past period below live priority\n"
 		"  backfill FLOW --cancel          drop the backfill under way\n"
+		"other:\n"
 		"  check-config                    validate the configuration\n"
 		"  alert test                      send a test message to every configured alert\n"
 		"  sign qimen|openapi2 --secret S KEY=VALUE...\n"
 		"  sign kingdee --secret S --method M --path P --nonce N --timestamp T\n"
 		"               [--encoding rfc3986|form] [KEY=VALUE...]\n"
-		"  sign kingdee-app --app-key K --app-secret S\n"
-		"default config: %s\n",
+		"  sign kingdee-app --app-key K --app-secret S\n",
 		WJ_DEFAULT_CONFIG);
 }
 
+/* ---- arguments ------------------------------------------------------------------------------ */
+
+enum { OPT_JSON = 1, OPT_YES = 2, OPT_ALL = 4 };
+
+typedef struct cmd_args {
+	bool json, yes, all;
+	int argc;    /* the other arguments, in order */
+	char **argv;
+} cmd_args_t;
+
+/* Parse the options of a command. argv[0] names it ("dlq list"), the options allowed are
+ * OPT_* bits; between min and max other arguments must remain (max -1: any number). An unknown
+ * option or a wrong count is an error that names it: returns -EINVAL after saying so. */
+static int cmd_opts(int argc, char **argv, unsigned allowed, int min, int max, cmd_args_t *a)
+{
+	static const struct option opts[] = {
+		{"json", no_argument, NULL, 'j'},
+		{"yes", no_argument, NULL, 'y'},
+		{"all", no_argument, NULL, 'a'},
+		{"state-dir", required_argument, NULL, 's'},
+		{NULL, 0, NULL, 0},
+	};
+	*a = (cmd_args_t){0};
+	optind = 0;
+	opterr = 0;
+	int c;
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		unsigned bit = c == 'j' ? OPT_JSON : c == 'y' ? OPT_YES : c == 'a' ? OPT_ALL : 0;
+		if (c == 's') {
+			state_dir_opt = optarg;
+			continue;
+		}
+		if (c == '?' || !(allowed & bit)) {
+			fprintf(stderr, "wdt2jdyctl %s: unknown option %s\n", argv[0], argv[optind - 1]);
+			return -EINVAL;
+		}
+		a->json |= c == 'j';
+		a->yes |= c == 'y';
+		a->all |= c == 'a';
+	}
+	a->argc = argc - optind;
+	a->argv = argv + optind;
+	if (a->argc < min || (max >= 0 && a->argc > max)) {
+		fprintf(stderr, "wdt2jdyctl %s: %s\n", argv[0],
+			a->argc < min ? "missing argument" : "too many arguments");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* ---- configuration and state ---------------------------------------------------------------- */
+
 static wj_config_t *load_config(void)
 {
+	if (state_dir_opt) {
+		fprintf(stderr, "wdt2jdyctl: --state-dir is for the read-only commands (status, dlq "
+				"list/show, review list/show, cursor show)\n");
+		exit(1);
+	}
 	wj_errors_t errs = {0};
 	wj_config_t *cfg = wj_config_load(config_path, &errs);
 	if (!cfg) {
@@ -62,6 +131,73 @@ static wj_config_t *load_config(void)
 		exit(EXIT_CONFIG);
 	}
 	wj_errors_free(&errs);
+	shown_tz = cfg->tz_offset;
+	return cfg;
+}
+
+/* The timezone the daemon wrote in its status file, for --state-dir without a configuration. */
+static void tz_from_status(wj_config_t *cfg)
+{
+	json_t *st = json_load_file(cfg->status_file, 0, NULL);
+	const char *z = json_string_value(json_object_get(st, "timezone"));
+	int off;
+	if (z && wj_tz_parse(z, &off) == 0) {
+		cfg->tz_offset = off;
+		free(cfg->timezone);
+		cfg->timezone = strdup(z);
+	}
+	json_decref(st);
+}
+
+/* What a read-only command needs: the state directory, the status file and the timezone.
+ * The configuration is read leniently and without its secrets (a broken file still names its
+ * paths; stderr says so); --state-dir DIR alone needs none. Exits 78 when there is nothing to go
+ * on. */
+static wj_config_t *load_paths(void)
+{
+	wj_errors_t errs = {0};
+	wj_config_t *cfg = NULL;
+	if (!state_dir_opt || config_given) {
+		cfg = wj_config_load_paths(config_path, &errs);
+		if (!cfg && !state_dir_opt) {
+			for (size_t i = 0; i < errs.n; i++)
+				fprintf(stderr, "%s\n", errs.msg[i]);
+			wj_errors_free(&errs);
+			exit(EXIT_CONFIG);
+		}
+		if (!cfg)
+			fprintf(stderr, "wdt2jdyctl: %s; going on with --state-dir alone\n",
+				errs.n ? errs.msg[0] : config_path);
+		else if (errs.n)
+			fprintf(stderr, "wdt2jdyctl: %s does not validate (%zu problem%s, the first: "
+					"%s); read-only, going on with what it says%s\n",
+				config_path, errs.n, errs.n == 1 ? "" : "s", errs.msg[0],
+				state_dir_opt ? "" : " of state_dir, status.file and timezone");
+	}
+	wj_errors_free(&errs);
+	if (!cfg)
+		cfg = wj_config_parse_paths("{}", "--state-dir", NULL);
+	if (!cfg) {
+		fprintf(stderr, "wdt2jdyctl: out of memory\n");
+		exit(1);
+	}
+	if (state_dir_opt) {
+		json_t *named = json_object_get(json_object_get(cfg->doc, "status"), "file");
+		free(cfg->state_dir);
+		cfg->state_dir = strdup(state_dir_opt);
+		if (!named) {
+			free(cfg->status_file);
+			if (asprintf(&cfg->status_file, "%s/status.json", state_dir_opt) < 0)
+				cfg->status_file = NULL;
+		}
+		if (!cfg->state_dir || !cfg->status_file) {
+			fprintf(stderr, "wdt2jdyctl: out of memory\n");
+			exit(1);
+		}
+		if (!config_given)
+			tz_from_status(cfg);
+	}
+	shown_tz = cfg->tz_offset;
 	return cfg;
 }
 
@@ -132,9 +268,20 @@ static json_t *shown_record(const void *data, size_t len)
 	return o;
 }
 
-static wj_store_t *open_store(const wj_config_t *cfg)
+/* Open the state. create false (the read-only commands): a state that does not exist is an
+ * error, and nothing is created. Exits 73 when it cannot be opened. */
+static wj_store_t *open_state(const wj_config_t *cfg, bool create)
 {
 	wj_store_t *s;
+	char *data = NULL;
+	struct stat st;
+	if (!create && (asprintf(&data, "%s/data.mdb", cfg->state_dir) < 0 || stat(data, &st) < 0)) {
+		fprintf(stderr, "wdt2jdyctl: no state in %s (%s): the daemon has not run with this "
+				"state_dir yet, or -c/--state-dir names another instance\n",
+			cfg->state_dir, data ? strerror(errno) : "out of memory");
+		exit(EXIT_CANTCREAT);
+	}
+	free(data);
 	if (wj_store_open(cfg->state_dir, cfg->map_size, cfg->map_max, &s) < 0) {
 		fprintf(stderr, "wdt2jdyctl: cannot open state in %s: %s\n", cfg->state_dir,
 			wj_store_strerror());
@@ -142,6 +289,53 @@ static wj_store_t *open_store(const wj_config_t *cfg)
 	}
 	load_secrets(cfg, s);
 	return s;
+}
+
+static wj_store_t *open_store(const wj_config_t *cfg)
+{
+	return open_state(cfg, true);
+}
+
+/* ---- audit trail ---------------------------------------------------------------------------- */
+
+/* Write one operator action to the daemon's log (log.file; without one, the daemon logs to the
+ * journal, and so does this, through syslog): who (user, uid, and sudo's user) ran which
+ * command, and what it did. Masked like every log line. When the line cannot be written,
+ * stderr says so; the action stands. */
+__attribute__((format(printf, 3, 4)))
+static void ctl_audit(const wj_config_t *cfg, const char *cmd, const char *fmt, ...)
+{
+	char what[2048], uid[24], f[1024] = "";
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof(what), fmt, ap);
+	va_end(ap);
+	uid_t u = getuid();
+	struct passwd *pw = getpwuid(u);
+	snprintf(uid, sizeof(uid), "%lu", (unsigned long)u);
+	wj_logfmt_kv(f, sizeof(f), "user", pw ? pw->pw_name : uid);
+	wj_logfmt_kv(f, sizeof(f), "uid", uid);
+	const char *sudo = getenv("SUDO_USER");
+	if (sudo && *sudo)
+		wj_logfmt_kv(f, sizeof(f), "sudo_user", sudo);
+	wj_logfmt_kv(f, sizeof(f), "cmd", cmd);
+	const char *log = cfg->log_file && cfg->log_file[0] ? cfg->log_file : NULL;
+	int r = log ? wj_log_attach(log, WJ_LOG_INFO, cfg->tz_offset) : -ENOENT;
+	if (r == 0) {
+		wj_info("ctl", f, "operator: %s", what);
+		wj_log_open(NULL, WJ_LOG_INFO, cfg->tz_offset); /* closes the file */
+		return;
+	}
+	if (log)
+		fprintf(stderr, "wdt2jdyctl: cannot write the audit line to %s: %s; sent to syslog "
+				"instead\n", log, strerror(-r));
+	char line[3200], msg[2100];
+	snprintf(msg, sizeof(msg), "operator: %s", what);
+	snprintf(line, sizeof(line), "mod=ctl%s", f);
+	wj_logfmt_kv(line, sizeof(line), "msg", msg);
+	openlog("wdt2jdyctl", LOG_PID, LOG_USER);
+	syslog(LOG_NOTICE, "%s", wj_log_mask(line));
+	closelog();
 }
 
 /* ---- sign ----------------------------------------------------------------------------------- */
@@ -270,17 +464,127 @@ static long long num(json_t *o, const char *k)
 	return (long long)json_integer_value(json_object_get(o, k));
 }
 
+/* The flows to show: the configured ones, then any other the state knows (a flow removed from
+ * the configuration, or every flow with --state-dir alone). Caller frees. */
+static json_t *flow_list(const wj_config_t *cfg, wj_txn_t *t)
+{
+	json_t *names = json_array();
+	for (size_t i = 0; i < cfg->n_flows; i++)
+		json_array_append_new(names, json_string(cfg->flows[i].name));
+	wj_iter_t it;
+	if (wj_iter_open(t, WJ_DB_CURSORS, &it) < 0)
+		return names;
+	for (int r = wj_iter_seek(&it, NULL, 0); r == 0; r = wj_iter_next(&it)) {
+		wj_val_t k = wj_iter_key(&it);
+		if (memchr(k.data, '\0', k.len)) /* "flow\0backfill" */
+			continue;
+		char *name = shown(k.data, k.len);
+		bool known = false;
+		size_t i;
+		json_t *n;
+		json_array_foreach(names, i, n)
+			known |= !strcmp(json_string_value(n), name);
+		if (!known)
+			json_array_append_new(names, json_string(name));
+		free(name);
+	}
+	wj_iter_close(&it);
+	return names;
+}
+
+static const wj_flow_cfg_t *flow_cfg(const wj_config_t *cfg, const char *name)
+{
+	for (size_t i = 0; i < cfg->n_flows; i++)
+		if (!strcmp(cfg->flows[i].name, name))
+			return &cfg->flows[i];
+	return NULL;
+}
+
+/* epoch seconds → "YYYY-MM-DD HH:MM:SS" in the configured offset */
+static const char *when(int64_t epoch, char buf[WJ_TIME_LEN])
+{
+	wj_time_format(epoch, shown_tz, buf);
+	return buf;
+}
+
+static void fmt_span(int64_t s, char *buf, size_t size)
+{
+	if (s >= 86400)
+		snprintf(buf, size, "%lldd%lldh", (long long)(s / 86400), (long long)(s % 86400 / 3600));
+	else if (s >= 3600)
+		snprintf(buf, size, "%lldh%lldm", (long long)(s / 3600), (long long)(s % 3600 / 60));
+	else
+		snprintf(buf, size, "%llds", (long long)s);
+}
+
+/* The daemon line: running, stopped, or gone without stopping (its status is stale). */
+static void print_daemon(const wj_config_t *cfg, json_t *st)
+{
+	if (!st) {
+		printf("daemon      no status file (%s)\n", cfg->status_file ? cfg->status_file : "-");
+		return;
+	}
+	long long pid = num(st, "pid");
+	bool alive = pid > 0 && kill((pid_t)pid, 0) == 0;
+	const char *state = str(st, "state");
+	if (!strcmp(state, "stopped"))
+		printf("daemon      stopped (pid %lld, started %s, stopped at %s)\n", pid,
+		       str(st, "started"), str(st, "now"));
+	else if (alive)
+		printf("daemon      %s (pid %lld, started %s, status at %s)\n", state, pid,
+		       str(st, "started"), str(st, "now"));
+	else
+		printf("daemon      not running: pid %lld is gone without stopping; its status, "
+		       "written at %s, is stale\n", pid, str(st, "now"));
+}
+
+/* Each service: up, or down since when, how many failures in a row, why. */
+static void print_endpoints(json_t *st)
+{
+	const char *ep;
+	json_t *o;
+	json_object_foreach(json_object_get(st, "endpoints"), ep, o) {
+		if (json_is_false(json_object_get(o, "up")))
+			printf("%-11s DOWN since %s, %lld failures in a row: %s\n", ep,
+			       str(o, "failing_since"), num(o, "failures"), str(o, "error"));
+		else if (json_is_true(json_object_get(o, "up")))
+			printf("%-11s up\n", ep);
+		if (json_is_string(json_object_get(o, "paused_until")))
+			printf("%-11s paused until %s (rate limited)\n", ep, str(o, "paused_until"));
+	}
+}
+
+static void print_errors(json_t *st)
+{
+	size_t i;
+	json_t *e;
+	json_array_foreach(json_object_get(st, "errors"), i, e)
+		if (strcmp(str(e, "source"), "wdt") && strcmp(str(e, "source"), "kingdee"))
+			printf("%-11s failing since %s, %lld failures in a row: %s\n", str(e, "source"),
+			       str(e, "since"), num(e, "count"), str(e, "error"));
+	if (!json_is_string(json_object_get(st, "last_error")))
+		return;
+	if (json_is_string(json_object_get(st, "last_error_since")))
+		printf("last error  %s (since %s, %lld in a row, last at %s)\n", str(st, "last_error"),
+		       str(st, "last_error_since"), num(st, "last_error_count"),
+		       str(st, "last_error_at"));
+	else
+		printf("last error  %s at %s\n", str(st, "last_error"), str(st, "last_error_at"));
+}
+
 static int cmd_status(int argc, char **argv)
 {
-	bool as_json = argc > 1 && !strcmp(argv[1], "--json");
-	wj_config_t *cfg = load_config();
-	wj_store_t *s = open_store(cfg);
+	cmd_args_t a;
+	if (cmd_opts(argc, argv, OPT_JSON, 0, 0, &a) < 0)
+		return 1;
+	wj_config_t *cfg = load_paths();
+	wj_store_t *s = open_state(cfg, false);
 	json_t *raw = cfg->status_file ? json_load_file(cfg->status_file, 0, NULL) : NULL;
 	json_t *st = shown_json(raw); /* written by the daemon, but it quotes remote errors */
 	json_decref(raw);
 	wj_txn_t t;
 	size_t ready = 0, delayed = 0, inflight = 0, dead = 0, review = 0, docs = 0;
-	json_t *cursors = json_object();
+	json_t *cursors = json_object(), *flows = NULL;
 	if (wj_txn_begin(s, &t, false) == 0) {
 		wj_txn_count(&t, WJ_DB_QUEUE, &ready);
 		wj_txn_count(&t, WJ_DB_DELAYED, &delayed);
@@ -288,41 +592,40 @@ static int cmd_status(int argc, char **argv)
 		wj_txn_count(&t, WJ_DB_DEAD, &dead);
 		wj_txn_count(&t, WJ_DB_REVIEW, &review);
 		wj_txn_count(&t, WJ_DB_DOCS, &docs);
-		for (size_t i = 0; i < cfg->n_flows; i++) {
+		flows = flow_list(cfg, &t);
+		size_t i;
+		json_t *n;
+		json_array_foreach(flows, i, n) {
+			const char *name = json_string_value(n);
 			wj_val_t v;
-			if (wj_txn_get(&t, WJ_DB_CURSORS, cfg->flows[i].name,
-				       strlen(cfg->flows[i].name), &v) == 0)
-				json_object_set_new(cursors, cfg->flows[i].name,
-						    shown_record(v.data, v.len));
+			if (wj_txn_get(&t, WJ_DB_CURSORS, name, strlen(name), &v) == 0)
+				json_object_set_new(cursors, name, shown_record(v.data, v.len));
 		}
 		wj_txn_abort(&t);
 	}
-	if (as_json) {
-		json_t *o = json_pack("{s:O?, s:{s:I, s:I, s:I}, s:I, s:I, s:I, s:O}", "daemon", st,
-				      "queue", "ready", (json_int_t)ready, "delayed",
+	if (a.json) {
+		json_t *o = json_pack("{s:O?, s:{s:I, s:I, s:I}, s:I, s:I, s:I, s:O, s:s, s:s}",
+				      "daemon", st, "queue", "ready", (json_int_t)ready, "delayed",
 				      (json_int_t)delayed, "in_flight", (json_int_t)inflight, "dead",
 				      (json_int_t)dead, "review", (json_int_t)review, "orders",
-				      (json_int_t)docs, "cursors", cursors);
+				      (json_int_t)docs, "cursors", cursors, "state_dir", cfg->state_dir,
+				      "timezone", cfg->timezone);
 		char *text = json_dumps(o, JSON_INDENT(2));
 		printf("%s\n", text);
 		free(text);
 		json_decref(o);
 		goto out;
 	}
-	bool running = false;
-	if (st) {
-		long long pid = num(st, "pid");
-		running = pid > 0 && kill((pid_t)pid, 0) == 0;
-		printf("daemon      %s (pid %lld, started %s, status at %s)\n",
-		       running ? "running" : "not running", pid, str(st, "started"), str(st, "now"));
-	} else {
-		printf("daemon      no status file (%s)\n", cfg->status_file ? cfg->status_file : "-");
-	}
-	printf("state       %s\n\n", cfg->state_dir);
+	print_daemon(cfg, st);
+	printf("state       %s (times in %s)\n\n", cfg->state_dir, cfg->timezone);
 	printf("%-16s %-20s %10s %9s %8s  %s\n", "FLOW", "CURSOR", "LAG", "PROGRESS", "PAUSED",
 	       "LAST WINDOW");
-	for (size_t i = 0; i < cfg->n_flows; i++) {
-		const char *name = cfg->flows[i].name;
+	size_t i;
+	json_t *n;
+	json_array_foreach(flows, i, n) {
+		const char *name = json_string_value(n);
+		const wj_flow_cfg_t *fc = flow_cfg(cfg, name);
+		int64_t start = fc ? fc->cursor_start : 0;
 		json_t *c = json_object_get(cursors, name), *live = NULL;
 		size_t k;
 		json_t *f;
@@ -330,25 +633,17 @@ static int cmd_status(int argc, char **argv)
 			if (!strcmp(str(f, "name"), name))
 				live = f;
 		char cur[WJ_TIME_LEN] = "(not started)";
-		int64_t cv = c ? json_integer_value(json_object_get(c, "cursor"))
-			       : cfg->flows[i].cursor_start;
+		int64_t cv = c ? json_integer_value(json_object_get(c, "cursor")) : start;
 		if (c)
-			wj_time_format(cv, cfg->tz_offset, cur);
-		int64_t lag = wj_now() - cv;
+			when(cv, cur);
 		int64_t origin = c && json_object_get(c, "origin")
 					 ? json_integer_value(json_object_get(c, "origin"))
-					 : cfg->flows[i].cursor_start;
+					 : start;
 		double prog = wj_now() > origin ? (double)(cv - origin) / (double)(wj_now() - origin)
 						: 1.0;
-		char lagbuf[32];
-		if (lag >= 86400)
-			snprintf(lagbuf, sizeof(lagbuf), "%lldd%lldh", (long long)(lag / 86400),
-				 (long long)(lag % 86400 / 3600));
-		else if (lag >= 3600)
-			snprintf(lagbuf, sizeof(lagbuf), "%lldh%lldm", (long long)(lag / 3600),
-				 (long long)(lag % 3600 / 60));
-		else
-			snprintf(lagbuf, sizeof(lagbuf), "%llds", (long long)lag);
+		char lagbuf[32] = "-";
+		if (c || fc)
+			fmt_span(wj_now() - cv, lagbuf, sizeof(lagbuf));
 		printf("%-16s %-20s %10s %8.1f%% %8s  %s\n", name, cur, lagbuf,
 		       100 * (prog > 1 ? 1 : prog < 0 ? 0 : prog),
 		       live ? (json_is_true(json_object_get(live, "paused")) ? "yes" : "no") : "-",
@@ -380,20 +675,17 @@ static int cmd_status(int argc, char **argv)
 			       num(o, "rate_limited"), num(o, "auth"), num(o, "transient"),
 			       num(o, "permanent"), num(o, "unknown"));
 	}
-	json_object_foreach(json_object_get(st, "endpoints"), ep, o)
-		if (json_is_string(json_object_get(o, "paused_until")))
-			printf("%-11s paused until %s (rate limited)\n", ep, str(o, "paused_until"));
+	if (st)
+		printf("\n");
+	print_endpoints(st);
 	json_t *kd = json_object_get(st, "kingdee");
 	if (kd)
-		printf("\nkingdee     token %s, expires %s\n",
+		printf("kingdee     token %s, expires %s\n",
 		       json_is_true(json_object_get(kd, "logged_in")) ? "held" : "none",
 		       str(kd, "token_expires"));
-	if (st)
-		printf("last error  %s%s%s\n", str(st, "last_error"),
-		       json_is_string(json_object_get(st, "last_error_at")) ? " at " : "",
-		       json_is_string(json_object_get(st, "last_error_at"))
-			       ? str(st, "last_error_at") : "");
+	print_errors(st);
 out:
+	json_decref(flows);
 	json_decref(cursors);
 	json_decref(st);
 	wj_store_close(s);
@@ -435,33 +727,77 @@ static int find_key(wj_txn_t *t, wj_db_t db, const char *want, char *key, size_t
 	return found;
 }
 
-static void print_list(wj_store_t *s, wj_db_t db, bool dead)
+/* Top-level times of a stored record, as "YYYY-MM-DD HH:MM:SS" in the configured offset for
+ * people (the order, the bill body and other nested data are left as they are). */
+static void humanize(json_t *rec)
+{
+	static const char *const secs[] = {"ts", "seen", "first_seen", "saved_at", "updated",
+					   "started", "cursor", "origin", "read_at", "from", "to"};
+	static const char *const msecs[] = {"unknown_at", "sent_from"};
+	char buf[WJ_TIME_LEN];
+	for (size_t i = 0; i < sizeof(secs) / sizeof(secs[0]); i++) {
+		json_t *v = json_object_get(rec, secs[i]);
+		if (json_is_integer(v) && json_integer_value(v) > 0)
+			json_object_set_new(rec, secs[i], json_string(when(json_integer_value(v), buf)));
+	}
+	for (size_t i = 0; i < sizeof(msecs) / sizeof(msecs[0]); i++) {
+		json_t *v = json_object_get(rec, msecs[i]);
+		if (json_is_integer(v) && json_integer_value(v) > 0)
+			json_object_set_new(rec, msecs[i],
+					    json_string(when(json_integer_value(v) / 1000, buf)));
+	}
+}
+
+static void print_json(json_t *o)
+{
+	char *text = wj_json_dumps_pretty(o); /* stored bodies show 3.3, as sent */
+	printf("%s\n", text ? text : "null");
+	free(text);
+}
+
+/* Every entry of the dead-letter list (dead) or the review list: a table, or with as_json an
+ * array of the records (a dead letter without its order and body: dlq show has them), each
+ * with its "flow" and "stockin_id". */
+static void print_list(wj_store_t *s, wj_db_t db, bool dead, bool as_json)
 {
 	wj_txn_t t;
 	if (wj_txn_begin(s, &t, false) < 0)
 		return;
 	wj_iter_t it;
 	size_t n = 0;
-	if (dead)
-		printf("%-12s %-24s %-12s %8s  %s\n", "FLOW", "STOCKIN_NO", "STOCKIN_ID", "ATTEMPTS",
-		       "REASON");
-	else
+	json_t *all = json_array();
+	if (!as_json && dead)
+		printf("%-12s %-24s %-12s %-19s %8s  %s\n", "FLOW", "STOCKIN_NO", "STOCKIN_ID",
+		       "SINCE", "ATTEMPTS", "REASON");
+	else if (!as_json)
 		printf("%-12s %-24s %-20s %-20s  %s\n", "FLOW", "STOCKIN_NO", "BILL_NO", "SEEN", "NOTE");
 	if (wj_iter_open(&t, db, &it) == 0) {
 		for (int r = wj_iter_seek(&it, NULL, 0); r == 0; r = wj_iter_next(&it)) {
 			wj_val_t k = wj_iter_key(&it), v = wj_iter_val(&it);
 			json_t *o = shown_record(v.data, v.len);
+			if (!json_is_object(o)) {
+				json_decref(o);
+				o = json_object();
+			}
 			size_t fl = strnlen(k.data, k.len);
 			char *flow = shown(k.data, fl);
 			char *id = shown((const char *)k.data + fl + 1, k.len > fl ? k.len - fl - 1 : 0);
-			if (dead) {
-				printf("%-12s %-24s %-12s %8lld  %s\n", flow, str(o, "stockin_no"), id,
+			char at[WJ_TIME_LEN];
+			if (as_json) {
+				json_object_set_new(o, "flow", json_string(flow));
+				json_object_set_new(o, "stockin_id", json_string(id));
+				if (dead) {
+					json_object_del(o, "order");
+					json_object_del(o, "body");
+				}
+				json_array_append(all, o);
+			} else if (dead) {
+				printf("%-12s %-24s %-12s %-19s %8lld  %s\n", flow, str(o, "stockin_no"),
+				       id, num(o, "ts") ? when(num(o, "ts"), at) : "-",
 				       num(o, "attempts"), str(o, "reason"));
 			} else {
-				char seen[WJ_TIME_LEN];
-				wj_time_format(num(o, "seen"), 8 * 3600, seen);
 				printf("%-12s %-24s %-20s %-20s  %s\n", flow, str(o, "stockin_no"),
-				       str(o, "bill_no"), seen,
+				       str(o, "bill_no"), num(o, "seen") ? when(num(o, "seen"), at) : "-",
 				       json_is_string(json_object_get(o, "note")) ? str(o, "note")
 					       : "content changed after posting");
 			}
@@ -473,10 +809,15 @@ static void print_list(wj_store_t *s, wj_db_t db, bool dead)
 		wj_iter_close(&it);
 	}
 	wj_txn_abort(&t);
-	printf("%zu %s\n", n, dead ? "dead letters" : "orders to review");
+	if (as_json)
+		print_json(all);
+	else
+		printf("%zu %s\n", n, dead ? "dead letters" : "orders to review");
+	json_decref(all);
 }
 
-static int show_entry(wj_store_t *s, wj_db_t db, const char *want)
+/* One entry in full: as stored with as_json, else with its times in the configured offset. */
+static int show_entry(wj_store_t *s, wj_db_t db, const char *want, bool as_json)
 {
 	wj_txn_t t;
 	char key[WJ_DOC_KEY_MAX_CTL];
@@ -490,9 +831,9 @@ static int show_entry(wj_store_t *s, wj_db_t db, const char *want)
 		wj_val_t v = {0};
 		wj_txn_get(&t, db, key, kl, &v);
 		json_t *o = shown_record(v.data, v.len);
-		char *text = wj_json_dumps_pretty(o);
-		printf("%s\n", text ? text : "{}");
-		free(text);
+		if (!as_json)
+			humanize(o);
+		print_json(o);
 		json_decref(o);
 		rc = 0;
 	}
@@ -505,7 +846,21 @@ typedef struct dlq_op {
 	int n;
 	bool all, retry;
 	int done, missing;
+	wj_buf_t names; /* the stock-in numbers done, for the audit line */
 } dlq_op_t;
+
+/* Note the stock-in number of the dead letter at key for the audit line. */
+static void dlq_note(wj_txn_t *t, dlq_op_t *op, const char *key, size_t kl)
+{
+	json_t *dl = wj_txn_get_json(t, WJ_DB_DEAD, key, kl);
+	const char *no = json_string_value(json_object_get(dl, "stockin_no"));
+	size_t fl = strnlen(key, kl);
+	if (op->names.len < 4000)
+		wj_buf_printf(&op->names, "%s%s", op->names.len ? " " : "", no ? no : key + fl + 1);
+	else if (op->names.data && op->names.data[op->names.len - 1] != '.')
+		wj_buf_printf(&op->names, " ...");
+	json_decref(dl);
+}
 
 static int requeue(wj_txn_t *t, const char *key, size_t kl)
 {
@@ -568,6 +923,7 @@ static int dlq_fn(wj_txn_t *t, void *arg)
 {
 	dlq_op_t *op = arg;
 	op->done = op->missing = 0;
+	wj_buf_reset(&op->names); /* the transaction may run again */
 	char key[WJ_DOC_KEY_MAX_CTL];
 	size_t kl;
 	if (op->all) {
@@ -584,6 +940,7 @@ static int dlq_fn(wj_txn_t *t, void *arg)
 			wj_iter_close(&it);
 			if (r < 0)
 				break;
+			dlq_note(t, op, key, kl);
 			if (op->retry)
 				requeue(t, key, kl);
 			else
@@ -601,6 +958,7 @@ static int dlq_fn(wj_txn_t *t, void *arg)
 			op->missing++;
 			continue;
 		}
+		dlq_note(t, op, key, kl);
 		if (op->retry) {
 			requeue(t, key, kl);
 		} else {
@@ -612,37 +970,67 @@ static int dlq_fn(wj_txn_t *t, void *arg)
 	return t->err;
 }
 
+/* dlq|review list [--json], dlq|review show ORDER [--json]: read-only, paths only. */
+static int list_or_show(int argc, char **argv, wj_db_t db, bool list)
+{
+	cmd_args_t a;
+	if (cmd_opts(argc, argv, OPT_JSON, !list, !list, &a) < 0)
+		return 1;
+	wj_config_t *cfg = load_paths();
+	wj_store_t *s = open_state(cfg, false);
+	int rc = 0;
+	if (list)
+		print_list(s, db, db == WJ_DB_DEAD, a.json);
+	else
+		rc = show_entry(s, db, a.argv[0], a.json);
+	wj_store_close(s);
+	wj_config_free(cfg);
+	return rc;
+}
+
 static int cmd_dlq(int argc, char **argv)
 {
-	if (argc < 2) {
-		usage(stderr);
+	const char *sub = argc > 1 ? argv[1] : "";
+	cmd_args_t a;
+	char name[32];
+	snprintf(name, sizeof(name), "dlq %s", sub);
+	argv[1] = name;
+	if (!strcmp(sub, "list") || !strcmp(sub, "show"))
+		return list_or_show(argc - 1, argv + 1, WJ_DB_DEAD, !strcmp(sub, "list"));
+	if (strcmp(sub, "retry") && strcmp(sub, "drop")) {
+		fprintf(stderr, "wdt2jdyctl dlq: expected list, show, retry or drop\n");
+		return 1;
+	}
+	bool retry = !strcmp(sub, "retry");
+	if (cmd_opts(argc - 1, argv + 1, OPT_ALL | (retry ? 0 : OPT_YES), 0, -1, &a) < 0)
+		return 1;
+	if (a.all == (a.argc > 0)) {
+		fprintf(stderr, "wdt2jdyctl %s: give ORDER... or --all\n", name);
+		return 1;
+	}
+	if (a.all && !retry && !a.yes) {
+		fprintf(stderr, "wdt2jdyctl dlq drop --all forgets every dead letter for good: no "
+				"bill will be made for any of them. Add --yes to do it.\n");
 		return 1;
 	}
 	wj_config_t *cfg = load_config();
 	wj_store_t *s = open_store(cfg);
 	int rc = 0;
-	const char *sub = argv[1];
-	if (!strcmp(sub, "list")) {
-		print_list(s, WJ_DB_DEAD, true);
-	} else if (!strcmp(sub, "show") && argc == 3) {
-		rc = show_entry(s, WJ_DB_DEAD, argv[2]);
-	} else if ((!strcmp(sub, "retry") || !strcmp(sub, "drop")) && argc >= 3) {
-		dlq_op_t op = {.wants = argv + 2, .n = argc - 2, .retry = !strcmp(sub, "retry"),
-			       .all = !strcmp(argv[2], "--all")};
-		int r = wj_store_write(s, dlq_fn, &op);
-		if (r < 0) {
-			fprintf(stderr, "wdt2jdyctl: cannot update the state: %s\n",
-				wj_store_strerror());
-			rc = 1;
-		} else {
-			printf("%d %s%s\n", op.done, op.retry ? "queued again" : "dropped",
-			       op.retry ? " (the daemon picks them up within a second)" : "");
-			rc = op.missing ? 1 : 0;
-		}
-	} else {
-		usage(stderr);
+	dlq_op_t op = {.wants = a.argv, .n = a.argc, .retry = retry, .all = a.all};
+	int r = wj_store_write(s, dlq_fn, &op);
+	if (r < 0) {
+		fprintf(stderr, "wdt2jdyctl: cannot update the state: %s\n", wj_store_strerror());
 		rc = 1;
+	} else {
+		printf("%d %s%s\n", op.done, op.retry ? "queued again" : "dropped",
+		       op.retry ? " (the daemon picks them up within a second)" : "");
+		rc = op.missing ? 1 : 0;
+		if (op.done)
+			ctl_audit(cfg, name, "%d %s%s: %s", op.done,
+				  op.retry ? "dead letters queued again" : "dead letters dropped",
+				  op.all ? " (--all)" : "", op.names.data ? op.names.data : "");
 	}
+	wj_buf_free(&op.names);
 	wj_store_close(s);
 	wj_config_free(cfg);
 	return rc;
@@ -661,29 +1049,30 @@ static int review_done_fn(wj_txn_t *t, void *arg)
 
 static int cmd_review(int argc, char **argv)
 {
-	if (argc < 2) {
-		usage(stderr);
+	const char *sub = argc > 1 ? argv[1] : "";
+	cmd_args_t a;
+	char name[32];
+	snprintf(name, sizeof(name), "review %s", sub);
+	argv[1] = name;
+	if (!strcmp(sub, "list") || !strcmp(sub, "show"))
+		return list_or_show(argc - 1, argv + 1, WJ_DB_REVIEW, !strcmp(sub, "list"));
+	if (strcmp(sub, "done")) {
+		fprintf(stderr, "wdt2jdyctl review: expected list, show or done\n");
 		return 1;
 	}
+	if (cmd_opts(argc - 1, argv + 1, 0, 1, 1, &a) < 0)
+		return 1;
 	wj_config_t *cfg = load_config();
 	wj_store_t *s = open_store(cfg);
 	int rc = 0;
-	if (!strcmp(argv[1], "list")) {
-		print_list(s, WJ_DB_REVIEW, false);
-	} else if (!strcmp(argv[1], "show") && argc == 3) {
-		rc = show_entry(s, WJ_DB_REVIEW, argv[2]);
-	} else if (!strcmp(argv[1], "done") && argc == 3) {
-		int r = wj_store_write(s, review_done_fn, argv[2]);
-		if (r < 0) {
-			fprintf(stderr, "wdt2jdyctl: %s: %s\n", argv[2],
-				r == -ENOENT ? "not in the review list" : wj_store_strerror());
-			rc = 1;
-		} else {
-			printf("review of %s done\n", argv[2]);
-		}
-	} else {
-		usage(stderr);
+	int r = wj_store_write(s, review_done_fn, a.argv[0]);
+	if (r < 0) {
+		fprintf(stderr, "wdt2jdyctl: %s: %s\n", a.argv[0],
+			r == -ENOENT ? "not in the review list" : wj_store_strerror());
 		rc = 1;
+	} else {
+		printf("review of %s done\n", a.argv[0]);
+		ctl_audit(cfg, name, "review of %s done", a.argv[0]);
 	}
 	wj_store_close(s);
 	wj_config_free(cfg);
@@ -713,8 +1102,84 @@ static int cursor_set_fn(wj_txn_t *t, void *arg)
 	return t->err;
 }
 
+static bool bf_unfinished(const json_t *job);
+static void bf_describe(const json_t *job, int tz, char *buf, size_t size);
+
+/* cursor show [FLOW]: each flow's cursor (or cursor.start when it has not started), and a
+ * backfill under way. */
+static int cursor_show(int argc, char **argv)
+{
+	cmd_args_t a;
+	if (cmd_opts(argc, argv, OPT_JSON, 0, 1, &a) < 0)
+		return 1;
+	wj_config_t *cfg = load_paths();
+	wj_store_t *s = open_state(cfg, false);
+	wj_txn_t t;
+	int rc = 0;
+	if (wj_txn_begin(s, &t, false) < 0) {
+		fprintf(stderr, "wdt2jdyctl: %s\n", wj_store_strerror());
+		rc = 1;
+		goto out;
+	}
+	json_t *flows = flow_list(cfg, &t), *out = json_array(), *n;
+	size_t i;
+	bool found = false;
+	json_array_foreach(flows, i, n) {
+		const char *name = json_string_value(n);
+		if (a.argc && strcmp(a.argv[0], name))
+			continue;
+		found = true;
+		const wj_flow_cfg_t *fc = flow_cfg(cfg, name);
+		json_t *c = wj_txn_get_json(&t, WJ_DB_CURSORS, name, strlen(name));
+		char key[WJ_DOC_KEY_MAX_CTL];
+		size_t fl = strlen(name);
+		memcpy(key, name, fl + 1);
+		memcpy(key + fl + 1, "backfill", 8);
+		json_t *bf = wj_txn_get_json(&t, WJ_DB_CURSORS, key, fl + 9);
+		char buf[WJ_TIME_LEN], job[128] = "";
+		int64_t at = c ? json_integer_value(json_object_get(c, "cursor"))
+			       : fc ? fc->cursor_start : 0;
+		if (bf_unfinished(bf))
+			bf_describe(bf, shown_tz, job, sizeof(job));
+		json_array_append_new(out, json_pack("{s:s, s:s?, s:I, s:b, s:s?}", "flow", name,
+						     "cursor", c || fc ? when(at, buf) : NULL,
+						     "cursor_epoch", (json_int_t)at, "started", c != NULL,
+						     "backfill", job[0] ? job : NULL));
+		if (a.json)
+			; /* printed below, all at once */
+		else if (c)
+			printf("%s %s\n", name, buf);
+		else if (fc)
+			printf("%s %s (not started; cursor.start)\n", name, buf);
+		else
+			printf("%s (not started)\n", name);
+		if (!a.json && job[0])
+			printf("%s backfill %s\n", name, job);
+		json_decref(c);
+		json_decref(bf);
+	}
+	wj_txn_abort(&t);
+	if (a.json)
+		print_json(out);
+	if (a.argc && !found) {
+		fprintf(stderr, "wdt2jdyctl: no flow named \"%s\" in %s\n", a.argv[0], cfg->path);
+		rc = 1;
+	}
+	json_decref(out);
+	json_decref(flows);
+out:
+	wj_store_close(s);
+	wj_config_free(cfg);
+	return rc;
+}
+
 static int cmd_cursor(int argc, char **argv)
 {
+	if (argc >= 2 && !strcmp(argv[1], "show")) {
+		char name[] = "cursor show";
+		argv[1] = name;
+		return cursor_show(argc - 1, argv + 1);
+	}
 	if (argc < 2) {
 		usage(stderr);
 		return 1;
@@ -722,28 +1187,7 @@ static int cmd_cursor(int argc, char **argv)
 	wj_config_t *cfg = load_config();
 	wj_store_t *s = open_store(cfg);
 	int rc = 0;
-	if (!strcmp(argv[1], "show")) {
-		wj_txn_t t;
-		if (wj_txn_begin(s, &t, false) == 0) {
-			for (size_t i = 0; i < cfg->n_flows; i++) {
-				const char *name = cfg->flows[i].name;
-				if (argc > 2 && strcmp(argv[2], name))
-					continue;
-				json_t *c = wj_txn_get_json(&t, WJ_DB_CURSORS, name, strlen(name));
-				char buf[WJ_TIME_LEN];
-				if (c) {
-					wj_time_format(json_integer_value(json_object_get(c, "cursor")),
-						       cfg->tz_offset, buf);
-					printf("%s %s\n", name, buf);
-				} else {
-					wj_time_format(cfg->flows[i].cursor_start, cfg->tz_offset, buf);
-					printf("%s %s (not started; cursor.start)\n", name, buf);
-				}
-				json_decref(c);
-			}
-			wj_txn_abort(&t);
-		}
-	} else if (!strcmp(argv[1], "set") && argc == 4) {
+	if (!strcmp(argv[1], "set") && argc == 4) {
 		const wj_flow_cfg_t *f = NULL;
 		for (size_t i = 0; i < cfg->n_flows; i++)
 			if (!strcmp(cfg->flows[i].name, argv[2]))
@@ -765,6 +1209,7 @@ static int cmd_cursor(int argc, char **argv)
 				printf("%s cursor set to %s (taken up at the flow's next window; a "
 				       "window being read now ends without moving it)\n", argv[2],
 				       argv[3]);
+				ctl_audit(cfg, "cursor set", "cursor of %s set to %s", argv[2], argv[3]);
 			}
 		}
 	} else {
@@ -908,9 +1353,12 @@ static int cmd_backfill(int argc, char **argv)
 		else
 			printf("backfill of %s (%s) cancelled; the orders it read are kept\n", flow,
 			       job);
+		if (bf_unfinished(b.found))
+			ctl_audit(cfg, "backfill", "backfill of %s (%s) cancelled", flow, job);
 		goto out;
 	}
 	printf("backfill of %s from %s to %s queued\n", flow, from, to);
+	ctl_audit(cfg, "backfill", "backfill of %s from %s to %s queued", flow, from, to);
 	if (!wait)
 		goto out;
 	if (!daemon_running(cfg)) {
@@ -1033,13 +1481,18 @@ int main(int argc, char **argv)
 	int c;
 	static const struct option opts[] = {
 		{"config", required_argument, NULL, 'c'},
+		{"state-dir", required_argument, NULL, 's'},
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
 		{NULL, 0, NULL, 0},
 	};
 	while ((c = getopt_long(argc, argv, "+c:hV", opts, NULL)) != -1) {
 		switch (c) {
-		case 'c': config_path = optarg; break;
+		case 'c':
+			config_path = optarg;
+			config_given = true;
+			break;
+		case 's': state_dir_opt = optarg; break;
 		case 'h': usage(stdout); return 0;
 		case 'V': printf("wdt2jdyctl %s\n", WJ_VERSION); return 0;
 		default: usage(stderr); return 1;
@@ -1055,6 +1508,9 @@ int main(int argc, char **argv)
 	if (!strcmp(cmd, "sign"))
 		return cmd_sign(sub_argc - 1, sub_argv + 1);
 	if (!strcmp(cmd, "check-config")) {
+		cmd_args_t a;
+		if (cmd_opts(sub_argc, sub_argv, 0, 0, 0, &a) < 0)
+			return 1;
 		wj_config_t *cfg = load_config();
 		printf("configuration OK\n");
 		wj_config_free(cfg);

@@ -7,6 +7,7 @@
 #include <getopt.h>
 #include <malloc.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +42,8 @@ static struct {
 	int64_t started;
 	uint64_t last_status_line;
 	bool stopping;
+	bool stopped;          /* the final status is written: no more updates */
+	char start_error[512]; /* why the start failed, for the final status */
 	unsigned reloads, reload_failures;
 	char last_reload_error[512];
 } d;
@@ -62,94 +65,161 @@ static void print_errors(const wj_errors_t *errs)
 
 /* ---- status ---------------------------------------------------------------------------- */
 
-/* Prometheus text exposition for node_exporter's textfile collector. */
-static void metric(wj_buf_t *b, const char *name, const char *type, const char *help)
+/* Prometheus text exposition for node_exporter's textfile collector. Every series carries
+ * state_dir="…", which tells the daemons of one host apart (two instances in one textfile
+ * directory would otherwise export the same series, which the collector refuses). */
+typedef struct prom {
+	wj_buf_t b;
+	char labels[600]; /* state_dir="…", escaped */
+} prom_t;
+
+static void prom_labels(prom_t *m, const char *state_dir)
 {
-	wj_buf_printf(b, "# HELP wdt2jdy_%s %s\n# TYPE wdt2jdy_%s %s\n", name, help, name, type);
+	size_t k = (size_t)snprintf(m->labels, sizeof(m->labels), "state_dir=\"");
+	for (const char *c = state_dir; *c && k + 4 < sizeof(m->labels); c++) {
+		if (*c == '\\' || *c == '"' || *c == '\n') {
+			m->labels[k++] = '\\';
+			m->labels[k++] = *c == '\n' ? 'n' : *c;
+		} else {
+			m->labels[k++] = *c;
+		}
+	}
+	m->labels[k++] = '"';
+	m->labels[k] = '\0';
 }
 
-static void write_metrics(json_t *st)
+static void metric(prom_t *m, const char *name, const char *type, const char *help)
+{
+	wj_buf_printf(&m->b, "# HELP wdt2jdy_%s %s\n# TYPE wdt2jdy_%s %s\n", name, help, name, type);
+}
+
+/* One sample: extra is "" or more labels, e.g. "flow=\"pd-gain\"". */
+static void sample(prom_t *m, const char *name, const char *extra, long long v)
+{
+	wj_buf_printf(&m->b, "wdt2jdy_%s{%s%s%s} %lld\n", name, m->labels, *extra ? "," : "", extra,
+		      v);
+}
+
+static long long jint(json_t *o, const char *k)
+{
+	return (long long)json_integer_value(json_object_get(o, k));
+}
+
+static void write_metrics(json_t *st, bool up, int64_t now)
 {
 	const char *path = d.cfg->metrics_file;
 	if (!path || !path[0])
 		return;
-	wj_buf_t b = {0};
-	json_t *q = json_object_get(st, "queue");
-	metric(&b, "up", "gauge", "1 while the daemon runs.");
-	wj_buf_printf(&b, "wdt2jdy_up 1\n");
-	metric(&b, "bills_posted_total", "counter", "Gain bills saved in Kingdee.");
-	wj_buf_printf(&b, "wdt2jdy_bills_posted_total %lld\n",
-		      (long long)json_integer_value(json_object_get(st, "posted")));
-	metric(&b, "attempts_failed_total", "counter", "Save attempts that failed and were retried.");
-	wj_buf_printf(&b, "wdt2jdy_attempts_failed_total %lld\n",
-		      (long long)json_integer_value(json_object_get(st, "failed")));
-	metric(&b, "dead_letters", "gauge", "Orders parked in the dead-letter list.");
-	wj_buf_printf(&b, "wdt2jdy_dead_letters %lld\n",
-		      (long long)json_integer_value(json_object_get(st, "dead")));
-	metric(&b, "review", "gauge", "Orders changed after their bill was posted.");
-	wj_buf_printf(&b, "wdt2jdy_review %lld\n",
-		      (long long)json_integer_value(json_object_get(st, "review")));
-	metric(&b, "queue", "gauge", "Queue entries by state.");
-	static const char *states[] = {"ready", "delayed", "in_flight"};
-	for (size_t i = 0; i < 3; i++)
-		wj_buf_printf(&b, "wdt2jdy_queue{state=\"%s\"} %lld\n", states[i],
-			      (long long)json_integer_value(json_object_get(q, states[i])));
-	metric(&b, "api_calls_total", "counter", "Remote API calls by endpoint and outcome.");
-	const char *ep, *oc;
+	prom_t m = {0};
+	char l[256];
+	prom_labels(&m, d.cfg->state_dir);
+	metric(&m, "up", "gauge", "1 while the daemon runs, 0 once it has stopped.");
+	sample(&m, "up", "", up);
+	metric(&m, "status_updated_seconds", "gauge",
+	       "When this file was written (Unix time): it stops moving when the daemon dies.");
+	sample(&m, "status_updated_seconds", "", now);
+	metric(&m, "endpoint_up", "gauge",
+	       "0 while calls to the service get no usable answer (unreachable, credentials refused).");
+	const char *ep;
 	json_t *o, *v;
+	json_object_foreach(json_object_get(st, "endpoints"), ep, o) {
+		snprintf(l, sizeof(l), "endpoint=\"%s\"", ep);
+		sample(&m, "endpoint_up", l, json_is_true(json_object_get(o, "up")));
+	}
+	metric(&m, "endpoint_failures", "gauge", "Calls to the service failed in a row.");
+	json_object_foreach(json_object_get(st, "endpoints"), ep, o) {
+		snprintf(l, sizeof(l), "endpoint=\"%s\"", ep);
+		sample(&m, "endpoint_failures", l, jint(o, "failures"));
+	}
+	json_t *q = json_object_get(st, "queue");
+	metric(&m, "bills_posted_total", "counter", "Gain bills saved in Kingdee.");
+	sample(&m, "bills_posted_total", "", jint(st, "posted"));
+	metric(&m, "attempts_failed_total", "counter", "Save attempts that failed and were retried.");
+	sample(&m, "attempts_failed_total", "", jint(st, "failed"));
+	metric(&m, "dead_letters", "gauge", "Orders parked in the dead-letter list.");
+	sample(&m, "dead_letters", "", jint(st, "dead"));
+	metric(&m, "review", "gauge", "Orders changed after their bill was posted.");
+	sample(&m, "review", "", jint(st, "review"));
+	metric(&m, "queue", "gauge", "Queue entries by state.");
+	static const char *states[] = {"ready", "delayed", "in_flight"};
+	for (size_t i = 0; i < 3; i++) {
+		snprintf(l, sizeof(l), "state=\"%s\"", states[i]);
+		sample(&m, "queue", l, jint(q, states[i]));
+	}
+	metric(&m, "api_calls_total", "counter", "Remote API calls by endpoint and outcome.");
+	const char *oc;
 	json_object_foreach(json_object_get(st, "api_calls"), ep, o)
-		json_object_foreach(o, oc, v)
-			wj_buf_printf(&b, "wdt2jdy_api_calls_total{endpoint=\"%s\",outcome=\"%s\"} %lld\n",
-				      ep, oc, (long long)json_integer_value(v));
-	metric(&b, "flow_lag_seconds", "gauge", "How far each flow's cursor is behind now.");
+		json_object_foreach(o, oc, v) {
+			snprintf(l, sizeof(l), "endpoint=\"%s\",outcome=\"%s\"", ep, oc);
+			sample(&m, "api_calls_total", l, (long long)json_integer_value(v));
+		}
 	size_t i;
-	json_array_foreach(json_object_get(st, "flows"), i, o)
-		wj_buf_printf(&b, "wdt2jdy_flow_lag_seconds{flow=\"%s\"} %lld\n",
-			      json_string_value(json_object_get(o, "name")),
-			      (long long)json_integer_value(json_object_get(o, "lag_s")));
+	json_t *flows = json_object_get(st, "flows");
+	metric(&m, "flow_lag_seconds", "gauge", "How far each flow's cursor is behind now.");
+	json_array_foreach(flows, i, o) {
+		snprintf(l, sizeof(l), "flow=\"%s\"", json_string_value(json_object_get(o, "name")));
+		sample(&m, "flow_lag_seconds", l, jint(o, "lag_s"));
+	}
+	metric(&m, "flow_failures", "gauge", "Windows of the flow failed in a row (0: polling works).");
+	json_array_foreach(flows, i, o) {
+		snprintf(l, sizeof(l), "flow=\"%s\"", json_string_value(json_object_get(o, "name")));
+		sample(&m, "flow_failures", l, jint(o, "failures"));
+	}
 	json_t *off = json_object_get(json_object_get(st, "wdt"), "clock_offset_s");
 	if (json_is_integer(off)) {
-		metric(&b, "wdt_clock_offset_seconds", "gauge",
+		metric(&m, "wdt_clock_offset_seconds", "gauge",
 		       "WDT's clock minus this host's, from the Date of WDT's answers.");
-		wj_buf_printf(&b, "wdt2jdy_wdt_clock_offset_seconds %lld\n",
-			      (long long)json_integer_value(off));
+		sample(&m, "wdt_clock_offset_seconds", "", (long long)json_integer_value(off));
 	}
-	metric(&b, "flow_paused", "gauge", "1 while a flow's polling is paused by backpressure.");
-	json_array_foreach(json_object_get(st, "flows"), i, o)
-		wj_buf_printf(&b, "wdt2jdy_flow_paused{flow=\"%s\"} %d\n",
-			      json_string_value(json_object_get(o, "name")),
-			      json_is_true(json_object_get(o, "paused")));
-	if (b.data) {
-		int r = wj_write_file_atomic(path, b.data, b.len, STATUS_MODE);
+	metric(&m, "flow_paused", "gauge", "1 while a flow's polling is paused by backpressure.");
+	json_array_foreach(flows, i, o) {
+		snprintf(l, sizeof(l), "flow=\"%s\"", json_string_value(json_object_get(o, "name")));
+		sample(&m, "flow_paused", l, json_is_true(json_object_get(o, "paused")));
+	}
+	if (m.b.data) {
+		int r = wj_write_file_atomic(path, m.b.data, m.b.len, STATUS_MODE);
 		if (r < 0)
 			wj_warn(MOD, NULL, "cannot write metrics file %s: %s", path, strerror(-r));
 	}
-	wj_buf_free(&b);
+	wj_buf_free(&m.b);
+}
+
+/* running, stopping (draining), stopped (written last, before exit) */
+static const char *daemon_state(void)
+{
+	return d.stopped ? "stopped" : d.stopping ? "stopping" : "running";
 }
 
 static void write_status(void)
 {
 	const wj_config_t *cfg = d.cfg;
+	int64_t t = wj_now();
 	char now[WJ_TIME_LEN], started[WJ_TIME_LEN];
-	wj_time_format(wj_now(), cfg->tz_offset, now);
+	wj_time_format(t, cfg->tz_offset, now);
 	wj_time_format(d.started, cfg->tz_offset, started);
-	json_t *st = wj_engine_status(d.engine);
+	json_t *st = d.engine ? wj_engine_status(d.engine) : NULL;
 	if (!st)
 		st = json_object();
 	json_object_set_new(st, "version", json_string(WJ_VERSION));
 	json_object_set_new(st, "pid", json_integer(getpid()));
-	json_object_set_new(st, "state", json_string(d.stopping ? "stopping" : "running"));
+	json_object_set_new(st, "state", json_string(daemon_state()));
 	json_object_set_new(st, "now", json_string(now));
+	json_object_set_new(st, "updated", json_integer(t));
 	json_object_set_new(st, "started", json_string(started));
 	json_object_set_new(st, "timezone", json_string(cfg->timezone));
 	json_object_set_new(st, "config", json_string(cfg->path));
+	json_object_set_new(st, "state_dir", json_string(cfg->state_dir));
 	json_object_set_new(st, "reloads", json_integer(d.reloads));
 	json_object_set_new(st, "reload_failures", json_integer(d.reload_failures));
 	json_object_set_new(st, "last_reload_error",
 			    d.last_reload_error[0] ? json_string(d.last_reload_error) : json_null());
+	if (!d.engine && d.start_error[0]) {
+		json_object_set_new(st, "last_error", json_string(d.start_error));
+		json_object_set_new(st, "last_error_at", json_string(now));
+	}
 	if (wj_log_mask_json(st) < 0)
 		wj_warn(MOD, NULL, "out of memory while masking secrets in the status");
-	write_metrics(st);
+	write_metrics(st, !d.stopped, t);
 	if (cfg->status_file && cfg->status_file[0]) {
 		char *text = json_dumps(st, JSON_INDENT(2) | JSON_SORT_KEYS);
 		if (text) {
@@ -164,6 +234,8 @@ static void write_status(void)
 		}
 	}
 	json_decref(st);
+	if (!d.engine)
+		return;
 
 	char summary[512];
 	wj_engine_summary(d.engine, summary, sizeof(summary));
@@ -173,6 +245,29 @@ static void write_status(void)
 		d.last_status_line = mono;
 		wj_info(MOD, summary, "status");
 	}
+}
+
+/* A start that failed still leaves a truthful status: stopped, and why. */
+static void start_failed(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void start_failed(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(d.start_error, sizeof(d.start_error), fmt, ap);
+	va_end(ap);
+	wj_error(MOD, NULL, "%s", d.start_error);
+	d.stopped = true;
+	write_status();
+}
+
+/* The last status of this process: state stopped, metrics up 0. */
+static void write_stopped(void)
+{
+	if (d.stopped)
+		return;
+	d.stopped = true;
+	uv_timer_stop(&d.status_timer);
+	write_status();
 }
 
 static void on_status_timer(uv_timer_t *t)
@@ -320,7 +415,7 @@ static void on_alerts_flushed(void *arg)
 static void on_drained(void *arg)
 {
 	(void)arg;
-	write_status();
+	write_stopped();
 	if (!d.alerts) {
 		on_alerts_flushed(NULL);
 		return;
@@ -420,22 +515,21 @@ int main(int argc, char **argv)
 	char err[512] = "";
 	r = wj_store_open(d.cfg->state_dir, d.cfg->map_size, d.cfg->map_max, &d.store);
 	if (r < 0) {
-		wj_error(MOD, NULL, "cannot open state in %s: %s", d.cfg->state_dir,
-			 wj_store_strerror());
 		fprintf(stderr, "wdt2jdyd: cannot open state in %s: %s\n", d.cfg->state_dir,
 			wj_store_strerror());
+		start_failed("cannot open state in %s: %s", d.cfg->state_dir, wj_store_strerror());
 		wj_config_free(d.cfg);
 		return EXIT_CANTCREAT;
 	}
 
 	int rc = 1;
 	if (uv_loop_init(&d.loop) != 0 || wj_http_global_init() < 0) {
-		wj_error(MOD, NULL, "cannot initialise the event loop");
+		start_failed("cannot initialise the event loop");
 		goto out;
 	}
 	r = wj_engine_new(&d.loop, d.cfg, d.store, &d.engine, err, sizeof(err));
 	if (r < 0) {
-		wj_error(MOD, NULL, "cannot start: %s", err);
+		start_failed("cannot start: %s", err);
 		goto out_loop;
 	}
 
@@ -465,6 +559,10 @@ int main(int argc, char **argv)
 	wj_info(MOD, NULL, "ready");
 	uv_run(&d.loop, UV_RUN_DEFAULT);
 	rc = 0;
+	if (!d.stopped) { /* the loop ended without a stop: say so all the same */
+		d.stopped = true;
+		write_status();
+	}
 	wj_info(MOD, NULL, "stopped");
 
 out_loop:

@@ -35,6 +35,7 @@ typedef struct ctx {
 	int tz_offset;      /* for cursor.start */
 	int64_t now;
 	bool oom;
+	bool paths_only;    /* wj_config_load_paths(): no secret read, problems do not fail */
 } ctx_t;
 
 /* ---- errors ---------------------------------------------------------------------------- */
@@ -339,6 +340,8 @@ static void parse_secret(ctx_t *c, const char *path, json_t *obj, const struct f
 		return;
 	}
 	char *val = NULL;
+	if (c->paths_only && !vi)
+		return; /* never opened: the read-only commands need no secret */
 	if (vi) {
 		join(p, path, f->key);
 		if (!json_is_string(vi))
@@ -1242,7 +1245,22 @@ static int collect_secrets(wj_config_t *cfg)
 	return 0;
 }
 
-static wj_config_t *parse_buf(const char *text, size_t len, const char *name, wj_errors_t *errs)
+/* Flows left without a name by a lenient load are dropped. */
+static void drop_nameless_flows(wj_config_t *cfg)
+{
+	size_t k = 0;
+	for (size_t i = 0; i < cfg->n_flows; i++) {
+		if (!cfg->flows[i].name) {
+			flow_free(&cfg->flows[i]);
+			continue;
+		}
+		cfg->flows[k++] = cfg->flows[i];
+	}
+	cfg->n_flows = k;
+}
+
+static wj_config_t *parse_buf(const char *text, size_t len, const char *name, wj_errors_t *errs,
+			      bool paths_only)
 {
 	wj_errors_t local = {0};
 	ctx_t c = {
@@ -1250,6 +1268,7 @@ static wj_config_t *parse_buf(const char *text, size_t len, const char *name, wj
 		.errs = errs ? errs : &local,
 		.tz_offset = 8 * 3600,
 		.now = wj_now(),
+		.paths_only = paths_only,
 	};
 	size_t n0 = c.errs->n;
 	wj_config_t *cfg = NULL;
@@ -1284,8 +1303,10 @@ static wj_config_t *parse_buf(const char *text, size_t len, const char *name, wj
 	config_defaults(&c, cfg);
 	walk(&c, "", cfg->doc, top_fields, cfg);
 	cross_checks(&c, cfg, cfg->doc);
-	if (c.oom || c.errs->n > n0)
+	if (c.oom || (c.errs->n > n0 && !paths_only))
 		goto fail;
+	if (paths_only)
+		drop_nameless_flows(cfg);
 	if (collect_secrets(cfg) < 0) {
 		c.oom = true;
 		goto fail;
@@ -1303,10 +1324,15 @@ fail:
 
 wj_config_t *wj_config_parse(const char *text, const char *name, wj_errors_t *errs)
 {
-	return parse_buf(text ? text : "", text ? strlen(text) : 0, name, errs);
+	return parse_buf(text ? text : "", text ? strlen(text) : 0, name, errs, false);
 }
 
-wj_config_t *wj_config_load(const char *path, wj_errors_t *errs)
+wj_config_t *wj_config_parse_paths(const char *text, const char *name, wj_errors_t *errs)
+{
+	return parse_buf(text ? text : "", text ? strlen(text) : 0, name, errs, true);
+}
+
+static wj_config_t *load(const char *path, wj_errors_t *errs, bool paths_only)
 {
 	wj_errors_t local = {0};
 	wj_errors_t *e = errs ? errs : &local;
@@ -1340,13 +1366,23 @@ wj_config_t *wj_config_load(const char *path, wj_errors_t *errs)
 			break;
 		len += (size_t)r;
 	}
-	cfg = parse_buf(buf, len, path, e);
+	cfg = parse_buf(buf, len, path, e, paths_only);
 out:
 	if (fd >= 0)
 		close(fd);
 	free(buf);
 	wj_errors_free(&local);
 	return cfg;
+}
+
+wj_config_t *wj_config_load(const char *path, wj_errors_t *errs)
+{
+	return load(path, errs, false);
+}
+
+wj_config_t *wj_config_load_paths(const char *path, wj_errors_t *errs)
+{
+	return load(path, errs, true);
 }
 
 void wj_config_free(wj_config_t *cfg)

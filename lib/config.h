@@ -148,6 +148,13 @@ int wj_errors_addf(wj_errors_t *e, const char *fmt, ...) __attribute__((format(p
 wj_config_t *wj_config_load(const char *path, wj_errors_t *errs);
 /* Parse from a string; `name` is used as the file name in messages. */
 wj_config_t *wj_config_parse(const char *text, const char *name, wj_errors_t *errs);
+/* For commands that only read the state (wdt2jdyctl status, dlq list, ...): no secret is read
+ * (KEY_file and KEY_credential are left unopened; inline ones are kept, for masking), and a
+ * file that does not validate still gives what it could say - every problem is listed in
+ * *errs, a value in error keeps its default, a flow without a valid name is left out. NULL
+ * only when the file cannot be read or is not a JSON object (*errs says why). Caller frees. */
+wj_config_t *wj_config_load_paths(const char *path, wj_errors_t *errs);
+wj_config_t *wj_config_parse_paths(const char *text, const char *name, wj_errors_t *errs);
 void wj_config_free(wj_config_t *cfg);
 
 /* The configured secret values (for log masking). NULL-terminated, valid while cfg lives. */

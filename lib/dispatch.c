@@ -208,7 +208,7 @@ static void fail_call(job_t *j, const wj_jdy_result_t *res, const char *what, ui
 	}
 	case WJ_JDY_AUTH:
 		/* Credentials refused even after a fresh login: do not burn attempts on it. */
-		wj_engine_set_error(e, "%s", j->reason);
+		wj_engine_down_error(e, 1, j->reason);
 		wj_engine_alert(e, WJ_EV_AUTH_FAILURE, "Kingdee: %s", j->reason);
 		j->delay_ms = 60000;
 		finish(j, O_DELAY);
@@ -228,7 +228,7 @@ static void fail_call(job_t *j, const wj_jdy_result_t *res, const char *what, ui
 		j->delay_ms = gate_outage(&e->jdy_gate, sent_mono, res->retry_after_ms);
 		if (j->delay_ms < 100)
 			j->delay_ms = 100; /* the pause is over: back after this turn's commit */
-		wj_engine_set_error(e, "%s", j->reason);
+		wj_engine_down_error(e, 1, j->reason);
 		finish(j, O_DELAY);
 		return;
 	}

@@ -29,6 +29,23 @@ void wj_engine_set_error(wj_engine_t *e, const char *fmt, ...)
 	wj_time_format(wj_now(), e->cfg->tz_offset, e->last_error_at);
 }
 
+static const char *const svc_name[2] = {"wdt", "kingdee"};
+
+/* An answer from the service: its outage (if any) ends. */
+static void service_up(wj_engine_t *e, int svc)
+{
+	if (e->down_since[svc]) {
+		char f[64] = "";
+		wj_logfmt_kv(f, sizeof(f), "api", svc_name[svc]);
+		wj_info(MOD, f, "answers again after %u failed calls in %lld s", e->down_calls[svc],
+			(long long)(wj_now() - e->down_wall[svc]));
+	}
+	e->down_since[svc] = 0;
+	e->down_alerted[svc] = false;
+	e->down_calls[svc] = 0;
+	e->down_error[svc][0] = '\0';
+}
+
 void wj_engine_count(wj_engine_t *e, int endpoint, int outcome)
 {
 	if (endpoint < 0 || endpoint >= EP_COUNT || outcome < 0 || outcome >= OC_COUNT)
@@ -38,13 +55,22 @@ void wj_engine_count(wj_engine_t *e, int endpoint, int outcome)
 	 * an answer that refuses the request itself, shows it up. */
 	int svc = endpoint == EP_WDT_QUERY ? 0 : 1;
 	if (outcome == OC_OK || outcome == OC_PERMANENT || outcome == OC_RATE_LIMITED) {
-		if (e->down_alerted[svc])
-			wj_info(MOD, NULL, "%s answers again", svc ? "Kingdee" : "WDT");
-		e->down_since[svc] = 0;
-		e->down_alerted[svc] = false;
-	} else if (!e->down_since[svc]) {
-		e->down_since[svc] = wj_mono_ms();
+		service_up(e, svc);
+		return;
 	}
+	int64_t now = wj_now();
+	if (!e->down_since[svc]) {
+		e->down_since[svc] = wj_mono_ms();
+		e->down_wall[svc] = now;
+	}
+	e->down_calls[svc]++;
+	e->down_last[svc] = now;
+}
+
+void wj_engine_down_error(wj_engine_t *e, int svc, const char *why)
+{
+	snprintf(e->down_error[svc], sizeof(e->down_error[svc]), "%s", why && *why ? why : "no answer");
+	wj_log_mask(e->down_error[svc]);
 }
 
 void wj_engine_alert(wj_engine_t *e, wj_alert_event_t ev, const char *fmt, ...)
@@ -86,7 +112,8 @@ static void check_alerts(wj_engine_t *e)
 		wj_engine_alert(e, WJ_EV_UNREACHABLE, "%s: no answer for %llu min; last error: %s",
 				svc ? "Kingdee" : "WDT",
 				(unsigned long long)((now - e->down_since[svc]) / 60000),
-				e->last_error[0] ? e->last_error : "-");
+				e->down_error[svc][0] ? e->down_error[svc]
+				: e->last_error[0] ? e->last_error : "-");
 	}
 	for (size_t i = 0; i < e->n_pollers; i++) {
 		poller_t *p = e->pollers[i];
@@ -667,15 +694,109 @@ static int64_t meta_u64(wj_txn_t *t, const char *key)
 	return (int64_t)wj_u64be_get(v.data);
 }
 
-/* A gate's pause (Retry-After, rate-limit answers) while it lasts: until when, wall clock. */
-static json_t *gate_status(const gate_t *g, int tz_offset)
+static json_t *time_or_null(int64_t epoch, int tz_offset)
 {
-	int64_t until = g->paused_until_ms;
-	if (until <= wj_now_ms())
-		return json_pack("{s:n, s:n}", "paused_until", "paused_until_ms");
 	char buf[WJ_TIME_LEN];
-	wj_time_format((until + 999) / 1000, tz_offset, buf);
-	return json_pack("{s:s, s:I}", "paused_until", buf, "paused_until_ms", (json_int_t)until);
+	if (!epoch)
+		return json_null();
+	wj_time_format(epoch, tz_offset, buf);
+	return json_string(buf);
+}
+
+/* An endpoint: up, or down (wj_engine_count) since when, how many calls in a row, why; a pause
+ * (Retry-After, rate-limit answers) while it lasts: until when, wall clock. */
+static json_t *gate_status(const wj_engine_t *e, int svc, const gate_t *g, int tz_offset)
+{
+	bool down = e->down_since[svc] != 0;
+	json_t *o = json_pack("{s:b, s:I, s:o, s:o, s:o}", "up", !down, "failures",
+			      (json_int_t)(down ? e->down_calls[svc] : 0), "failing_since",
+			      time_or_null(down ? e->down_wall[svc] : 0, tz_offset), "last_failure",
+			      time_or_null(down ? e->down_last[svc] : 0, tz_offset), "error",
+			      !down ? json_null()
+				    : json_string(e->down_error[svc][0] ? e->down_error[svc]
+								       : "no usable answer"));
+	int64_t until = g->paused_until_ms;
+	if (until <= wj_now_ms()) {
+		json_object_set_new(o, "paused_until", json_null());
+		json_object_set_new(o, "paused_until_ms", json_null());
+	} else {
+		json_object_set_new(o, "paused_until", time_or_null((until + 999) / 1000, tz_offset));
+		json_object_set_new(o, "paused_until_ms", json_integer(until));
+	}
+	return o;
+}
+
+/* One current failure for status: what fails, since when, how many times in a row (times are
+ * formatted, steals since and last). */
+static json_t *failure(const char *source, const char *error, json_t *since, json_t *last,
+		       json_int_t count)
+{
+	return json_pack("{s:s, s:s, s:o?, s:o?, s:I}", "source", source, "error",
+			 error ? error : "failed", "since", since, "last", last, "count", count);
+}
+
+/* "YYYY-MM-DD HH:MM:SS" in one offset sorts as text. */
+static bool later(json_t *a, json_t *b)
+{
+	const char *x = json_string_value(json_object_get(a, "last"));
+	const char *y = json_string_value(json_object_get(b, "last"));
+	return strcmp(x ? x : "", y ? y : "") > 0;
+}
+
+/* Every failure going on now (endpoints down, flows whose windows fail), the latest first, and
+ * last_error: the latest of them ("SOURCE: error", with since when and how many in a row), or
+ * when nothing fails now, the last error event (a dead letter, a refused commit). */
+static void status_errors(wj_engine_t *e, json_t *st)
+{
+	int tz = e->cfg->tz_offset;
+	json_t *errs = json_array();
+	for (int svc = 0; svc < 2; svc++)
+		if (e->down_since[svc])
+			json_array_append_new(
+				errs, failure(svc_name[svc],
+					      e->down_error[svc][0] ? e->down_error[svc]
+								    : "no usable answer",
+					      time_or_null(e->down_wall[svc], tz),
+					      time_or_null(e->down_last[svc], tz), e->down_calls[svc]));
+	size_t i;
+	json_t *f;
+	json_array_foreach(json_object_get(st, "flows"), i, f) {
+		json_int_t n = json_integer_value(json_object_get(f, "failures"));
+		if (n <= 0)
+			continue;
+		char src[96];
+		snprintf(src, sizeof(src), "flow %s", json_string_value(json_object_get(f, "name")));
+		json_array_append_new(
+			errs, failure(src, json_string_value(json_object_get(f, "last_error")),
+				      json_incref(json_object_get(f, "failing_since")),
+				      json_incref(json_object_get(f, "last_failure")), n));
+	}
+	json_t *latest = NULL, *x;
+	json_array_foreach(errs, i, x)
+		if (!latest || later(x, latest))
+			latest = x;
+	if (latest) {
+		const char *src = json_string_value(json_object_get(latest, "source"));
+		const char *why = json_string_value(json_object_get(latest, "error"));
+		size_t sl = strlen(src);
+		char text[sizeof(e->last_error) + 96];
+		if (!strncmp(why, src, sl) && why[sl] == ':') /* "wdt: network: …" says it already */
+			snprintf(text, sizeof(text), "%s", why);
+		else
+			snprintf(text, sizeof(text), "%s: %s", src, why);
+		json_object_set_new(st, "last_error", json_string(text));
+		json_object_set(st, "last_error_at", json_object_get(latest, "last"));
+		json_object_set(st, "last_error_since", json_object_get(latest, "since"));
+		json_object_set(st, "last_error_count", json_object_get(latest, "count"));
+	} else {
+		bool any = e->last_error[0] != '\0';
+		json_object_set_new(st, "last_error", any ? json_string(e->last_error) : json_null());
+		json_object_set_new(st, "last_error_at",
+				    any ? json_string(e->last_error_at) : json_null());
+		json_object_set_new(st, "last_error_since", json_null());
+		json_object_set_new(st, "last_error_count", any ? json_integer(1) : json_null());
+	}
+	json_object_set_new(st, "errors", errs);
 }
 
 json_t *wj_engine_status(wj_engine_t *e)
@@ -717,8 +838,8 @@ json_t *wj_engine_status(wj_engine_t *e)
 	}
 	json_object_set_new(st, "api_calls", api);
 	json_object_set_new(st, "endpoints",
-			    json_pack("{s:o, s:o}", "wdt", gate_status(&e->wdt_gate, e->cfg->tz_offset),
-				      "kingdee", gate_status(&e->jdy_gate, e->cfg->tz_offset)));
+			    json_pack("{s:o, s:o}", "wdt", gate_status(e, 0, &e->wdt_gate, e->cfg->tz_offset),
+				      "kingdee", gate_status(e, 1, &e->jdy_gate, e->cfg->tz_offset)));
 
 	json_t *kd = json_object();
 	char buf[WJ_TIME_LEN];
@@ -750,10 +871,7 @@ json_t *wj_engine_status(wj_engine_t *e)
 								: json_null());
 		json_object_set_new(st, "store", so);
 	}
-	json_object_set_new(st, "last_error", e->last_error[0] ? json_string(e->last_error)
-							       : json_null());
-	json_object_set_new(st, "last_error_at",
-			    e->last_error[0] ? json_string(e->last_error_at) : json_null());
+	status_errors(e, st);
 	return st;
 }
 

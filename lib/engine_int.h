@@ -78,6 +78,11 @@ struct wj_engine {
 	 * (0: answering), and whether that was alerted */
 	uint64_t down_since[2];
 	bool down_alerted[2];
+	/* the same outage for status: failed calls in a row, wall clock s of the first and the
+	 * latest of them, and why (masked; wj_engine_down_error) */
+	unsigned down_calls[2];
+	int64_t down_wall[2], down_last[2];
+	char down_error[2][300];
 #define WJ_ALERT_FLOWS 64
 	bool lag_alerted[WJ_ALERT_FLOWS]; /* per flow, in the order of e->pollers */
 	uint64_t alerts_checked;          /* monotonic ms of the last check_alerts */
@@ -92,7 +97,12 @@ struct wj_engine {
 
 /* engine.c */
 void wj_engine_set_error(wj_engine_t *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Count a call's outcome. Any other outcome than an answer (ok, rate limited, refused) marks
+ * the service down (down_since), until the next answer. */
 void wj_engine_count(wj_engine_t *e, int endpoint, int outcome);
+/* Why calls to the service (0 WDT, 1 Kingdee) fail: shown (masked) in status while it is
+ * down, and in the alert. */
+void wj_engine_down_error(wj_engine_t *e, int svc, const char *why);
 /* One alert event (see lib/alert.h); detail is a short line or NULL. */
 void wj_engine_alert(wj_engine_t *e, wj_alert_event_t ev, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -130,6 +140,8 @@ bool poller_busy(const poller_t *p);
 int64_t poller_lag(const poller_t *p);
 void poller_free(poller_t *p);
 const char *poller_name(const poller_t *p);
+/* The flow's status; "failures" (windows failed in a row) with "failing_since" and
+ * "last_error" say whether its polling fails now. */
 json_t *poller_status(poller_t *p);
 /* Called by the housekeeping tick: resume when the queue drained below the low watermark. */
 void poller_kick(poller_t *p);

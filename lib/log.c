@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "lib/util.h"
@@ -25,6 +26,7 @@ typedef struct pattern {
 static struct {
 	int fd;                   /* STDERR_FILENO when no file is open */
 	char *path;               /* NULL for stderr */
+	bool journal;             /* stderr is the journal: lines start with "<PRIORITY>" */
 	int level;
 	int tz_offset;
 	int64_t (*now_ms)(void);
@@ -44,6 +46,8 @@ static struct {
 };
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
+/* syslog priorities (debug 7, info 6, warning 4, err 3), as the journal reads a line prefix */
+static const char *const level_prio[] = {"<7>", "<6>", "<4>", "<3>"};
 
 /* Output that either grows a wj_buf_t or fills a fixed buffer (always NUL-terminated). In
  * fixed mode `reserve` bytes are kept free; a unit that does not fit sets err. */
@@ -454,13 +458,28 @@ int wj_log_mask_json(json_t *v)
 
 /* ---- destination ---- */
 
-static int open_file(const char *path)
+static int open_file(const char *path, bool create)
 {
-	int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0640);
+	int fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOCTTY | (create ? O_CREAT : 0), 0640);
 	return fd < 0 ? -errno : fd;
 }
 
-int wj_log_open(const char *path, int level, int tz_offset)
+/* systemd names the stream it connects to the journal in $JOURNAL_STREAM ("DEVICE:INODE");
+ * a stderr redirected elsewhere since no longer matches it. */
+static bool stderr_is_journal(void)
+{
+	const char *e = getenv("JOURNAL_STREAM");
+	unsigned long long dev, ino;
+	char end;
+	struct stat st;
+	if (!e || sscanf(e, "%llu:%llu%c", &dev, &ino, &end) != 2)
+		return false;
+	if (fstat(STDERR_FILENO, &st) < 0)
+		return false;
+	return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+}
+
+static int log_open(const char *path, int level, int tz_offset, bool create)
 {
 	if (level < WJ_LOG_DEBUG || level > WJ_LOG_ERROR)
 		return -EINVAL;
@@ -469,7 +488,7 @@ int wj_log_open(const char *path, int level, int tz_offset)
 	if (path && *path) {
 		if (!(copy = strdup(path)))
 			return -ENOMEM;
-		fd = open_file(path);
+		fd = open_file(path, create);
 		if (fd < 0) {
 			free(copy);
 			return fd;
@@ -480,16 +499,27 @@ int wj_log_open(const char *path, int level, int tz_offset)
 	free(L.path);
 	L.fd = fd;
 	L.path = copy;
+	L.journal = !copy && stderr_is_journal();
 	L.level = level;
 	L.tz_offset = tz_offset;
 	return 0;
+}
+
+int wj_log_open(const char *path, int level, int tz_offset)
+{
+	return log_open(path, level, tz_offset, true);
+}
+
+int wj_log_attach(const char *path, int level, int tz_offset)
+{
+	return log_open(path, level, tz_offset, false);
 }
 
 int wj_log_reopen(void)
 {
 	if (!L.path)
 		return 0;
-	int fd = open_file(L.path);
+	int fd = open_file(L.path, true);
 	if (fd < 0)
 		return fd;
 	if (L.fd != STDERR_FILENO)
@@ -503,6 +533,7 @@ void wj_log_close(void)
 	if (L.fd != STDERR_FILENO)
 		close(L.fd);
 	L.fd = STDERR_FILENO;
+	L.journal = false;
 	free(L.path);
 	L.path = NULL;
 	free_list(L.cfg, L.n_cfg);
@@ -613,8 +644,10 @@ void wj_logv(int level, const char *mod, const char *fields, const char *fmt, va
 
 	char ts[40];
 	format_ts(L.now_ms(), L.tz_offset, ts);
+	const char *prio = L.journal ? level_prio[level] : "";
 	wj_buf_t line = {0}, masked = {0};
 	sink_t s = {.buf = &line};
+	puts_(&s, prio);
 	puts_(&s, "ts=");
 	puts_(&s, ts);
 	puts_(&s, " level=");
@@ -638,8 +671,9 @@ void wj_logv(int level, const char *mod, const char *fields, const char *fmt, va
 	}
 	if (s.err) {
 		char oom[96];
-		int k = snprintf(oom, sizeof(oom), "ts=%s level=error mod=log msg=\"out of memory\"\n",
-				 ts);
+		int k = snprintf(oom, sizeof(oom),
+				 "%sts=%s level=error mod=log msg=\"out of memory\"\n",
+				 L.journal ? level_prio[WJ_LOG_ERROR] : "", ts);
 		write_all(oom, (size_t)k);
 		goto out;
 	}
@@ -647,7 +681,8 @@ void wj_logv(int level, const char *mod, const char *fields, const char *fmt, va
 		if (mask_line(line.data, line.len, &masked) < 0) {
 			char oom[96];
 			int k = snprintf(oom, sizeof(oom),
-					 "ts=%s level=error mod=log msg=\"out of memory\"\n", ts);
+					 "%sts=%s level=error mod=log msg=\"out of memory\"\n",
+					 L.journal ? level_prio[WJ_LOG_ERROR] : "", ts);
 			write_all(oom, (size_t)k);
 			goto out;
 		}

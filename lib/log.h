@@ -12,10 +12,15 @@
 enum { WJ_LOG_DEBUG = 0, WJ_LOG_INFO = 1, WJ_LOG_WARN = 2, WJ_LOG_ERROR = 3 };
 
 /* Open the log (again, on reload: the new file is opened before the old one is closed).
- * path NULL or "" → stderr. tz_offset: seconds east of UTC for ts=. 0 or -errno; on failure
+ * path NULL or "" → stderr; when stderr is the journal ($JOURNAL_STREAM names its device and
+ * inode, as systemd sets it), each line starts with its syslog priority ("<3>" error, "<4>"
+ * warn, "<6>" info, "<7>" debug) for journalctl -p. tz_offset: seconds east of UTC for ts=. 0 or -errno; on failure
  * nothing changes (previous destination, level and offset stay in use); -EINVAL for a level
  * that is not WJ_LOG_*. */
 int wj_log_open(const char *path, int level, int tz_offset);
+/* The same for another process writing into the daemon's log (wdt2jdyctl's audit lines): the
+ * file must exist already, so that it stays the daemon's (-ENOENT otherwise). */
+int wj_log_attach(const char *path, int level, int tz_offset);
 /* Reopen the same path (after rotation). 0 or -errno; on failure the old fd stays in use. */
 int wj_log_reopen(void);
 void wj_log_set_level(int level);

@@ -95,6 +95,7 @@ struct poller {
 	uint64_t windows, splits, rereads_total, stored, unchanged, changed, ignored, parked;
 	uint64_t checks; /* change queries after windows of several pages */
 	char last_error[300];
+	int64_t fail_since, fail_last; /* wall clock of the first and latest of the failures */
 	char last_window[64];
 };
 
@@ -719,13 +720,16 @@ static void restart_window(poller_t *p)
 
 static void retry_later(poller_t *p, uint64_t ms, const char *why)
 {
-	p->failures++;
+	int64_t now = wj_now();
+	if (!p->failures++)
+		p->fail_since = now;
+	p->fail_last = now;
 	char f[512];
 	snprintf(f, sizeof(f), "%s page=%u attempt=%u retry_ms=%llu", p->fields, p->page,
 		 p->failures, (unsigned long long)ms);
 	wj_warn("poller", f, "%s", why);
 	snprintf(p->last_error, sizeof(p->last_error), "%s", why);
-	wj_engine_set_error(p->e, "flow %s: %s", p->name, why);
+	wj_log_mask(p->last_error);
 	recs_clear(p);
 	p->busy = false;
 	schedule(p, ms);
@@ -848,6 +852,7 @@ static void answer_failed(poller_t *p, const wj_wdt_result_t *res)
 		return;
 	}
 	case WJ_WDT_AUTH:
+		wj_engine_down_error(p->e, 0, res->error);
 		if (!p->clock_moved)
 			wj_engine_alert(p->e, WJ_EV_AUTH_FAILURE, "WDT: %s", res->error);
 		/* a stale timestamp, likely, when WDT's clock was only now found far off: the next
@@ -859,6 +864,7 @@ static void answer_failed(poller_t *p, const wj_wdt_result_t *res)
 		retry_later(p, 300000, res->error);
 		return;
 	default:
+		wj_engine_down_error(p->e, 0, res->error);
 		retry_later(p, backoff_ms(p), res->error);
 		return;
 	}
@@ -1342,5 +1348,11 @@ json_t *poller_status(poller_t *p)
 	}
 	json_object_set_new(o, "last_error", p->last_error[0] ? json_string(p->last_error)
 							       : json_null());
+	json_object_set_new(o, "failures", json_integer(p->failures));
+	char since[WJ_TIME_LEN], last[WJ_TIME_LEN];
+	wj_time_format(p->fail_since, tz, since);
+	wj_time_format(p->fail_last, tz, last);
+	json_object_set_new(o, "failing_since", p->failures ? json_string(since) : json_null());
+	json_object_set_new(o, "last_failure", p->failures ? json_string(last) : json_null());
 	return o;
 }

@@ -46,10 +46,8 @@ try:
           % (nb, nd, expect))
     remarks = {b["remark"] for b in st.bills()}
     dl = {}
-    for line in ctl(st.cfg_path, "dlq", "list").stdout.splitlines()[1:-1]:
-        parts = line.split(None, 4)
-        if len(parts) == 5:
-            dl[parts[1]] = parts[4]
+    for d in json.loads(ctl(st.cfg_path, "dlq", "list", "--json").stdout or "[]"):
+        dl[d["stockin_no"]] = d.get("reason") or ""
     for no, want in sorted(made.items()):
         if want == "bill":
             check("WDT:" + no in remarks, "%s: saved despite the odd data" % no)

@@ -1,21 +1,32 @@
 """The daemon as a process: start, log and status files, SIGHUP reload (valid, broken, log
-rotation), sd_notify messages, SIGTERM exit, --check and exit codes."""
+rotation), sd_notify messages, SIGTERM exit, --check and exit codes. The status and metrics
+tell the truth after the end: state stopped and wdt2jdy_up 0 after SIGTERM (and after a
+failed start); after kill -9 the time of the last update stops, so the file shows stale."""
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
+import time
 
-from wjtest import (DAEMON, Daemon, NotifySocket, base_config, check, finish, read, read_json,
-                    tempdir, wait_for, write_config)
+from wjtest import (CTL, DAEMON, SOURCE, Daemon, NotifySocket, base_config, check, finish, read,
+                    read_json, read_metrics, tempdir, wait_for, write_config)
 
 tmp = tempdir()
 cfg_path = os.path.join(tmp, "wdt2jdy.json")
 log_path = os.path.join(tmp, "wdt2jdy.log")
 status_path = os.path.join(tmp, "status.json")
+prom_path = os.path.join(tmp, "wdt2jdy.prom")
 cfg = base_config(tmp)
+cfg["status"]["metrics_file"] = prom_path
 write_config(cfg_path, cfg, comment="integration test config")
+
+
+def metrics():
+    return read_metrics(prom_path)
+
 
 # --check and exit codes
 p = subprocess.run([DAEMON, "--check", "-c", cfg_path], capture_output=True, text=True)
@@ -43,6 +54,17 @@ cfg73_path = os.path.join(tmp, "73.json")
 write_config(cfg73_path, cfg73)
 p = subprocess.run([DAEMON, "-c", cfg73_path], capture_output=True, text=True, timeout=30)
 check(p.returncode == 73, "a state_dir that cannot be created exits 73 (got %d)" % p.returncode)
+# a failed start leaves a status that says stopped, and why
+cfg73["status"] = {"file": os.path.join(tmp, "73.status.json"),
+                   "metrics_file": os.path.join(tmp, "73.prom")}
+write_config(cfg73_path, cfg73)
+p = subprocess.run([DAEMON, "-c", cfg73_path], capture_output=True, text=True, timeout=30)
+st = read_json(os.path.join(tmp, "73.status.json")) or {}
+check(p.returncode == 73 and st.get("state") == "stopped" and
+      "cannot open state" in (st.get("last_error") or ""),
+      "a failed start writes state stopped with the reason (%s)" % st.get("last_error"))
+check(re.search(r"^wdt2jdy_up\{[^}]*\} 0$", read(os.path.join(tmp, "73.prom")), re.M),
+      "a failed start writes wdt2jdy_up 0")
 
 # start with a notify socket
 ns = NotifySocket(tmp)
@@ -56,6 +78,29 @@ check(st is not None and st.get("state") == "running", "status.json written, sta
 check(st is not None and st.get("pid") == d.proc.pid, "status.json carries the pid")
 check(st is not None and st["flows"][0]["name"] == "pd-gain", "status.json lists the flow")
 check(st is not None and "queue" in st and "api_calls" in st, "status.json has queue and api_calls")
+check(wait_for(lambda: metrics().get("wdt2jdy_up") == 1), "metrics: wdt2jdy_up 1 while running")
+m = metrics()
+check(abs(m.get("wdt2jdy_status_updated_seconds", 0) - time.time()) < 60,
+      "metrics: wdt2jdy_status_updated_seconds is the time of the write")
+check('state_dir="%s"' % cfg["state_dir"] in read(prom_path),
+      "metrics: every series names its state_dir")
+# the example alert rules use only metrics the daemon writes
+with open(os.path.join(SOURCE, "etc", "prometheus-wdt2jdy.rules.yml")) as f:
+    rules_text = f.read()
+try:
+    import yaml
+    rules = [r for g in yaml.safe_load(rules_text)["groups"] for r in g["rules"]]
+    check(len(rules) >= 5 and all(r.get("alert") and r.get("expr") for r in rules),
+          "etc/prometheus-wdt2jdy.rules.yml is YAML with %d alerts" % len(rules))
+except ImportError:
+    print("# python3-yaml missing: the rules file is not parsed")
+used = set(re.findall(r"\bwdt2jdy_[a-z_]+", rules_text))
+written = set(re.findall(r"^(wdt2jdy_[a-z_]+)\{", read(prom_path), re.M))
+check(used and used <= written, "every metric the alert rules use is written (missing: %s)" %
+      sorted(used - written))
+first = m.get("wdt2jdy_status_updated_seconds", 0)
+check(wait_for(lambda: metrics().get("wdt2jdy_status_updated_seconds", 0) > first, timeout=10),
+      "metrics: the update time moves while the daemon runs")
 check(os.stat(os.path.join(tmp, "state")).st_mode & 0o777 == 0o700, "state dir created 0700")
 check(os.path.exists(os.path.join(tmp, "state", "data.mdb")), "LMDB data file exists")
 log = read(log_path)
@@ -72,7 +117,8 @@ d.signal(signal.SIGHUP)
 check(wait_for(lambda: "configuration reloaded" in read(log_path)), "valid reload is logged")
 log = read(log_path)
 check('key=kingdee.concurrency old=8 new=3' in log, "the applied change is logged with old and new")
-check(ns.seen("RELOADING=1"), "RELOADING=1 arrives on reload")
+# the notification is read by another thread: wait for it rather than race it
+check(wait_for(lambda: ns.seen("RELOADING=1"), timeout=10), "RELOADING=1 arrives on reload")
 check(d.alive(), "daemon alive after reload")
 
 # SIGHUP with a broken file
@@ -107,15 +153,40 @@ check("msg=ready" in read(rotated), "the rotated file keeps the earlier lines")
 rc = d.stop()
 check(rc == 0, "SIGTERM exits 0 (got %s)" % rc)
 check("msg=stopped" in read(log_path), "stop is logged")
-check(ns.seen("STOPPING=1"), "STOPPING=1 arrives on NOTIFY_SOCKET")
+check(wait_for(lambda: ns.seen("STOPPING=1"), timeout=10), "STOPPING=1 arrives on NOTIFY_SOCKET")
 st = read_json(status_path)
-check(st is not None and st.get("state") == "stopping", "final status written on stop")
+check(st is not None and st.get("state") == "stopped", "final status written on stop: state stopped")
+check(metrics().get("wdt2jdy_up") == 0, "final metrics on stop: wdt2jdy_up 0")
+p = subprocess.run([CTL, "-c", cfg_path, "status"], capture_output=True, text=True, timeout=60)
+check(p.returncode == 0 and re.search(r"^daemon\s+stopped", p.stdout, re.M),
+      "wdt2jdyctl status says stopped\n" + p.stdout)
 
 # restart on the same state works (schema check passes)
 before = read(log_path).count("msg=ready")
 d = Daemon(cfg_path).start()
 check(wait_for(lambda: read(log_path).count("msg=ready") > before), "restart on the same state")
 check(d.stop() == 0, "second SIGTERM exits 0")
+
+# kill -9: nothing is written at the end; the update time shows it
+d = Daemon(cfg_path).start()
+check(wait_for(lambda: (read_json(status_path) or {}).get("pid") == d.proc.pid and
+               metrics().get("wdt2jdy_up") == 1), "third start: running again")
+d.kill()
+dead = metrics()
+check(dead.get("wdt2jdy_up") == 1, "after kill -9 the metrics still say up 1 ...")
+# status.interval is 1s in the test config (2s after the reload above)
+check(wait_for(lambda: time.time() - metrics().get("wdt2jdy_status_updated_seconds", 0) > 10,
+               timeout=30, step=0.5),
+      "... but wdt2jdy_status_updated_seconds stops: the file is stale, detectably")
+check(metrics().get("wdt2jdy_status_updated_seconds") ==
+      dead.get("wdt2jdy_status_updated_seconds"), "the update time stayed where it was")
+st = read_json(status_path) or {}
+check(st.get("state") == "running" and st.get("updated") ==
+      int(dead.get("wdt2jdy_status_updated_seconds", -1)),
+      "status.json keeps its last update time too (updated %s)" % st.get("updated"))
+p = subprocess.run([CTL, "-c", cfg_path, "status"], capture_output=True, text=True, timeout=60)
+check(re.search(r"^daemon\s+not running", p.stdout, re.M) and "stale" in p.stdout,
+      "wdt2jdyctl status says not running, status stale\n" + p.stdout)
 
 shutil.rmtree(tmp, ignore_errors=True)
 finish()

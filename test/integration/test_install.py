@@ -7,7 +7,6 @@ template at that default path with mode 0640 (and accepted by the installed daem
 units' credentials exist), the logrotate file next to it in logrotate.d (and working, when
 logrotate is installed), sysusers.d/wdt2jdy.conf, the three manual pages."""
 
-import json
 import os
 import re
 import shutil
@@ -15,18 +14,13 @@ import stat
 import subprocess
 import sys
 
-from wjtest import BUILD, check, finish, tempdir
+from staging import Stage, run
+from wjtest import check, finish, tempdir
 
 meson = shutil.which("meson")
 if not meson:
     print("meson not found: skipped")
     sys.exit(77)
-
-
-def run(args, env=None, timeout=300):
-    e = dict(os.environ)
-    e.update(env or {})
-    return subprocess.run(args, capture_output=True, text=True, env=e, timeout=timeout)
 
 
 def settings(path):
@@ -41,38 +35,18 @@ def settings(path):
 
 
 tmp = tempdir()
-dest = os.path.join(tmp, "dest")
-# meson test runs this from inside the build directory's test run: never rebuild here.
-p = run([meson, "install", "--no-rebuild", "--destdir", dest, "-C", BUILD])
-if not check(p.returncode == 0, "meson install --destdir succeeds"):
-    print(p.stdout[-3000:] + p.stderr[-3000:])
+stage = Stage(os.path.join(tmp, "dest"))
+if not check(stage.ok, "meson install --destdir succeeds"):
+    print(stage.out)
     finish()
-
-p = run([meson, "introspect", "--buildoptions", BUILD])
-opts = {o["name"]: o["value"] for o in json.loads(p.stdout)}
-prefix = opts["prefix"]
-
-
-def under(d):
-    """An install directory option as an absolute path."""
-    return os.path.join(prefix, opts[d])
-
-
-def inst(path):
-    """The DESTDIR location of an absolute install path."""
-    return os.path.join(dest, path.lstrip("/"))
-
-
-installed = []
-for root, _, files in os.walk(dest):
-    for name in files:
-        installed.append("/" + os.path.relpath(os.path.join(root, name), dest))
+dest, prefix, installed = stage.dest, stage.prefix, stage.installed
+under, inst = stage.under, stage.inst
 print("# installed:\n#   " + "\n#   ".join(sorted(installed)))
 
 
 def one(suffix):
     """The single installed file whose path ends in suffix, or None."""
-    hits = [f for f in installed if f.endswith("/" + suffix)]
+    hits = stage.find(suffix)
     check(len(hits) == 1, "exactly one installed .../%s (%s)" % (suffix, hits))
     return hits[0] if len(hits) == 1 else None
 
@@ -107,6 +81,8 @@ if logrotate_file and conf:
           os.path.dirname(os.path.dirname(conf)),
           "logrotate.d/wdt2jdy lies in the same etc directory as the configuration")
 one("sysusers.d/wdt2jdy.conf")
+rules = os.path.join(under("datadir"), "doc", "wdt2jdy", "prometheus-wdt2jdy.rules.yml")
+check(rules in installed, "the example Prometheus alert rules are installed as %s" % rules)
 
 for page, sec in [("wdt2jdyd.8", "8"), ("wdt2jdyctl.8", "8"), ("wdt2jdy.json.5", "5")]:
     path = os.path.join(under("mandir"), "man" + sec, page)

@@ -23,10 +23,8 @@ SHORTEST = re.compile(r'^-?(0|[1-9][0-9]*)(\.[0-9]*[1-9])?$')
 
 def dead_letters(st):
     out = {}
-    for line in ctl(st.cfg_path, "dlq", "list").stdout.splitlines()[1:-1]:
-        parts = line.split(None, 4)
-        if len(parts) == 5:
-            out[parts[1]] = parts[4]
+    for d in json.loads(ctl(st.cfg_path, "dlq", "list", "--json").stdout or "[]"):
+        out[d["stockin_no"]] = d.get("reason") or ""
     return out
 
 

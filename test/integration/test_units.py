@@ -87,7 +87,7 @@ for unit in UNITS:
                       ("StateDirectory", "wdt2jdy/%i" if tenant else "wdt2jdy"),
                       ("LogsDirectory", "wdt2jdy/%i" if tenant else "wdt2jdy"),
                       ("RestrictAddressFamilies", "AF_INET AF_INET6 AF_UNIX"),
-                      ("LimitCORE", "0")]:
+                      ("LimitCORE", "0"), ("WantedBy", "multi-user.target")]:
         check(s.get(key) == [want], "%s: %s=%s (got %s)" % (unit, key, want, s.get(key)))
     check("TimeoutStopSec" in s, "%s: TimeoutStopSec= is set" % unit)
     creds = {}

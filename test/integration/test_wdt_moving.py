@@ -114,7 +114,7 @@ for api in ("qimen", "openapi2"):
         st.wdt.admin_post("/admin/faults", {"live_create": 0})
         settle_and_compare(st, "clock (%s): WDT 480 s behind, orders created live" % api)
         prom = read(st.cfg["status"]["metrics_file"])
-        m = re.search(r"^wdt2jdy_wdt_clock_offset_seconds (-?\d+)$", prom, re.M)
+        m = re.search(r"^wdt2jdy_wdt_clock_offset_seconds(?:\{[^}]*\})? (-?\d+)$", prom, re.M)
         check(m and -482 <= int(m.group(1)) <= -478,
               "clock (%s): the metrics file shows it (%s)" % (api, m and m.group(1)))
         warns = [ln for ln in read(st.log).splitlines() if "WDT's clock is" in ln]

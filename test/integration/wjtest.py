@@ -5,6 +5,7 @@ meson sets (WJ_DAEMON, WJ_CTL, WJ_BUILD_ROOT, WJ_SOURCE_ROOT)."""
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -149,6 +150,17 @@ def read_json(path):
             return json.load(f)
     except (FileNotFoundError, ValueError):
         return None
+
+
+def read_metrics(path):
+    """A metrics file's samples: {"name{labels}": value}, without the state_dir label that
+    every series carries ("name" alone when it was the only label)."""
+    out = {}
+    for line in read(path).splitlines():
+        if line and not line.startswith("#"):
+            k, v = line.rsplit(" ", 1)
+            out[re.sub(r'state_dir="[^"]*",?', "", k).replace("{}", "")] = float(v)
+    return out
 
 
 def ctl(config, *args, check_rc=None):

@@ -1,5 +1,6 @@
 /* Unit tests for lib/log: logfmt format, ts offset, quoting, secret masking, reopen after
- * rotation, level filtering, whole lines from concurrent processes. */
+ * rotation, level filtering, whole lines from concurrent processes, syslog priorities when
+ * stderr is the journal. */
 #include <errno.h>
 #include <fcntl.h>
 #include <regex.h>
@@ -46,7 +47,7 @@ static int teardown(void **state)
 	char p[400];
 	wj_log_close();
 	wj_log_set_clock(NULL);
-	const char *names[] = {"test.log", "test.log.1", "other.log"};
+	const char *names[] = {"test.log", "test.log.1", "other.log", "stderr.log"};
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
 		snprintf(p, sizeof(p), "%s/%s", dir, names[i]);
 		unlink(p);
@@ -447,6 +448,64 @@ static void test_long_message(void **state)
 #define PROCS 2
 #define LINES 2000
 
+/* Log to stderr, redirected to a file that $JOURNAL_STREAM names (journal true) or not; returns
+ * what was written (caller frees). */
+static char *log_to_stderr(bool journal, const char *file)
+{
+	char err_path[400];
+	snprintf(err_path, sizeof(err_path), "%s/stderr.log", dir);
+	unlink(err_path);
+	fflush(stderr);
+	int saved = dup(STDERR_FILENO);
+	int fd = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	assert_true(saved >= 0 && fd >= 0);
+	assert_int_equal(dup2(fd, STDERR_FILENO), STDERR_FILENO);
+	close(fd);
+	struct stat st;
+	assert_int_equal(fstat(STDERR_FILENO, &st), 0);
+	char js[64];
+	snprintf(js, sizeof(js), "%llu:%llu", (unsigned long long)st.st_dev,
+		 (unsigned long long)st.st_ino + (journal ? 0 : 1));
+	setenv("JOURNAL_STREAM", js, 1);
+	assert_int_equal(wj_log_open(file, WJ_LOG_DEBUG, 8 * 3600), 0);
+	wj_error("t", NULL, "e");
+	wj_warn("t", NULL, "w");
+	wj_info("t", NULL, "i");
+	wj_debug("t", NULL, "d");
+	wj_log_close();
+	unsetenv("JOURNAL_STREAM");
+	assert_int_equal(dup2(saved, STDERR_FILENO), STDERR_FILENO);
+	close(saved);
+	char *text = slurp(file ? file : err_path);
+	assert_non_null(text);
+	return text;
+}
+
+static void test_journal(void **state)
+{
+	(void)state;
+	wj_log_set_clock(fixed_clock);
+	fixed_ms = 0;
+	const char *want = "<3>ts=1970-01-01T08:00:00.000+08:00 level=error mod=t msg=e\n"
+			   "<4>ts=1970-01-01T08:00:00.000+08:00 level=warn mod=t msg=w\n"
+			   "<6>ts=1970-01-01T08:00:00.000+08:00 level=info mod=t msg=i\n"
+			   "<7>ts=1970-01-01T08:00:00.000+08:00 level=debug mod=t msg=d\n";
+	char *text = log_to_stderr(true, NULL);
+	assert_string_equal(text, want);
+	free(text);
+	/* stderr is not the stream the journal was given: plain lines */
+	text = log_to_stderr(false, NULL);
+	assert_null(strstr(text, "<"));
+	assert_non_null(strstr(text, "ts=1970-01-01T08:00:00.000+08:00 level=error mod=t msg=e\n"));
+	free(text);
+	/* a log file is never prefixed, even under the journal */
+	unlink(path);
+	text = log_to_stderr(true, path);
+	assert_null(strstr(text, "<"));
+	assert_non_null(strstr(text, "level=debug mod=t msg=d\n"));
+	free(text);
+}
+
 static void test_concurrent(void **state)
 {
 	(void)state;
@@ -508,6 +567,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_errno_kept, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_long_message, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_concurrent, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_journal, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -302,6 +302,8 @@ static void close_cb(uv_handle_t *h)
 static void on_alerts_flushed(void *arg)
 {
 	(void)arg;
+	if (d.engine)
+		wj_engine_set_alerts(d.engine, NULL);
 	wj_alerts_free(d.alerts);
 	d.alerts = NULL;
 	uv_timer_stop(&d.status_timer);
@@ -456,6 +458,7 @@ int main(int argc, char **argv)
 	d.alerts = wj_alerts_new(&d.loop, d.cfg, instance);
 	if (!d.alerts)
 		wj_error(MOD, NULL, "cannot start the alerts: out of memory");
+	wj_engine_set_alerts(d.engine, d.alerts);
 	wj_alerts_event(d.alerts, WJ_EV_START, WJ_VERSION);
 
 	wj_notify_ready();

@@ -78,6 +78,7 @@ struct job {
 	bool calling;     /* a Kingdee call of this job is in flight */
 	bool orphan;      /* dispatcher gone: free on completion */
 	bool reconciled;  /* Kingdee said in this attempt that no bill of the order exists */
+	bool reviewed;    /* its outcome put it on the review list (changed while posting) */
 	bool parking;     /* parked once the reconciliation has answered (reason is set) */
 	bool asked;       /* a reconciliation was started in this attempt */
 	bool skip_done;   /* skip_existing found no bill of the order in this attempt */
@@ -218,6 +219,7 @@ static void fail_call(job_t *j, const wj_jdy_result_t *res, const char *what, ui
 	case WJ_JDY_AUTH:
 		/* Credentials refused even after a fresh login: do not burn attempts on it. */
 		wj_engine_set_error(e, "%s", j->reason);
+		wj_engine_alert(e, WJ_EV_AUTH_FAILURE, "Kingdee: %s", j->reason);
 		j->delay_ms = 60000;
 		finish(j, O_DELAY);
 		return;
@@ -1243,9 +1245,9 @@ static void apply_outcome(wj_txn_t *t, job_t *j, outcome_t *final)
 		json_decref(view);
 		if (!j->adopted[0])
 			meta_add(t, "stat:saved", 1);
-		if (changed)
-			wj_review_change(t, m, cfg, j->flow, j->key, j->klen, doc, changed,
-					 "changed while its bill was being posted");
+		j->reviewed = changed &&
+			      wj_review_change(t, m, cfg, j->flow, j->key, j->klen, doc, changed,
+					       "changed while its bill was being posted") > 0;
 		break;
 	}
 	case O_RETRY: {
@@ -1335,22 +1337,29 @@ static void log_outcome(job_t *j, outcome_t final)
 	uint64_t ms = wj_mono_ms() - j->started;
 	switch (final) {
 	case O_NONE:
-		if (j->out == O_SAVED)
+		if (j->out == O_SAVED) {
 			wj_warn(MOD, f, "bill %s saved while the order was being marked as posted: "
 				"two bills in Kingdee, recorded for review", j->bill_no);
-		else
+			wj_engine_alert(d->e, WJ_EV_REVIEW, "%s %s: bill %s saved while the order "
+					"was being marked as posted", j->flow, j->stockin_no,
+					j->bill_no);
+		} else
 			wj_debug(MOD, f, "marked as posted meanwhile: not posted");
 		break;
 	case O_SAVED:
-		if (j->adopted[0])
-			break; /* logged when found */
-		d->saved++;
-		d->save_ms_total += ms;
-		d->save_count++;
-		wj_logfmt_kv(f, sizeof(f), "bill_no", j->bill_no);
-		wj_logfmt_kv(f, sizeof(f), "bill_id", j->bill_id);
-		snprintf(f + strlen(f), sizeof(f) - strlen(f), " ms=%llu", (unsigned long long)ms);
-		wj_info(MOD, f, "bill saved");
+		if (!j->adopted[0]) { /* an adopted bill is logged when found */
+			d->saved++;
+			d->save_ms_total += ms;
+			d->save_count++;
+			wj_logfmt_kv(f, sizeof(f), "bill_no", j->bill_no);
+			wj_logfmt_kv(f, sizeof(f), "bill_id", j->bill_id);
+			snprintf(f + strlen(f), sizeof(f) - strlen(f), " ms=%llu",
+				 (unsigned long long)ms);
+			wj_info(MOD, f, "bill saved");
+		}
+		if (j->reviewed)
+			wj_engine_alert(d->e, WJ_EV_REVIEW, "%s %s: changed while its bill was "
+					"being saved", j->flow, j->stockin_no);
 		break;
 	case O_RETRY:
 		d->retried++;
@@ -1366,6 +1375,8 @@ static void log_outcome(job_t *j, outcome_t final)
 		wj_logfmt_kv(f, sizeof(f), "reason", j->reason);
 		wj_error(MOD, f, "order parked in the dead-letter list");
 		wj_engine_set_error(d->e, "order %s: %s", j->stockin_no, j->reason);
+		wj_engine_alert(d->e, WJ_EV_DEAD_LETTER, "%s %s: %s", j->flow, j->stockin_no,
+				j->reason);
 		break;
 	default:
 		break;

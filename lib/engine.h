@@ -37,5 +37,9 @@ void wj_engine_summary(wj_engine_t *e, char *buf, size_t size);
 void wj_engine_wdt_opts(const wj_config_t *cfg, wj_wdt_opts_t *o);
 void wj_engine_jdy_opts(const wj_config_t *cfg, wj_jdy_opts_t *o);
 
+/* Send alert events through a (borrowed; NULL: none) from now on. */
+struct wj_alerts;
+void wj_engine_set_alerts(wj_engine_t *e, struct wj_alerts *a);
+
 /* Free after stop completed; closes uv handles (run the loop once more afterwards). */
 void wj_engine_free(wj_engine_t *e);

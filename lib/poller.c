@@ -177,7 +177,8 @@ static void load_backfill(poller_t *p)
 typedef struct store_ctx {
 	poller_t *p;
 	int prio;
-	uint64_t n_new, n_unchanged, n_changed, n_ignored, n_parked;
+	uint64_t n_new, n_unchanged, n_changed, n_ignored, n_parked, n_review;
+	char review_no[128]; /* stockin_no of the first order sent to review */
 	/* orders known before, by state (n_again: found new by this backfill before) */
 	uint64_t n_again, n_posted, n_dead, n_queued;
 } store_ctx_t;
@@ -526,6 +527,8 @@ static int store_order(wj_txn_t *t, store_ctx_t *c, const prec_t *rec)
 		r = wj_review_change(t, wj_engine_mapping(p->e, p->name), p->e->cfg, p->name, key,
 				     kl, doc, order, NULL);
 		json_decref(order);
+		if (r > 0 && !c->n_review++)
+			snprintf(c->review_no, sizeof(c->review_no), "%s", no);
 		char f[256] = "";
 		wj_logfmt_kv(f, sizeof(f), "flow", p->name);
 		wj_logfmt_kv(f, sizeof(f), "stockin_no", no);
@@ -568,7 +571,7 @@ static int store_page_fn(wj_txn_t *t, void *arg)
 {
 	store_ctx_t *c = arg;
 	poller_t *p = c->p;
-	c->n_new = c->n_unchanged = c->n_changed = c->n_ignored = c->n_parked = 0;
+	c->n_new = c->n_unchanged = c->n_changed = c->n_ignored = c->n_parked = c->n_review = 0;
 	c->n_again = c->n_posted = c->n_dead = c->n_queued = 0;
 	for (size_t i = p->n_stored; i < p->n_recs; i++) {
 		int r = store_order(t, c, &p->recs[i]);
@@ -661,9 +664,24 @@ static int store_page(poller_t *p)
 	p->r_posted += c.n_posted;
 	p->r_parked += c.n_parked + c.n_dead;
 	p->r_queued += c.n_queued;
+	if (c.n_parked)
+		wj_engine_alert(p->e, WJ_EV_DEAD_LETTER, "flow %s: %llu orders without a usable "
+				"stockin_id parked", p->name, (unsigned long long)c.n_parked);
+	if (c.n_review == 1)
+		wj_engine_alert(p->e, WJ_EV_REVIEW, "%s %s: changed after its bill was saved",
+				p->name, c.review_no);
+	else if (c.n_review)
+		wj_engine_alert(p->e, WJ_EV_REVIEW, "flow %s: %llu orders changed after their bill "
+				"was saved (%s, ...)", p->name, (unsigned long long)c.n_review,
+				c.review_no);
 	if (c.n_new)
 		dispatcher_pump(p->e->disp);
 	return 0;
+}
+
+int64_t poller_lag(const poller_t *p)
+{
+	return wdt_now(p) - p->cursor;
 }
 
 static unsigned split_threshold(poller_t *p);
@@ -925,6 +943,8 @@ static void answer_failed(poller_t *p, const wj_wdt_result_t *res)
 		return;
 	}
 	case WJ_WDT_AUTH:
+		if (!p->clock_moved)
+			wj_engine_alert(p->e, WJ_EV_AUTH_FAILURE, "WDT: %s", res->error);
 		/* a stale timestamp, likely, when WDT's clock was only now found far off: the next
 		 * query carries WDT's time */
 		retry_later(p, p->clock_moved ? 1000 : 60000 * (p->failures < 10 ? p->failures + 1 : 10),

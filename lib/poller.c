@@ -427,18 +427,18 @@ static int adopt_marked(wj_txn_t *t, store_ctx_t *c, const prec_t *rec, json_t *
 	char err[600];
 	if (m)
 		view = wj_bill_view(m, p->e->cfg, t, order, err, sizeof(err));
-	const char *bill_no = json_string_value(json_object_get(mark, "bill_no"));
+	const char *bill_no = json_string_value(json_object_get(mark, "bill_no")) ?: "";
 	wj_doc_saved(t, rec->key, rec->kl, doc, "", bill_no, "mark-posted", view);
-	json_decref(view);
-	json_decref(order);
-	json_decref(mark);
 	c->n_posted++;
 	char f[512] = "";
 	wj_logfmt_kv(f, sizeof(f), "flow", p->name);
 	wj_logfmt_kv(f, sizeof(f), "stockin_no", rec->no);
-	wj_logfmt_kv(f, sizeof(f), "bill_no", bill_no ? bill_no : "");
+	wj_logfmt_kv(f, sizeof(f), "bill_no", bill_no);
 	wj_info("poller", f, "order marked as posted by wdt2jdyctl mark-posted: recorded, not "
 		"posted");
+	json_decref(view);
+	json_decref(order);
+	json_decref(mark); /* bill_no is its */
 	return 1;
 }
 

@@ -1672,6 +1672,20 @@ static void on_flush(uv_timer_t *t)
 
 /* ---- lifecycle -------------------------------------------------------------------------------- */
 
+/* An order taken for posting when the daemon stopped was recorded as posted since (wdt2jdyctl
+ * mark-posted): it stays so. Whether the save then under way reached Kingdee is not known. */
+static void recovered_marked(const json_t *doc)
+{
+	char f[512] = "";
+	wj_logfmt_kv(f, sizeof(f), "stockin_no",
+		     json_string_value(json_object_get(doc, "stockin_no")) ?: "");
+	wj_logfmt_kv(f, sizeof(f), "bill_no",
+		     json_string_value(json_object_get(doc, "bill_no")) ?: "");
+	wj_warn(MOD, f, "being posted when the daemon stopped, recorded as posted since: not "
+		"posted again; if Kingdee holds a bill of it with the daemon's remark too, delete "
+		"one");
+}
+
 static int recover_fn(wj_txn_t *t, void *arg)
 {
 	size_t *n = arg;
@@ -1691,7 +1705,11 @@ static int recover_fn(wj_txn_t *t, void *arg)
 		json_t *doc = NULL;
 		if (wj_txn_get(t, WJ_DB_DOCS, key, kl, &dv) == 0)
 			doc = json_loadb(dv.data, dv.len, 0, NULL);
-		if (doc) {
+		if (doc && !strcmp(json_string_value(json_object_get(doc, "state")) ?: "",
+				   "saved")) {
+			recovered_marked(doc);
+			json_decref(doc);
+		} else if (doc) {
 			/* A save may have left at any time between the take and the death of the
 			 * previous process, and may still be processed: sent no earlier than the
 			 * take, and no later than now (the restart), which is what the settle wait

@@ -13,6 +13,9 @@ Scenarios (run one with `test_cutover.py NAME`):
                   remark names a longer number that starts with an order's number; flow option
                   skip_existing "search" → those orders are adopted, the other one is posted,
                   every order has exactly one bill
+  crash-mark      the daemon dies while saves hang (proxy); every order is then marked as posted
+                  → after the restart the orders it was posting stay recorded as posted (a
+                  later change of them is reviewed), nothing is posted
   backfill        `cursor set` and `backfill` refuse a time later than now - lag, naming the
                   limit; a backfill over a period holding orders already posted and three the
                   daemon never saw (one of them invalid) ends with its counts: read, new (saved,
@@ -26,6 +29,7 @@ import time
 from wjtest import CTL, check, ctl, read, wait_for  # first: module path
 from e2e import (bill_date, derived_order, e2e_stack, log_tail, material_of, run_scenarios,
                  STORES, wait_settled)
+from hostile import Proxy
 import wjfake
 
 
@@ -173,6 +177,42 @@ def skip_existing(holder):
     check(s.get("dead") == 0 and s.get("review") == 0, "no dead letter, nothing to review")
 
 
+def crash_mark(holder):
+    st = e2e_stack(12, span_days=2, seed=919)
+    holder["stack"] = st
+    elig = st.eligible()
+    made = premade(st, elig)
+    p = Proxy(st.jdy.url)
+    st.proxy = p
+    st.cfg["kingdee"]["url"] = p.url
+    st.write()
+    p.add("/jdy/inv/inv_check_gain_bill_save", "delay", seconds=900)  # saves hang
+    st.start()
+    check(wait_for(lambda: st.state().get("queue", {}).get("in_flight", 0) > 0, timeout=60,
+                   step=0.2), "orders are being posted")
+    st.daemon.kill()
+    n_taken = st.state().get("queue", {}).get("in_flight", 0)
+    marks = os.path.join(st.tmp, "posted.txt")
+    write(marks, "".join("%s,%s\n" % (o["stockin_no"], made[o["stockin_no"]][1]) for o in elig))
+    p = ctl(st.cfg_path, "mark-posted", "pd-gain", marks)
+    check(p.returncode == 0 and "%d already read by the daemon" % len(elig) in p.stdout,
+          "mark-posted with %d orders being posted: %r" % (n_taken, p.stdout + p.stderr))
+    st.cfg["kingdee"]["url"] = st.jdy.url
+    st.write()
+    st.start()
+    check(wait_for(lambda: "being posted when the daemon stopped, recorded as posted since"
+                   in read(st.log), timeout=30, step=0.2), "the restart says so")
+    for o in elig:  # what each bill holds changes in WDT: each is reviewed, none posted
+        c = dict(o, modified=wjfake.wdt_time(time.time()))
+        c["details_list"] = [dict(x, goods_count="77.0000") for x in o["details_list"]]
+        st.wdt.admin_post("/admin/orders", c)
+    ok = wait_for(lambda: st.state().get("review") == len(elig), timeout=60, step=0.3)
+    s = st.state()
+    check(ok and quiet(st), "every order recorded as posted is reviewed (%s of %d), none queued"
+          % (s.get("review"), len(elig)))
+    check(len(st.bills()) == len(made), "no bill posted (%d)" % len(st.bills()))
+
+
 def backfill(holder):
     st = e2e_stack(20, span_days=2, seed=717)
     holder["stack"] = st
@@ -206,7 +246,8 @@ def backfill(holder):
           "two new bills, one dead letter")
 
 
-SCENARIOS = {"mark-posted": mark_posted, "skip-existing": skip_existing, "backfill": backfill}
+SCENARIOS = {"mark-posted": mark_posted, "skip-existing": skip_existing,
+             "crash-mark": crash_mark, "backfill": backfill}
 
 if __name__ == "__main__":
     run_scenarios(SCENARIOS, sys.argv[1:])

@@ -14,10 +14,13 @@
 
 #include "lib/alert.h"
 #include "lib/config.h"
+#include "lib/dispatch.h"
+#include "lib/engine.h"
 #include "lib/http.h"
 #include "lib/jdy.h"
 #include "lib/json.h"
 #include "lib/log.h"
+#include "lib/mapping.h"
 #include "lib/store.h"
 #include "lib/util.h"
 #include "lib/wdt.h"
@@ -43,7 +46,7 @@ static void usage(FILE *f)
 		"  dlq list [--json]               dead letters: stockin_no, reason, since when\n"
 		"  dlq show ORDER [--json]         one dead letter in full (ORDER: stockin_no or id)\n"
 		"  review list [--json]            orders changed after their bill was posted\n"
-		"  review show ORDER [--json]\n"
+		"  review show ORDER [--json]      what its bill would hold now, old -> new\n"
 		"  cursor show [FLOW] [--json]     where each flow's polling stands\n"
 		"operator actions (written to the daemon's log as an audit trail):\n"
 		"  dlq retry ORDER... | --all      queue again, above live work\n"
@@ -53,6 +56,12 @@ static void usage(FILE *f)
 		"  backfill FLOW --from T --to T [--no-wait]\n"
 		"                                  re-read a past period below live priority\n"
 		"  backfill FLOW --cancel          drop the backfill under way\n"
+		"  mark-posted FLOW FILE           stock-in numbers another integrator posted:\n"
+		"                                  never post them (FILE: one a line, optionally\n"
+		"                                  a tab or comma and the Kingdee bill number)\n"
+		"  repost FLOW STOCKIN_NO [--from T]\n"
+		"                                  post again an order whose bill was deleted in\n"
+		"                                  Kingdee (refused while a bill of it is there)\n"
 		"other:\n"
 		"  check-config                    validate the configuration\n"
 		"  alert test                      send a test message to every configured alert\n"
@@ -199,6 +208,16 @@ static wj_config_t *load_paths(void)
 	}
 	shown_tz = cfg->tz_offset;
 	return cfg;
+}
+
+/* The flow named name in cfg, or NULL with a message. */
+static const wj_flow_cfg_t *flow_named(const wj_config_t *cfg, const char *name)
+{
+	for (size_t i = 0; i < cfg->n_flows; i++)
+		if (!strcmp(cfg->flows[i].name, name))
+			return &cfg->flows[i];
+	fprintf(stderr, "wdt2jdyctl: no flow named \"%s\" in %s\n", name, cfg->path);
+	return NULL;
 }
 
 /* ---- what is printed ------------------------------------------------------------------------ */
@@ -727,6 +746,41 @@ static int find_key(wj_txn_t *t, wj_db_t db, const char *want, char *key, size_t
 	return found;
 }
 
+/* The bill of a review record or doc: its number, or its id when Kingdee answered none (V1). */
+static void review_bill(json_t *o, char *buf, size_t size)
+{
+	const char *no = json_string_value(json_object_get(o, "bill_no"));
+	if (no && *no)
+		snprintf(buf, size, "%s", no);
+	else
+		snprintf(buf, size, "id %s", str(o, "bill_id"));
+}
+
+/* One side of a change: the value, or "(none)" where the field is not on that side. */
+static const char *side(json_t *change, const char *k)
+{
+	return json_is_string(json_object_get(change, k)) ? str(change, k) : "(none)";
+}
+
+/* What changed, in a line: the first field changed (and how many more), or why no bill can be
+ * made of the order now, or the record's note. */
+static void review_summary(json_t *o, char *buf, size_t size)
+{
+	json_t *ch = json_object_get(o, "changes"), *c0 = json_array_get(ch, 0);
+	size_t n = json_array_size(ch);
+	if (c0) {
+		int k = snprintf(buf, size, "%s: %s -> %s", str(c0, "field"), side(c0, "old"),
+				 side(c0, "new"));
+		if (n > 1 && k > 0 && (size_t)k < size)
+			snprintf(buf + k, size - (size_t)k, " (+%zu more)", n - 1);
+	} else if (json_is_string(json_object_get(o, "cannot_map")))
+		snprintf(buf, size, "no bill can be made of it now: %s", str(o, "cannot_map"));
+	else if (json_is_string(json_object_get(o, "note")))
+		snprintf(buf, size, "%s", str(o, "note"));
+	else
+		snprintf(buf, size, "content changed after posting");
+}
+
 /* Top-level times of a stored record, as "YYYY-MM-DD HH:MM:SS" in the configured offset for
  * people (the order, the bill body and other nested data are left as they are). */
 static void humanize(json_t *rec)
@@ -770,7 +824,7 @@ static void print_list(wj_store_t *s, wj_db_t db, bool dead, bool as_json)
 		printf("%-12s %-24s %-12s %-19s %8s  %s\n", "FLOW", "STOCKIN_NO", "STOCKIN_ID",
 		       "SINCE", "ATTEMPTS", "REASON");
 	else if (!as_json)
-		printf("%-12s %-24s %-20s %-20s  %s\n", "FLOW", "STOCKIN_NO", "BILL_NO", "SEEN", "NOTE");
+		printf("%-12s %-24s %-20s %-20s  %s\n", "FLOW", "STOCKIN_NO", "BILL", "SEEN", "CHANGE");
 	if (wj_iter_open(&t, db, &it) == 0) {
 		for (int r = wj_iter_seek(&it, NULL, 0); r == 0; r = wj_iter_next(&it)) {
 			wj_val_t k = wj_iter_key(&it), v = wj_iter_val(&it);
@@ -796,10 +850,11 @@ static void print_list(wj_store_t *s, wj_db_t db, bool dead, bool as_json)
 				       id, num(o, "ts") ? when(num(o, "ts"), at) : "-",
 				       num(o, "attempts"), str(o, "reason"));
 			} else {
-				printf("%-12s %-24s %-20s %-20s  %s\n", flow, str(o, "stockin_no"),
-				       str(o, "bill_no"), num(o, "seen") ? when(num(o, "seen"), at) : "-",
-				       json_is_string(json_object_get(o, "note")) ? str(o, "note")
-					       : "content changed after posting");
+				char bill[160], what[400];
+				review_bill(o, bill, sizeof(bill));
+				review_summary(o, what, sizeof(what));
+				printf("%-12s %-24s %-20s %-20s  %s\n", flow, str(o, "stockin_no"), bill,
+				       num(o, "seen") ? when(num(o, "seen"), at) : "-", what);
 			}
 			free(flow);
 			free(id);
@@ -862,6 +917,19 @@ static void dlq_note(wj_txn_t *t, dlq_op_t *op, const char *key, size_t kl)
 	json_decref(dl);
 }
 
+/* Put the order under key in the ready queue, above live work. 0 or -errno. */
+static int queue_first(wj_txn_t *t, const char *key, size_t kl)
+{
+	uint64_t seq;
+	if (wj_txn_seq_next(t, &seq) < 0)
+		return t->err;
+	uint8_t qk[9];
+	qk[0] = PRIO_REPLAY;
+	wj_key_u64be(qk + 1, seq);
+	wj_txn_put(t, WJ_DB_QUEUE, qk, sizeof(qk), key, kl);
+	return t->err;
+}
+
 static int requeue(wj_txn_t *t, const char *key, size_t kl)
 {
 	json_t *doc = wj_txn_get_json(t, WJ_DB_DOCS, key, kl);
@@ -895,14 +963,7 @@ static int requeue(wj_txn_t *t, const char *key, size_t kl)
 	json_decref(dl);
 	wj_txn_put_json(t, WJ_DB_DOCS, key, kl, doc);
 	json_decref(doc);
-	uint64_t seq;
-	if (wj_txn_seq_next(t, &seq) < 0)
-		return t->err;
-	uint8_t qk[9];
-	qk[0] = PRIO_REPLAY;
-	wj_key_u64be(qk + 1, seq);
-	wj_txn_put(t, WJ_DB_QUEUE, qk, sizeof(qk), key, kl);
-	return t->err;
+	return queue_first(t, key, kl);
 }
 
 /* Keep a tombstone (with the content hash) so the same content is not queued again by the
@@ -970,6 +1031,8 @@ static int dlq_fn(wj_txn_t *t, void *arg)
 	return t->err;
 }
 
+static int show_review(wj_store_t *s, const char *want);
+
 /* dlq|review list [--json], dlq|review show ORDER [--json]: read-only, paths only. */
 static int list_or_show(int argc, char **argv, wj_db_t db, bool list)
 {
@@ -981,6 +1044,8 @@ static int list_or_show(int argc, char **argv, wj_db_t db, bool list)
 	int rc = 0;
 	if (list)
 		print_list(s, db, db == WJ_DB_DEAD, a.json);
+	else if (db == WJ_DB_REVIEW && !a.json)
+		rc = show_review(s, a.argv[0]);
 	else
 		rc = show_entry(s, db, a.argv[0], a.json);
 	wj_store_close(s);
@@ -1036,6 +1101,48 @@ static int cmd_dlq(int argc, char **argv)
 	return rc;
 }
 
+/* A review record for the operator: the bill, then what its bill would hold now, field by
+ * field (old -> new), then the whole record with the order as WDT has it now. */
+static int show_review(wj_store_t *s, const char *want)
+{
+	wj_txn_t t;
+	char key[WJ_DOC_KEY_MAX_CTL];
+	size_t kl;
+	if (wj_txn_begin(s, &t, false) < 0)
+		return 1;
+	if (find_key(&t, WJ_DB_REVIEW, want, key, &kl) < 0) {
+		wj_txn_abort(&t);
+		fprintf(stderr, "wdt2jdyctl: %s: no such entry in review\n", want);
+		return 1;
+	}
+	wj_val_t v = {0};
+	wj_txn_get(&t, WJ_DB_REVIEW, key, kl, &v);
+	json_t *o = shown_record(v.data, v.len);
+	wj_txn_abort(&t);
+	char bill[160], seen[WJ_TIME_LEN];
+	review_bill(o, bill, sizeof(bill));
+	printf("flow        %s\nstockin_no  %s\nbill        %s\nseen        %s\n", str(o, "flow"),
+	       str(o, "stockin_no"), bill, num(o, "seen") ? when(num(o, "seen"), seen) : "-");
+	if (json_is_string(json_object_get(o, "note")))
+		printf("note        %s\n", str(o, "note"));
+	json_t *ch = json_object_get(o, "changes"), *c;
+	size_t i;
+	if (json_array_size(ch)) {
+		printf("what its bill would hold now (old -> new):\n");
+		json_array_foreach(ch, i, c)
+			printf("  %s: %s -> %s\n", str(c, "field"), side(c, "old"), side(c, "new"));
+	} else if (json_is_string(json_object_get(o, "cannot_map"))) {
+		printf("no bill can be made of it now: %s\n", str(o, "cannot_map"));
+	} else if (json_is_string(json_object_get(o, "changes_unknown"))) {
+		printf("%s\n", str(o, "changes_unknown"));
+	}
+	humanize(o);
+	printf("record:\n");
+	print_json(o);
+	json_decref(o);
+	return 0;
+}
+
 static int review_done_fn(wj_txn_t *t, void *arg)
 {
 	const char *want = arg;
@@ -1080,6 +1187,24 @@ static int cmd_review(int argc, char **argv)
 }
 
 /* ---- cursors --------------------------------------------------------------------------------- */
+
+/* at is no later than now - the flow's lag: a cursor or backfill end past it would move past
+ * orders that WDT does not show yet (what the lag waits for). 0, or -1 with a message naming
+ * the limit. */
+static int check_not_ahead(const wj_config_t *cfg, const wj_flow_cfg_t *f, int64_t at,
+			   const char *what)
+{
+	int64_t lag = (int64_t)(f->lag_ms / 1000), limit = wj_now() - lag;
+	if (at <= limit)
+		return 0;
+	char a[WJ_TIME_LEN], b[WJ_TIME_LEN];
+	wj_time_format(at, cfg->tz_offset, a);
+	wj_time_format(limit, cfg->tz_offset, b);
+	fprintf(stderr, "wdt2jdyctl: %s %s is later than now - lag (flow %s, cursor.lag %llds): "
+		"at most %s, since orders stamped later may not be visible in WDT yet\n", what, a,
+		f->name, (long long)lag, b);
+	return -1;
+}
 
 typedef struct cursor_set {
 	const char *flow;
@@ -1200,6 +1325,8 @@ static int cmd_cursor(int argc, char **argv)
 			fprintf(stderr, "wdt2jdyctl: expected a time like \"2026-11-01 00:00:00\", "
 					"got \"%s\"\n", argv[3]);
 			rc = 1;
+		} else if (check_not_ahead(cfg, f, c.at, "cursor") < 0) {
+			rc = 1;
 		} else {
 			c.origin = c.at < f->cursor_start ? c.at : f->cursor_start;
 			if (wj_store_write(s, cursor_set_fn, &c) < 0) {
@@ -1280,6 +1407,71 @@ static bool daemon_running(const wj_config_t *cfg)
 	return pid > 0 && kill((pid_t)pid, 0) == 0;
 }
 
+/* The job's record as the daemon keeps it (NULL when gone or another job's). */
+static json_t *bf_record(wj_store_t *s, const bf_set_t *b)
+{
+	wj_txn_t t;
+	json_t *o = NULL;
+	if (wj_txn_begin(s, &t, false) == 0) {
+		o = wj_txn_get_json(&t, WJ_DB_CURSORS, b->key, b->kl);
+		wj_txn_abort(&t);
+	}
+	if (o && json_integer_value(json_object_get(o, "id")) != b->id) {
+		json_decref(o);
+		o = NULL;
+	}
+	return o;
+}
+
+/* The orders a backfill found new that have their outcome. */
+static long long bf_settled(json_t *job)
+{
+	return num(job, "new_saved") + num(job, "new_adopted") + num(job, "new_dead");
+}
+
+/* Its period is read: say what was found, wait while the daemon posts the new orders, then
+ * say how that ended. 0, or 1 when the job went or the daemon stopped first. */
+static int bf_wait_new(wj_store_t *s, const wj_config_t *cfg, const bf_set_t *b,
+		       const char *flow)
+{
+	json_t *job = bf_record(s, b);
+	if (!job) {
+		printf("the backfill of %s was cancelled or replaced\n", flow);
+		return 1;
+	}
+	printf("backfill of %s read %lld orders: %lld new, %lld already posted, %lld parked, "
+	       "%lld already queued\n", flow, num(job, "read"), num(job, "new"), num(job, "posted"),
+	       num(job, "parked"), num(job, "queued"));
+	fflush(stdout);
+	int64_t last_line = wj_now();
+	while (bf_settled(job) < num(job, "new")) {
+		if (!daemon_running(cfg)) {
+			printf("the daemon stopped: %lld of the %lld new orders have their outcome\n",
+			       bf_settled(job), num(job, "new"));
+			json_decref(job);
+			return 1;
+		}
+		if (wj_now() - last_line >= 10) {
+			printf("posting the new orders: %lld of %lld done\n", bf_settled(job),
+			       num(job, "new"));
+			fflush(stdout);
+			last_line = wj_now();
+		}
+		sleep(1);
+		json_decref(job);
+		if (!(job = bf_record(s, b))) {
+			printf("the backfill of %s was cancelled or replaced\n", flow);
+			return 1;
+		}
+	}
+	printf("backfill of %s done: read %lld, new %lld (%lld saved, %lld adopted, %lld parked), "
+	       "already posted %lld, parked %lld\n", flow, num(job, "read"), num(job, "new"),
+	       num(job, "new_saved"), num(job, "new_adopted"), num(job, "new_dead"),
+	       num(job, "posted"), num(job, "parked"));
+	json_decref(job);
+	return 0;
+}
+
 static int cmd_backfill(int argc, char **argv)
 {
 	const char *from = NULL, *to = NULL;
@@ -1311,11 +1503,8 @@ static int cmd_backfill(int argc, char **argv)
 	wj_config_t *cfg = load_config();
 	bf_set_t b = {.cancel = cancel};
 	int rc = 1;
-	bool known = false;
-	for (size_t i = 0; i < cfg->n_flows; i++)
-		known |= !strcmp(cfg->flows[i].name, flow);
-	if (!known) {
-		fprintf(stderr, "wdt2jdyctl: no flow named \"%s\" in %s\n", flow, cfg->path);
+	const wj_flow_cfg_t *f = flow_named(cfg, flow);
+	if (!f) {
 		wj_config_free(cfg);
 		return 1;
 	}
@@ -1323,6 +1512,10 @@ static int cmd_backfill(int argc, char **argv)
 			wj_time_parse(to, cfg->tz_offset, &b.to) < 0 || b.to <= b.from)) {
 		fprintf(stderr, "wdt2jdyctl: expected --from and --to like \"2026-11-01 00:00:00\", "
 				"from before to\n");
+		wj_config_free(cfg);
+		return 1;
+	}
+	if (!cancel && check_not_ahead(cfg, f, b.to, "backfill --to") < 0) {
 		wj_config_free(cfg);
 		return 1;
 	}
@@ -1408,9 +1601,702 @@ static int cmd_backfill(int argc, char **argv)
 		}
 		sleep(1);
 	}
-	printf("%sbackfill of %s done\n", tty ? "\n" : "", flow);
+	if (tty)
+		printf("\n");
+	rc = bf_wait_new(s, cfg, &b, flow);
 out:
 	json_decref(b.found);
+	wj_store_close(s);
+	wj_config_free(cfg);
+	return rc;
+}
+
+/* ---- cutover: mark-posted ------------------------------------------------------------------ */
+
+/* The flow's compiled mapping (caller frees), or NULL with a message. */
+static wj_mapping_t *flow_mapping(const wj_config_t *cfg, const wj_flow_cfg_t *f)
+{
+	wj_mapping_t *m = NULL;
+	char err[512];
+	if (wj_mapping_compile(f->mapping, cfg->kingdee.api, f->remark_template, &m, err,
+			       sizeof(err)) < 0)
+		fprintf(stderr, "wdt2jdyctl: flow %s: mapping: %s\n", f->name, err);
+	return m;
+}
+
+/* A document number of a mark-posted file: not empty, at most 127 bytes of UTF-8 without
+ * spaces or control characters. NULL when it is one, else what is wrong. */
+static const char *number_problem(const char *s)
+{
+	size_t n = strlen(s);
+	if (!n)
+		return "empty";
+	if (n > 127)
+		return "longer than 127 bytes";
+	for (size_t i = 0; i < n;) {
+		uint32_t cp;
+		size_t l = wj_utf8_decode((const unsigned char *)s + i, n - i, &cp);
+		if (!l)
+			return "not UTF-8";
+		if (cp == ' ' || wj_cp_unprintable(cp))
+			return "contains a space or a control character";
+		i += l;
+	}
+	return NULL;
+}
+
+static char *trim(char *s)
+{
+	while (*s == ' ' || *s == '\t')
+		s++;
+	size_t n = strlen(s);
+	while (n && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r' || s[n - 1] == '\n'))
+		s[--n] = '\0';
+	return s;
+}
+
+/* Read a mark-posted file into marks: stock-in number → {"bill_no", "line"}. One number a
+ * line, optionally a bill number after a tab or a comma; blank lines and '#' comments are
+ * skipped. 0, or -EINVAL after printing the first bad line (file and line). */
+static int read_marks(const char *path, json_t *marks)
+{
+	FILE *fp = fopen(path, "r");
+	if (!fp) {
+		fprintf(stderr, "wdt2jdyctl: cannot read %s: %s\n", path, strerror(errno));
+		return -EINVAL;
+	}
+	char *line = NULL;
+	size_t cap = 0;
+	unsigned ln = 0;
+	int ret = 0;
+	while (ret == 0 && getline(&line, &cap, fp) >= 0) {
+		ln++;
+		char *s = trim(line);
+		if (!*s || *s == '#')
+			continue;
+		char *whole = strdup(s), *sep = strpbrk(s, "\t,"), *bill = "";
+		if (!whole) {
+			fprintf(stderr, "wdt2jdyctl: out of memory\n");
+			ret = -ENOMEM;
+			break;
+		}
+		if (sep) {
+			*sep = '\0';
+			bill = trim(sep + 1);
+			s = trim(s);
+		}
+		const char *why = number_problem(s), *what = "stock-in number", *bad = s;
+		if (!why && *bill && strpbrk(bill, "\t,"))
+			why = "expected STOCKIN_NO, or STOCKIN_NO and a bill number after a tab or "
+			      "a comma", what = "line", bad = whole;
+		else if (!why && *bill && (why = number_problem(bill)))
+			what = "bill number", bad = bill;
+		json_t *old = json_object_get(marks, s);
+		if (!why && old && strcmp(json_string_value(json_object_get(old, "bill_no")), bill)) {
+			fprintf(stderr, "wdt2jdyctl: %s:%u: %s given with bill number \"%s\" on line "
+				"%lld and \"%s\" here\n", path, ln, s,
+				json_string_value(json_object_get(old, "bill_no")),
+				(long long)json_integer_value(json_object_get(old, "line")), bill);
+			ret = -EINVAL;
+		} else if (why) {
+			char *shown_s = shown(bad, strlen(bad));
+			fprintf(stderr, "wdt2jdyctl: %s:%u: %s \"%s\": %s\n", path, ln, what, shown_s,
+				why);
+			free(shown_s);
+			ret = -EINVAL;
+		} else if (!old) {
+			json_object_set_new(marks, s, json_pack("{s:s, s:I}", "bill_no", bill, "line",
+								(json_int_t)ln));
+		}
+		free(whole);
+	}
+	if (ret == 0 && ferror(fp)) {
+		fprintf(stderr, "wdt2jdyctl: cannot read %s: %s\n", path, strerror(errno));
+		ret = -EINVAL;
+	}
+	free(line);
+	fclose(fp);
+	return ret;
+}
+
+typedef struct marks_op {
+	const wj_config_t *cfg;
+	const char *flow;
+	wj_mapping_t *m;
+	json_t *marks;    /* stock-in number → {"bill_no"} */
+	json_t *keys;     /* doc keys (without the flow) of the flow's orders that are marked */
+	size_t imported, known, posted;
+	json_t *differ;   /* posted by the daemon under another bill: [[no, ours, marked]] */
+} marks_op_t;
+
+/* "flow\0name" (a doc key, a marks key) into buf of WJ_DOC_KEY_MAX_CTL bytes: its length, 0
+ * when it does not fit. */
+static size_t flow_key(const char *flow, const char *name, char *buf)
+{
+	size_t fl = strlen(flow), nl = strlen(name);
+	if (fl + 1 + nl > WJ_DOC_KEY_MAX_CTL)
+		return 0;
+	memcpy(buf, flow, fl + 1);
+	memcpy(buf + fl + 1, name, nl);
+	return fl + 1 + nl;
+}
+
+/* The order of a doc as stored (its text, else its dead letter's copy). Caller owns it. */
+static json_t *stored_order(wj_txn_t *t, const char *key, size_t kl)
+{
+	json_t *order = wj_txn_get_json(t, WJ_DB_ORDERS, key, kl);
+	if (!order) {
+		json_t *dl = wj_txn_get_json(t, WJ_DB_DEAD, key, kl);
+		order = json_incref(json_object_get(dl, "order"));
+		json_decref(dl);
+	}
+	return order;
+}
+
+/* Record the known order under key as posted with the marked bill (see wj_doc_saved). */
+static void mark_known(wj_txn_t *t, marks_op_t *op, const char *key, size_t kl, json_t *doc,
+		       const char *bill)
+{
+	const char *state = str(doc, "state");
+	if (!strcmp(state, "saved")) {
+		op->posted++;
+		char ours[160];
+		review_bill(doc, ours, sizeof(ours));
+		if (*bill && !json_object_get(doc, "adopted") && strcmp(str(doc, "bill_no"), bill))
+			json_array_append_new(op->differ, json_pack("[s, s, s]", str(doc, "stockin_no"),
+								    ours, bill));
+		return;
+	}
+	json_t *order = stored_order(t, key, kl), *view = NULL;
+	char err[512];
+	if (order && op->m)
+		view = wj_bill_view(op->m, op->cfg, t, order, err, sizeof(err));
+	wj_doc_saved(t, key, kl, doc, "", bill, "mark-posted", view);
+	wj_txn_put_json(t, WJ_DB_DOCS, key, kl, doc);
+	json_decref(view);
+	json_decref(order);
+	op->known++;
+}
+
+static int marks_fn(wj_txn_t *t, void *arg)
+{
+	marks_op_t *op = arg;
+	op->imported = op->known = op->posted = 0;
+	json_array_clear(op->differ);
+	json_array_clear(op->keys);
+	const char *no;
+	json_t *v;
+	char key[WJ_DOC_KEY_MAX_CTL];
+	size_t fl = strlen(op->flow);
+	json_object_foreach(op->marks, no, v) {
+		size_t kl = flow_key(op->flow, no, key);
+		json_t *mark = json_pack("{s:O, s:I}", "bill_no", json_object_get(v, "bill_no"),
+					 "imported", (json_int_t)wj_now());
+		wj_txn_put_json(t, WJ_DB_MARKS, key, kl, mark);
+		json_decref(mark);
+		op->imported++;
+	}
+	/* the flow's orders known already (docs are keyed by stockin_id: read their numbers) */
+	wj_iter_t it;
+	if (wj_iter_open(t, WJ_DB_DOCS, &it) < 0)
+		return t->err;
+	for (int r = wj_iter_seek(&it, op->flow, fl + 1); r == 0; r = wj_iter_next(&it)) {
+		wj_val_t k = wj_iter_key(&it), dv = wj_iter_val(&it);
+		if (k.len <= fl + 1 || memcmp(k.data, op->flow, fl + 1))
+			break;
+		json_t *doc = json_loadb(dv.data, dv.len, 0, NULL);
+		if (json_object_get(op->marks, str(doc, "stockin_no")))
+			json_array_append_new(op->keys, json_stringn((const char *)k.data + fl + 1,
+								     k.len - fl - 1));
+		json_decref(doc);
+	}
+	wj_iter_close(&it);
+	size_t i;
+	json_array_foreach(op->keys, i, v) {
+		size_t kl = flow_key(op->flow, json_string_value(v), key);
+		json_t *doc = wj_txn_get_json(t, WJ_DB_DOCS, key, kl);
+		json_t *mark = json_object_get(op->marks, str(doc, "stockin_no"));
+		if (doc && mark)
+			mark_known(t, op, key, kl, doc, json_string_value(json_object_get(mark,
+											  "bill_no")));
+		json_decref(doc);
+	}
+	return t->err;
+}
+
+static int cmd_mark_posted(int argc, char **argv)
+{
+	cmd_args_t a;
+	if (cmd_opts(argc, argv, 0, 2, 2, &a) < 0)
+		return 1;
+	const char *flow = a.argv[0], *file = a.argv[1];
+	wj_config_t *cfg = load_config();
+	const wj_flow_cfg_t *f = flow_named(cfg, flow);
+	marks_op_t op = {.cfg = cfg, .flow = flow, .marks = json_object(),
+			 .keys = json_array(), .differ = json_array()};
+	int rc = 1;
+	wj_store_t *s = NULL;
+	if (!f || !(op.m = flow_mapping(cfg, f)) || read_marks(file, op.marks) < 0)
+		goto out;
+	s = open_store(cfg);
+	if (wj_store_write(s, marks_fn, &op) < 0) {
+		fprintf(stderr, "wdt2jdyctl: cannot update the state: %s\n", wj_store_strerror());
+		goto out;
+	}
+	printf("%zu stock-in numbers of %s imported from %s as posted by another integrator\n"
+	       "  %zu already read by the daemon, now recorded as posted (not posted again)\n"
+	       "  %zu already posted by the daemon (left as they are)\n"
+	       "  %zu not read yet (recorded as posted when read)\n",
+	       op.imported, f->name, file, op.known, op.posted,
+	       op.imported - op.known - op.posted);
+	size_t i;
+	json_t *d;
+	json_array_foreach(op.differ, i, d)
+		printf("warning: %s was posted by the daemon as bill %s, but %s names bill %s: "
+		       "Kingdee may hold both\n", json_string_value(json_array_get(d, 0)),
+		       json_string_value(json_array_get(d, 1)), file,
+		       json_string_value(json_array_get(d, 2)));
+	ctl_audit(cfg, "mark-posted", "%zu stock-in numbers of %s marked as posted from %s",
+		  op.imported, f->name, file);
+	rc = 0;
+out:
+	json_decref(op.marks);
+	json_decref(op.keys);
+	json_decref(op.differ);
+	wj_mapping_free(op.m);
+	wj_store_close(s);
+	wj_config_free(cfg);
+	return rc;
+}
+
+/* ---- cutover: repost ------------------------------------------------------------------------ */
+
+/* The two API clients on a loop of their own, for the commands that ask the services. */
+typedef struct net {
+	uv_loop_t loop;
+	bool loop_ok;
+	wj_http_t *wdt_http, *jdy_http;
+	wj_wdt_t *wdt;
+	wj_jdy_t *jdy;
+} net_t;
+
+static void net_close(net_t *n)
+{
+	if (n->wdt)
+		wj_wdt_free(n->wdt);
+	if (n->jdy)
+		wj_jdy_free(n->jdy);
+	if (n->wdt_http)
+		wj_http_free(n->wdt_http);
+	if (n->jdy_http)
+		wj_http_free(n->jdy_http);
+	if (n->loop_ok) {
+		uv_run(&n->loop, UV_RUN_DEFAULT);
+		uv_loop_close(&n->loop);
+		wj_http_global_cleanup();
+	}
+}
+
+/* Clients for cfg; the Kingdee one starts with the daemon's token when it is still good, so
+ * that no login is spent on a few calls. 0 or -1 with a message. */
+static int net_open(net_t *n, const wj_config_t *cfg, wj_store_t *s)
+{
+	memset(n, 0, sizeof(*n));
+	if (uv_loop_init(&n->loop) != 0 || wj_http_global_init() < 0) {
+		fprintf(stderr, "wdt2jdyctl: cannot initialise the event loop\n");
+		return -1;
+	}
+	n->loop_ok = true;
+	wj_wdt_opts_t wo;
+	wj_jdy_opts_t jo;
+	wj_engine_wdt_opts(cfg, &wo);
+	wj_engine_jdy_opts(cfg, &jo);
+	n->wdt_http = wj_http_new(&n->loop, &(wj_http_opts_t){
+		.max_inflight = 1, .ca_file = cfg->wdt.ca_file, .max_body = cfg->http.max_body,
+		.max_retry_after_ms = cfg->http.max_retry_after_ms});
+	n->jdy_http = wj_http_new(&n->loop, &(wj_http_opts_t){
+		.max_inflight = 1, .ca_file = cfg->kingdee.ca_file, .max_body = cfg->http.max_body,
+		.max_retry_after_ms = cfg->http.max_retry_after_ms});
+	if (n->wdt_http)
+		n->wdt = wj_wdt_new(n->wdt_http, &wo);
+	if (n->jdy_http)
+		n->jdy = wj_jdy_new(&n->loop, n->jdy_http, &jo);
+	if (!n->wdt || !n->jdy) {
+		fprintf(stderr, "wdt2jdyctl: cannot initialise the API clients\n");
+		return -1;
+	}
+	wj_txn_t t;
+	if (wj_txn_begin(s, &t, false) == 0) {
+		wj_val_t v;
+		if (wj_txn_get(&t, WJ_DB_META, "jdy_token", 9, &v) == 0) {
+			char *tok = strndup(v.data, v.len);
+			if (tok)
+				wj_jdy_restore_token(n->jdy, tok);
+			free(tok);
+		}
+		wj_txn_abort(&t);
+	}
+	return 0;
+}
+
+typedef struct sync_call {
+	bool done;
+	int cls;          /* wj_jdy_class_t or wj_wdt_class_t */
+	json_t *data;     /* Kingdee: res->data; WDT: the orders */
+	char error[512];
+} sync_call_t;
+
+static void run_until(net_t *n, const bool *done)
+{
+	while (!*done && uv_run(&n->loop, UV_RUN_ONCE))
+		;
+}
+
+static void on_jdy_sync(const wj_jdy_result_t *res, void *arg)
+{
+	sync_call_t *c = arg;
+	c->cls = res->cls;
+	c->data = json_incref(res->data);
+	snprintf(c->error, sizeof(c->error), "%s", res->error);
+	c->done = true;
+}
+
+static void on_wdt_sync(wj_wdt_result_t *res, void *arg)
+{
+	sync_call_t *c = arg;
+	c->cls = res->cls;
+	c->data = res->orders;
+	res->orders = NULL;
+	snprintf(c->error, sizeof(c->error), "%s", res->error);
+	c->done = true;
+}
+
+/* The order stockin_no of flow f as WDT has it now, read by its number over [from, to] in
+ * windows of at most 30 days, from the start. New reference, NULL with a message. */
+static json_t *wdt_order(net_t *n, const wj_config_t *cfg, const wj_flow_cfg_t *f,
+			 const char *no, int64_t from, int64_t to)
+{
+	char st[WJ_TIME_LEN], et[WJ_TIME_LEN], a[WJ_TIME_LEN], b[WJ_TIME_LEN];
+	wj_kv_t *kv = calloc(f->n_params + 5, sizeof(*kv));
+	if (!kv)
+		return NULL;
+	for (int64_t s = from; s <= to; s += 30 * 86400) {
+		int64_t e = s + 30 * 86400 - 1 < to ? s + 30 * 86400 - 1 : to;
+		wj_time_format(s, cfg->tz_offset, st);
+		wj_time_format(e, cfg->tz_offset, et);
+		size_t k = 0;
+		for (size_t i = 0; i < f->n_params; i++)
+			kv[k++] = f->params[i];
+		kv[k++] = (wj_kv_t){"stockin_no", (char *)no};
+		kv[k++] = (wj_kv_t){"start_time", st};
+		kv[k++] = (wj_kv_t){"end_time", et};
+		kv[k++] = (wj_kv_t){"page_no", "0"};
+		kv[k++] = (wj_kv_t){"page_size", "100"};
+		sync_call_t c = {0};
+		if (wj_wdt_query(n->wdt, f->method, kv, k, NULL, on_wdt_sync, &c) < 0) {
+			fprintf(stderr, "wdt2jdyctl: cannot send the WDT query\n");
+			break;
+		}
+		run_until(n, &c.done);
+		if (c.cls != WJ_WDT_OK) {
+			fprintf(stderr, "wdt2jdyctl: WDT query for %s (%s .. %s) failed: %s\n", no, st,
+				et, c.error[0] ? c.error : "no answer");
+			json_decref(c.data);
+			break;
+		}
+		size_t i;
+		json_t *o;
+		json_array_foreach(c.data, i, o) {
+			if (!strcmp(str(o, "stockin_no"), no)) {
+				json_incref(o);
+				json_decref(c.data);
+				free(kv);
+				return o;
+			}
+		}
+		json_decref(c.data);
+		if (e >= to) {
+			wj_time_format(from, cfg->tz_offset, a);
+			wj_time_format(to, cfg->tz_offset, b);
+			fprintf(stderr, "wdt2jdyctl: WDT has no order %s of flow %s (%s) modified "
+				"between %s and %s; give --from to look earlier\n", no, f->name,
+				f->method, a, b);
+		}
+	}
+	free(kv);
+	return NULL;
+}
+
+/* The first bill q lists (every page) that m matches: a new reference to its row, NULL when
+ * none; *failed when Kingdee could not be asked (a message is printed). */
+static json_t *find_bill(net_t *n, wj_jdy_bill_query_t q, const wj_bill_match_t *m,
+			 bool *failed)
+{
+	for (q.page = 1; q.page <= 1000; q.page++) {
+		sync_call_t c = {0};
+		if (wj_jdy_list_bills(n->jdy, &q, on_jdy_sync, &c) < 0) {
+			fprintf(stderr, "wdt2jdyctl: cannot send the Kingdee list request\n");
+			*failed = true;
+			return NULL;
+		}
+		run_until(n, &c.done);
+		if (c.cls != WJ_JDY_OK) {
+			char *e = shown(c.error, strlen(c.error));
+			fprintf(stderr, "wdt2jdyctl: Kingdee bill list failed: %s\n", e[0] ? e
+				: "no answer");
+			free(e);
+			json_decref(c.data);
+			*failed = true;
+			return NULL;
+		}
+		json_t *rows = json_object_get(c.data, "rows"), *row;
+		size_t i;
+		json_array_foreach(rows, i, row) {
+			if (wj_bill_row_matches(row, m)) {
+				json_incref(row);
+				json_decref(c.data);
+				return row;
+			}
+		}
+		bool last = !json_array_size(rows) ||
+			    (int64_t)q.page >= json_integer_value(json_object_get(c.data, "total_page"));
+		json_decref(c.data);
+		if (last)
+			return NULL;
+	}
+	fprintf(stderr, "wdt2jdyctl: more than 1000 pages of bills to read\n");
+	*failed = true;
+	return NULL;
+}
+
+typedef struct repost {
+	const char *flow, *no;
+	char key[WJ_DOC_KEY_MAX_CTL];
+	size_t kl;
+	json_t *doc;      /* as found */
+	json_t *order;    /* as WDT has it now */
+	int64_t saved_at;
+} repost_t;
+
+/* The doc of flow's order no: key and a copy of the doc. 0, -ENOENT. */
+static int find_doc(wj_txn_t *t, const char *flow, const char *no, char *key, size_t *kl,
+		    json_t **doc)
+{
+	size_t fl = strlen(flow);
+	wj_iter_t it;
+	int ret = -ENOENT;
+	*doc = NULL;
+	if (wj_iter_open(t, WJ_DB_DOCS, &it) < 0)
+		return -EIO;
+	for (int r = wj_iter_seek(&it, flow, fl + 1); r == 0 && ret; r = wj_iter_next(&it)) {
+		wj_val_t k = wj_iter_key(&it), v = wj_iter_val(&it);
+		if (k.len <= fl + 1 || memcmp(k.data, flow, fl + 1))
+			break;
+		json_t *d = json_loadb(v.data, v.len, 0, NULL);
+		if (d && !strcmp(str(d, "stockin_no"), no) && k.len <= WJ_DOC_KEY_MAX_CTL) {
+			memcpy(key, k.data, k.len);
+			*kl = k.len;
+			*doc = json_incref(d);
+			ret = 0;
+		}
+		json_decref(d);
+	}
+	wj_iter_close(&it);
+	return ret;
+}
+
+/* Queue the order again, as WDT has it now, unless its doc changed since it was read. */
+static int repost_fn(wj_txn_t *t, void *arg)
+{
+	repost_t *r = arg;
+	json_t *doc = wj_txn_get_json(t, WJ_DB_DOCS, r->key, r->kl);
+	if (!doc || strcmp(str(doc, "state"), "saved") ||
+	    json_integer_value(json_object_get(doc, "saved_at")) != r->saved_at) {
+		json_decref(doc);
+		return -ESTALE;
+	}
+	size_t len;
+	uint8_t hash[32];
+	char hex[65], *text = wj_json_canon(r->order, &len);
+	if (!text || wj_sha256(text, len, hash) < 0) {
+		free(text);
+		json_decref(doc);
+		return -ENOMEM;
+	}
+	wj_hex(hash, sizeof(hash), hex, false);
+	wj_txn_put(t, WJ_DB_ORDERS, r->key, r->kl, text, len);
+	free(text);
+	wj_txn_del(t, WJ_DB_SLIM, r->key, r->kl);
+	wj_txn_del(t, WJ_DB_POSTED, r->key, r->kl);
+	wj_txn_del(t, WJ_DB_REVIEW, r->key, r->kl);
+	char mk[WJ_DOC_KEY_MAX_CTL];
+	size_t ml = flow_key(r->flow, r->no, mk);
+	if (ml)
+		wj_txn_del(t, WJ_DB_MARKS, mk, ml); /* a bill it named is gone too */
+	json_t *was = json_pack("{s:O, s:O, s:I, s:I}", "bill_no",
+				json_object_get(doc, "bill_no") ?: json_null(), "bill_id",
+				json_object_get(doc, "bill_id") ?: json_null(), "saved_at",
+				(json_int_t)r->saved_at, "reposted_at", (json_int_t)wj_now());
+	static const char *const gone[] = {"bill_no", "bill_id", "saved_at", "adopted", "review",
+					   "unknown", "unknown_at", "sent_from", "marker", "bf",
+					   "bf_done", "first_error", "last_error", NULL};
+	for (const char *const *g = gone; *g; g++)
+		json_object_del(doc, *g);
+	json_object_set_new(doc, "reposted", was);
+	json_object_set_new(doc, "state", json_string("queued"));
+	json_object_set_new(doc, "hash", json_string(hex));
+	json_object_set_new(doc, "attempts", json_integer(0));
+	json_object_set_new(doc, "prio", json_integer(PRIO_REPLAY));
+	wj_txn_put_json(t, WJ_DB_DOCS, r->key, r->kl, doc);
+	json_decref(doc);
+	return queue_first(t, r->key, r->kl);
+}
+
+/* Whether Kingdee still holds a bill of the order: by the header bill number the mapping sets,
+ * by the bills created since its bill was saved (by the marker, the stock-in number or the
+ * bill recorded), and by the bills dated around its bill date. 1 (the bill is printed), 0, or
+ * -1 when Kingdee could not be asked. */
+static int bill_still_there(net_t *n, const repost_t *r, const json_t *view, const char *marker)
+{
+	bool failed = false;
+	json_t *row = NULL;
+	const char *billno = json_string_value(json_object_get(view, "billno"));
+	if (billno && *billno) {
+		wj_jdy_bill_query_t q = {.search = billno};
+		row = find_bill(n, q, &(wj_bill_match_t){.bill_no = billno}, &failed);
+	}
+	wj_bill_match_t m = {.marker = marker, .stockin_no = r->no,
+			     .bill_no = json_string_value(json_object_get(r->doc, "bill_no")),
+			     .bill_id = json_string_value(json_object_get(r->doc, "bill_id"))};
+	if (!row && !failed) {
+		/* the clocks of both sides may be off by some minutes */
+		wj_jdy_bill_query_t q = {.created_from_ms = r->saved_at * 1000 - 900000,
+					 .created_to_ms = wj_now_ms() + 900000};
+		row = find_bill(n, q, &m, &failed);
+	}
+	char from[11], to[11];
+	if (!row && !failed && wj_bill_date_range(view, WJ_BILL_DATE_DAYS, from, to) == 0) {
+		wj_jdy_bill_query_t q = {.bill_date_from = from, .bill_date_to = to};
+		row = find_bill(n, q, &m, &failed);
+	}
+	if (failed)
+		return -1;
+	if (!row)
+		return 0;
+	json_t *o = shown_json(row);
+	fprintf(stderr, "wdt2jdyctl: refused: Kingdee still holds bill %s (id %s, dated %s, "
+		"remark \"%s\") of %s: delete it in Kingdee first, or leave the order as it is\n",
+		str(o, "bill_no"), str(o, "id"), str(o, "bill_date"), str(o, "remark"), r->no);
+	json_decref(o);
+	json_decref(row);
+	return 1;
+}
+
+/* Where to look for the order in WDT: from its modified time when recorded (it only moves
+ * later), else from a month before the daemon first read it. */
+static int64_t repost_from(const json_t *doc)
+{
+	int64_t mod = json_integer_value(json_object_get(doc, "modified"));
+	if (mod > 0)
+		return mod;
+	return json_integer_value(json_object_get(doc, "first_seen")) - 30 * 86400;
+}
+
+static int cmd_repost(int argc, char **argv)
+{
+	const char *from_arg = NULL;
+	static const struct option opts[] = {
+		{"from", required_argument, NULL, 'f'},
+		{NULL, 0, NULL, 0},
+	};
+	optind = 0;
+	int c;
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		if (c != 'f') {
+			fprintf(stderr, "wdt2jdyctl: usage: repost FLOW STOCKIN_NO [--from T]\n");
+			return 1;
+		}
+		from_arg = optarg;
+	}
+	if (optind != argc - 2) {
+		fprintf(stderr, "wdt2jdyctl: usage: repost FLOW STOCKIN_NO [--from T]\n");
+		return 1;
+	}
+	wj_config_t *cfg = load_config();
+	const wj_flow_cfg_t *f = flow_named(cfg, argv[optind]);
+	repost_t r = {.flow = argv[optind], .no = argv[optind + 1]};
+	wj_mapping_t *m = NULL;
+	wj_store_t *s = NULL;
+	json_t *view = NULL;
+	net_t n = {0};
+	int rc = 1;
+	int64_t from = 0;
+	char marker[256], err[600];
+	if (!f || !(m = flow_mapping(cfg, f)))
+		goto out;
+	if (from_arg && wj_time_parse(from_arg, cfg->tz_offset, &from) < 0) {
+		fprintf(stderr, "wdt2jdyctl: expected --from like \"2026-11-01 00:00:00\"\n");
+		goto out;
+	}
+	s = open_store(cfg);
+	wj_txn_t t;
+	if (wj_txn_begin(s, &t, false) < 0 ||
+	    find_doc(&t, r.flow, r.no, r.key, &r.kl, &r.doc) < 0) {
+		wj_txn_abort(&t);
+		fprintf(stderr, "wdt2jdyctl: %s: no order of flow %s with this stock-in number in "
+			"%s\n", r.no, r.flow, cfg->state_dir);
+		goto out;
+	}
+	wj_txn_abort(&t);
+	const char *state = str(r.doc, "state");
+	if (strcmp(state, "saved")) {
+		fprintf(stderr, "wdt2jdyctl: %s has no bill to post again: it is %s%s\n", r.no, state,
+			!strcmp(state, "dead") ? " (`wdt2jdyctl dlq retry` queues it)"
+					       : " (the daemon posts it)");
+		goto out;
+	}
+	r.saved_at = json_integer_value(json_object_get(r.doc, "saved_at"));
+	if (!from_arg)
+		from = repost_from(r.doc);
+	if (net_open(&n, cfg, s) < 0 || !(r.order = wdt_order(&n, cfg, f, r.no, from, wj_now())))
+		goto out;
+	if (wj_txn_begin(s, &t, false) == 0) {
+		view = wj_bill_view(m, cfg, &t, r.order, err, sizeof(err));
+		wj_txn_abort(&t);
+	}
+	if (!view || wj_mapping_marker(m, r.order, marker, sizeof(marker)) < 0) {
+		char *e = shown(err, strlen(err));
+		fprintf(stderr, "wdt2jdyctl: %s cannot be posted as WDT has it now: %s\n", r.no,
+			view ? "no marker (remark)" : e);
+		free(e);
+		goto out;
+	}
+	int there = bill_still_there(&n, &r, view, marker);
+	if (there != 0)
+		goto out;
+	int wr = wj_store_write(s, repost_fn, &r);
+	if (wr == -ESTALE) {
+		fprintf(stderr, "wdt2jdyctl: %s changed in the state meanwhile; run the command "
+			"again\n", r.no);
+		goto out;
+	}
+	if (wr < 0) {
+		fprintf(stderr, "wdt2jdyctl: cannot update the state: %s\n", wj_store_strerror());
+		goto out;
+	}
+	char had[160];
+	review_bill(r.doc, had, sizeof(had));
+	printf("%s queued again: Kingdee holds no bill of it (it had bill %s); the daemon posts it "
+	       "within a second when it runs\n", r.no, had);
+	ctl_audit(cfg, "repost", "%s of %s queued again (it had bill %s, not in Kingdee)", r.no,
+		  r.flow, had);
+	rc = 0;
+out:
+	json_decref(view);
+	json_decref(r.doc);
+	json_decref(r.order);
+	net_close(&n);
+	wj_mapping_free(m);
 	wj_store_close(s);
 	wj_config_free(cfg);
 	return rc;
@@ -1528,6 +2414,10 @@ int main(int argc, char **argv)
 		return cmd_backfill(sub_argc, sub_argv);
 	if (!strcmp(cmd, "alert"))
 		return cmd_alert(sub_argc, sub_argv);
+	if (!strcmp(cmd, "mark-posted"))
+		return cmd_mark_posted(sub_argc, sub_argv);
+	if (!strcmp(cmd, "repost"))
+		return cmd_repost(sub_argc, sub_argv);
 	fprintf(stderr, "wdt2jdyctl: unknown command \"%s\"\n", cmd);
 	usage(stderr);
 	return 1;

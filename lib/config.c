@@ -633,6 +633,17 @@ static void parse_remark(ctx_t *c, const char *path, json_t *v, void *base)
 		set_str(c, &((wj_flow_cfg_t *)base)->remark_template, s);
 }
 
+static void parse_skip_existing(ctx_t *c, const char *path, json_t *v, void *base)
+{
+	const char *s = str_or_null(v);
+	if (s && !strcmp(s, "off"))
+		((wj_flow_cfg_t *)base)->skip_existing = false;
+	else if (s && !strcmp(s, "search"))
+		((wj_flow_cfg_t *)base)->skip_existing = true;
+	else
+		err(c, path, "expected \"off\" or \"search\"");
+}
+
 /* ---- tables ---------------------------------------------------------------------------- */
 
 #define C(k, kind_, member, ...) \
@@ -741,6 +752,7 @@ static const struct field flow_fields[] = {
 	SUB("cursor", cursor_fields),
 	FN("mapping", parse_mapping),
 	FN("remark_template", parse_remark),
+	FN("skip_existing", parse_skip_existing),
 	{0},
 };
 

@@ -42,6 +42,8 @@ typedef struct wj_flow_cfg {
 	unsigned split_threshold; /* cursor.split_threshold, default 1000 records per window */
 	json_t *mapping;        /* NULL for "default", else the mapping object (owned) */
 	char *remark_template;  /* default "WDT:{stockin_no}" */
+	bool skip_existing;     /* skip_existing "search": before posting, adopt a bill already in
+				 * Kingdee that carries the stock-in number; default "off" */
 } wj_flow_cfg_t;
 
 /* Alert events (alerts[].events); bit i of wj_alert_cfg_t.events is event i. */

@@ -21,6 +21,12 @@
  * none found clears the mark and the save goes. How Kingdee's list "search" matches plays no
  * part in it.
  *
+ * skip_existing "search" (a cutover aid): before a flow's order is posted, the bills dated
+ * within WJ_BILL_DATE_DAYS of its bill date are listed, every page, and one that carries the
+ * stock-in number as a whole token of its remark, or as its bill number, is recorded as the
+ * order's ("adopted") instead of posting. The list does not return lines, so a number written
+ * only in a line is not seen (wdt2jdyctl mark-posted covers that).
+ *
  * Outages: a call that finds no one answering (no connection, no answer, a gateway's 5xx, a
  * failed login, 429) pauses the whole endpoint (gate_outage) and puts the job back without
  * using up one of its attempts. Only answers about the order itself (refusals, answers that
@@ -44,8 +50,9 @@ static const char *MOD = "dispatch";
 #define RECONCILE_MAX_PAGES 1000
 
 typedef enum { O_NONE, O_SAVED, O_RETRY, O_DELAY, O_DEAD } outcome_t;
-/* Reconciliation: not running, by header bill number, by creation time. */
-typedef enum { R_NONE, R_BILLNO, R_TIME } rphase_t;
+/* Listing bills: not running; reconciliation by header bill number, by creation time; a bill
+ * made by someone else, by bill date (skip_existing). */
+typedef enum { R_NONE, R_BILLNO, R_TIME, R_SKIP } rphase_t;
 
 typedef struct job job_t;
 struct job {
@@ -74,6 +81,8 @@ struct job {
 	bool reviewed;    /* its outcome put it on the review list (changed while posting) */
 	bool parking;     /* parked once the reconciliation has answered (reason is set) */
 	bool asked;       /* a reconciliation was started in this attempt */
+	bool skip_done;   /* skip_existing found no bill of the order in this attempt */
+	char adopted[16]; /* a bill made by someone else was found: how ("search") */
 	rphase_t rphase;
 	unsigned rpage;
 	int64_t r_from, r_to; /* the creation-time range listed */
@@ -113,6 +122,7 @@ struct dispatcher {
 	uv_timer_t flush_timer;
 	bool flush_pending, stopped, closing;
 	uint64_t saved, retried, dead, reconciled_found, reconciled_missing, reconcile_pages;
+	uint64_t adopted;  /* bills found by skip_existing */
 	uint64_t lookups_done;
 	uint64_t save_ms_total, save_count;
 };
@@ -292,12 +302,28 @@ static void on_save(const wj_jdy_result_t *res, void *arg)
 	finish(j, O_SAVED);
 }
 
+/* The order was recorded as posted since the job was taken (wdt2jdyctl mark-posted while it
+ * waited, say, for an outage to end). */
+static bool marked_meanwhile(const job_t *j)
+{
+	wj_txn_t t;
+	if (wj_txn_begin(j->d->e->store, &t, false) < 0)
+		return false;
+	json_t *doc = wj_txn_get_json(&t, WJ_DB_DOCS, j->key, j->klen);
+	wj_txn_abort(&t);
+	bool saved = !strcmp(json_string_value(json_object_get(doc, "state")) ?: "", "saved");
+	json_decref(doc);
+	return saved;
+}
+
 static void do_save(void *arg)
 {
 	job_t *j = arg;
-	if (j->d->stopped) {
+	if (j->d->stopped || marked_meanwhile(j)) {
+		/* marked: the outcome's commit finds it so and drops the job */
 		j->delay_ms = 0;
-		snprintf(j->reason, sizeof(j->reason), "shutting down before sending");
+		snprintf(j->reason, sizeof(j->reason), "%s", j->d->stopped
+			 ? "shutting down before sending" : "recorded as posted meanwhile");
 		finish(j, O_DELAY);
 		return;
 	}
@@ -330,6 +356,18 @@ static const char *map_number(const wj_kv_t *map, size_t n, const char *number)
 	return number;
 }
 
+/* The lookup cache key of a WDT-side material ('m') or store ('s') number: "m:" and the
+ * Kingdee number the configuration's maps give it. */
+static void cache_key(const wj_config_t *cfg, char kind, const char *number, char *key,
+		      size_t size)
+{
+	const char *kn = kind == 's' ? map_number(cfg->kingdee.store_map, cfg->kingdee.n_store_map,
+						  number)
+				     : map_number(cfg->kingdee.material_map,
+						  cfg->kingdee.n_material_map, number);
+	snprintf(key, size, "%c:%s", kind, kn);
+}
+
 #define LK_MEM_MAX 20000 /* parsed entries kept; the store holds them all */
 
 static void lk_mem_put(dispatcher_t *d, const char *key, json_t *entry)
@@ -343,13 +381,8 @@ static const json_t *lookup_cb(void *arg, char kind, const char *number)
 {
 	lk_ctx_t *c = arg;
 	job_t *j = c->j;
-	const wj_config_t *cfg = j->d->e->cfg;
-	const char *kn = kind == 's' ? map_number(cfg->kingdee.store_map, cfg->kingdee.n_store_map,
-						  number)
-				     : map_number(cfg->kingdee.material_map,
-						  cfg->kingdee.n_material_map, number);
 	char key[300];
-	snprintf(key, sizeof(key), "%c:%s", kind, kn);
+	cache_key(j->d->e->cfg, kind, number, key, sizeof(key));
 	const json_t *o = json_object_get(j->resolved, key);
 	if (o)
 		return o;
@@ -375,7 +408,7 @@ static const json_t *lookup_cb(void *arg, char kind, const char *number)
 }
 
 static void lookup_request(job_t *j, const char *key);
-static void reconcile(job_t *j);
+static void proceed(job_t *j);
 
 static void map_job(job_t *j)
 {
@@ -397,10 +430,7 @@ static void map_job(job_t *j)
 		char marker[sizeof(j->marker)];
 		if (wj_mapping_marker(m, j->order, marker, sizeof(marker)) == 0)
 			memcpy(j->marker, marker, sizeof(marker));
-		if (j->unknown && !j->reconciled)
-			reconcile(j); /* an earlier save may have made the bill */
-		else
-			gate_enter(&j->d->e->jdy_gate, do_save, j);
+		proceed(j);
 		return;
 	}
 	if (rc == -EAGAIN) {
@@ -586,10 +616,45 @@ bool wj_marker_in(const char *text, const char *marker)
 	return false;
 }
 
+/* A criterion of wj_bill_match_t is given. */
+static bool set(const char *s)
+{
+	return s && *s;
+}
+
+bool wj_bill_row_matches(const json_t *row, const wj_bill_match_t *m)
+{
+	const char *remark = json_string_value(json_object_get(row, "remark"));
+	const char *no = json_string_value(json_object_get(row, "bill_no")) ?: "";
+	const char *id = json_string_value(json_object_get(row, "id")) ?: "";
+	return (set(m->marker) && wj_marker_in(remark, m->marker)) ||
+	       (set(m->old_marker) && wj_marker_in(remark, m->old_marker)) ||
+	       (set(m->stockin_no) && (wj_marker_in(remark, m->stockin_no) ||
+				       !strcmp(no, m->stockin_no))) ||
+	       (set(m->bill_no) && !strcmp(no, m->bill_no)) ||
+	       (set(m->bill_id) && !strcmp(id, m->bill_id));
+}
+
+int wj_bill_date_range(const json_t *body, int days, char from[11], char to[11])
+{
+	const char *d = json_string_value(json_object_get(body, "billdate"));
+	if (!d)
+		d = json_string_value(json_object_get(body, "bill_date"));
+	int64_t t;
+	char buf[WJ_TIME_LEN];
+	if (!d || strlen(d) != 10 || wj_time_parse(d, 0, &t) < 0)
+		return -ENOENT;
+	wj_time_format(t - days * 86400LL, 0, buf);
+	snprintf(from, 11, "%.10s", buf);
+	wj_time_format(t + days * 86400LL, 0, buf);
+	snprintf(to, 11, "%.10s", buf);
+	return 0;
+}
+
 static void on_find(const wj_jdy_result_t *res, void *arg);
 static void do_find(void *arg);
 
-/* List from the first page, by bill number or by creation time. */
+/* List from the first page, by bill number, by creation time or by bill date. */
 static void list_from(job_t *j, rphase_t phase)
 {
 	j->rphase = phase;
@@ -607,8 +672,14 @@ static void do_find(void *arg)
 		return;
 	}
 	wj_jdy_bill_query_t q = {.page = j->rpage};
+	char from[11], to[11];
 	if (j->rphase == R_BILLNO) {
 		q.search = json_string_value(json_object_get(j->body, "billno"));
+	} else if (j->rphase == R_SKIP) {
+		if (wj_bill_date_range(j->body, WJ_BILL_DATE_DAYS, from, to) == 0) {
+			q.bill_date_from = from;
+			q.bill_date_to = to;
+		}
 	} else {
 		q.created_from_ms = j->r_from;
 		q.created_to_ms = j->r_to;
@@ -617,7 +688,8 @@ static void do_find(void *arg)
 	j->call_mono = wj_mono_ms();
 	if (wj_jdy_list_bills(j->d->e->jdy, &q, on_find, j) < 0) {
 		j->calling = false;
-		snprintf(j->reason, sizeof(j->reason), "reconcile: cannot start the request");
+		snprintf(j->reason, sizeof(j->reason), "%s: cannot start the request",
+			 j->rphase == R_SKIP ? "skip_existing" : "reconcile");
 		finish(j, O_RETRY);
 	}
 }
@@ -642,14 +714,61 @@ static void reconcile(job_t *j)
 	list_from(j, billno && *billno ? R_BILLNO : R_TIME);
 }
 
+static bool flow_skips(const job_t *j)
+{
+	const wj_config_t *cfg = j->d->e->cfg;
+	for (size_t i = 0; i < cfg->n_flows; i++)
+		if (!strcmp(cfg->flows[i].name, j->flow))
+			return cfg->flows[i].skip_existing;
+	return false;
+}
+
+/* The body is made: settle an earlier save, look for a bill made by someone else when the flow
+ * asks for it, then save. */
+static void proceed(job_t *j)
+{
+	if (j->unknown && !j->reconciled)
+		reconcile(j); /* an earlier save may have made the bill */
+	else if (!j->skip_done && flow_skips(j))
+		list_from(j, R_SKIP);
+	else
+		gate_enter(&j->d->e->jdy_gate, do_save, j);
+}
+
 static bool row_is_ours(const job_t *j, const json_t *row)
 {
-	if (j->rphase == R_BILLNO)
-		return !strcmp(json_string_value(json_object_get(row, "bill_no")) ?: "",
-			       json_string_value(json_object_get(j->body, "billno")));
-	const char *remark = json_string_value(json_object_get(row, "remark"));
-	return wj_marker_in(remark, j->marker) ||
-	       (j->old_marker[0] && wj_marker_in(remark, j->old_marker));
+	wj_bill_match_t m = {0};
+	if (j->rphase == R_BILLNO) {
+		m.bill_no = json_string_value(json_object_get(j->body, "billno"));
+	} else if (j->rphase == R_SKIP) {
+		m.stockin_no = j->stockin_no;
+		m.marker = j->marker;
+	} else {
+		m.marker = j->marker;
+		m.old_marker = j->old_marker;
+	}
+	return wj_bill_row_matches(row, &m);
+}
+
+/* A listed bill is the order's: record it. */
+static void found(job_t *j, const json_t *row)
+{
+	wj_json_text(json_object_get(row, "id"), j->bill_id, sizeof(j->bill_id));
+	wj_json_text(json_object_get(row, "bill_no"), j->bill_no, sizeof(j->bill_no));
+	char f[512];
+	job_fields(j, f, sizeof(f));
+	wj_logfmt_kv(f, sizeof(f), "bill_no", j->bill_no);
+	if (j->rphase == R_SKIP) {
+		j->d->adopted++;
+		snprintf(j->adopted, sizeof(j->adopted), "search");
+		wj_info(MOD, f, "bill made by someone else found in Kingdee (skip_existing): "
+			"recorded as the order's, not posted");
+	} else {
+		j->d->reconciled_found++;
+		wj_info(MOD, f, "bill already in Kingdee (earlier attempt succeeded): recorded");
+	}
+	j->rphase = R_NONE;
+	finish(j, O_SAVED);
 }
 
 static void on_find(const wj_jdy_result_t *res, void *arg)
@@ -667,8 +786,9 @@ static void on_find(const wj_jdy_result_t *res, void *arg)
 		return;
 	}
 	if (res->cls != WJ_JDY_OK) {
+		bool skip = j->rphase == R_SKIP;
 		j->rphase = R_NONE; /* still unsettled; asked again next time */
-		fail_call(j, res, "reconcile", j->call_mono);
+		fail_call(j, res, skip ? "skip_existing: list bills" : "reconcile", j->call_mono);
 		return;
 	}
 	gate_ok(&e->jdy_gate, j->call_mono);
@@ -677,26 +797,19 @@ static void on_find(const wj_jdy_result_t *res, void *arg)
 	size_t i;
 	json_t *row;
 	json_array_foreach(rows, i, row) {
-		if (!row_is_ours(j, row))
-			continue;
-		wj_json_text(json_object_get(row, "id"), j->bill_id, sizeof(j->bill_id));
-		wj_json_text(json_object_get(row, "bill_no"), j->bill_no, sizeof(j->bill_no));
-		j->d->reconciled_found++;
-		j->rphase = R_NONE;
-		char f[512];
-		job_fields(j, f, sizeof(f));
-		wj_logfmt_kv(f, sizeof(f), "bill_no", j->bill_no);
-		wj_info(MOD, f, "bill already in Kingdee (earlier attempt succeeded): recorded");
-		finish(j, O_SAVED);
-		return;
+		if (row_is_ours(j, row)) {
+			found(j, row);
+			return;
+		}
 	}
 	int64_t total = json_integer_value(json_object_get(res->data, "total_page"));
 	if (json_array_size(rows) && (int64_t)j->rpage < total) {
 		if (j->rpage >= RECONCILE_MAX_PAGES) {
-			j->rphase = R_NONE;
 			snprintf(j->reason, sizeof(j->reason),
-				 "reconcile: more than %u pages of bills to read; check Kingdee for "
-				 "a bill with remark %s by hand", RECONCILE_MAX_PAGES, j->marker);
+				 "%s: more than %u pages of bills to read; check Kingdee for a bill "
+				 "with remark %s by hand", j->rphase == R_SKIP ? "skip_existing"
+				 : "reconcile", RECONCILE_MAX_PAGES, j->marker);
+			j->rphase = R_NONE;
 			finish(j, O_DEAD);
 			return;
 		}
@@ -708,6 +821,12 @@ static void on_find(const wj_jdy_result_t *res, void *arg)
 		list_from(j, R_TIME);
 		return;
 	}
+	if (j->rphase == R_SKIP) {
+		j->rphase = R_NONE;
+		j->skip_done = true;
+		proceed(j);
+		return;
+	}
 	j->rphase = R_NONE;
 	j->d->reconciled_missing++;
 	j->reconciled = true;
@@ -716,7 +835,7 @@ static void on_find(const wj_jdy_result_t *res, void *arg)
 	if (j->parking)
 		finish(j, O_DEAD);
 	else
-		gate_enter(&e->jdy_gate, do_save, j);
+		proceed(j);
 }
 
 /* The order cannot be posted (j->reason says why): park it in the dead letters. If an earlier
@@ -759,6 +878,199 @@ static void start_job(job_t *j)
 		}
 	}
 	map_job(j);
+}
+
+/* ---- what a bill holds ---------------------------------------------------------------------- */
+
+typedef struct view_ctx {
+	const wj_config_t *cfg;
+	wj_txn_t *t;
+	json_t *made; /* "m:NUMBER" → the object handed to the mapping (kept until it is done) */
+} view_ctx_t;
+
+/* The Kingdee object of a material or store as cached, named by its WDT-side number; a bare
+ * one when it is not cached. */
+static const json_t *view_lookup(void *arg, char kind, const char *number)
+{
+	view_ctx_t *c = arg;
+	char key[300], ck[300];
+	snprintf(key, sizeof(key), "%c:%s", kind, number);
+	json_t *o = json_object_get(c->made, key);
+	if (o)
+		return o;
+	cache_key(c->cfg, kind, number, ck, sizeof(ck));
+	wj_val_t v;
+	json_t *entry = NULL;
+	if (c->t && wj_txn_get(c->t, WJ_DB_LOOKUP, ck, strlen(ck), &v) == 0)
+		entry = json_loadb(v.data, v.len, 0, NULL);
+	json_t *data = json_object_get(entry, "data");
+	o = json_is_object(data) ? json_deep_copy(data) : json_object();
+	json_decref(entry);
+	if (!o)
+		return NULL;
+	json_object_set_new(o, "id", json_string(number));
+	if (kind == 'm' && !json_string_length(json_object_get(o, "base_unit_id")))
+		json_object_set_new(o, "base_unit_id", json_string(number));
+	json_object_set_new(c->made, key, o);
+	return o;
+}
+
+json_t *wj_bill_view(const wj_mapping_t *m, const wj_config_t *cfg, wj_txn_t *t,
+		     const json_t *order, char *err, size_t errsize)
+{
+	view_ctx_t c = {.cfg = cfg, .t = t, .made = json_object()};
+	int rc;
+	json_t *view = NULL;
+	if (c.made)
+		view = wj_mapping_apply(m, order, view_lookup, &c, &rc, err, errsize);
+	else
+		snprintf(err, errsize, "out of memory");
+	json_decref(c.made);
+	return view;
+}
+
+/* A field's value as the operator reads it: text as it is, anything else as JSON; null when
+ * the field is not there. */
+static json_t *diff_value(const json_t *v)
+{
+	if (!v)
+		return json_null();
+	if (json_is_string(v))
+		return json_incref((json_t *)v);
+	char *text = wj_json_dumps_body(v);
+	json_t *out = text ? json_string(text) : json_null();
+	free(text);
+	return out;
+}
+
+static int key_cmp(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static void diff_walk(json_t *out, wj_buf_t *path, const json_t *a, const json_t *b);
+
+/* Cut path back to len bytes. */
+static void path_cut(wj_buf_t *path, size_t len)
+{
+	path->len = len;
+	if (path->data)
+		path->data[len] = '\0';
+}
+
+static void diff_objects(json_t *out, wj_buf_t *path, const json_t *a, const json_t *b)
+{
+	size_t n = json_object_size(a) + json_object_size(b), k = 0, len = path->len;
+	const char **keys = malloc((n ? n : 1) * sizeof(*keys));
+	const char *key;
+	json_t *v;
+	if (!keys)
+		return;
+	json_object_foreach((json_t *)a, key, v)
+		keys[k++] = key;
+	json_object_foreach((json_t *)b, key, v)
+		if (!json_object_get(a, key))
+			keys[k++] = key;
+	qsort(keys, k, sizeof(*keys), key_cmp);
+	for (size_t i = 0; i < k; i++) {
+		wj_buf_printf(path, "%s%s", len ? "." : "", keys[i]);
+		diff_walk(out, path, json_object_get(a, keys[i]), json_object_get(b, keys[i]));
+		path_cut(path, len);
+	}
+	free(keys);
+}
+
+static void diff_walk(json_t *out, wj_buf_t *path, const json_t *a, const json_t *b)
+{
+	if (a && b && json_equal(a, b))
+		return;
+	if (json_is_object(a) && json_is_object(b)) {
+		diff_objects(out, path, a, b);
+		return;
+	}
+	if (json_is_array(a) && json_is_array(b)) {
+		size_t n = json_array_size(a) > json_array_size(b) ? json_array_size(a)
+								    : json_array_size(b);
+		size_t len = path->len;
+		for (size_t i = 0; i < n; i++) {
+			wj_buf_printf(path, "[%zu]", i);
+			diff_walk(out, path, json_array_get(a, i), json_array_get(b, i));
+			path_cut(path, len);
+		}
+		return;
+	}
+	json_array_append_new(out, json_pack("{s:s, s:o, s:o}", "field", path->data ? path->data
+							  : "", "old", diff_value(a), "new",
+					     diff_value(b)));
+}
+
+json_t *wj_bill_diff(const json_t *old, const json_t *cur)
+{
+	json_t *out = json_array();
+	wj_buf_t path = {0};
+	if (out)
+		diff_walk(out, &path, old, cur);
+	wj_buf_free(&path);
+	return out;
+}
+
+void wj_doc_saved(wj_txn_t *t, const char *key, size_t kl, json_t *doc, const char *bill_id,
+		  const char *bill_no, const char *how, const json_t *view)
+{
+	json_object_set_new(doc, "state", json_string("saved"));
+	json_object_set_new(doc, "bill_id", json_string(bill_id ? bill_id : ""));
+	json_object_set_new(doc, "bill_no", json_string(bill_no ? bill_no : ""));
+	json_object_set_new(doc, "saved_at", json_integer(wj_now()));
+	if (how)
+		json_object_set_new(doc, "adopted", json_string(how));
+	else
+		json_object_del(doc, "adopted");
+	wj_txn_del(t, WJ_DB_ORDERS, key, kl);
+	wj_txn_del(t, WJ_DB_SLIM, key, kl);
+	wj_txn_del(t, WJ_DB_DEAD, key, kl);
+	if (view)
+		wj_txn_put_json(t, WJ_DB_POSTED, key, kl, view);
+	else
+		wj_txn_del(t, WJ_DB_POSTED, key, kl);
+}
+
+int wj_review_change(wj_txn_t *t, const wj_mapping_t *m, const wj_config_t *cfg,
+		     const char *flow, const char *key, size_t kl, json_t *doc,
+		     const json_t *order, const char *note)
+{
+	char err[600] = "";
+	json_t *posted = wj_txn_get_json(t, WJ_DB_POSTED, key, kl);
+	json_t *view = m ? wj_bill_view(m, cfg, t, order, err, sizeof(err)) : NULL;
+	int ret = 0;
+	if (posted && view && json_equal(posted, view))
+		goto out;
+	json_t *rv = json_pack("{s:s, s:O, s:O, s:O, s:I, s:O}", "flow", flow, "stockin_no",
+			       json_object_get(doc, "stockin_no") ?: json_null(), "bill_no",
+			       json_object_get(doc, "bill_no") ?: json_null(), "bill_id",
+			       json_object_get(doc, "bill_id") ?: json_null(), "seen",
+			       (json_int_t)wj_now(), "order", order);
+	if (!rv) {
+		ret = t->err = t->err ? t->err : -ENOMEM;
+		goto out;
+	}
+	if (posted && view)
+		json_object_set_new(rv, "changes", wj_bill_diff(posted, view));
+	else if (m && !view) /* its new content makes no bill: say why */
+		json_object_set_new(rv, "cannot_map", json_string(err));
+	else
+		json_object_set_new(rv, "changes_unknown",
+				    json_string("what its bill holds was not recorded: any change "
+						"of the order is shown"));
+	if (note)
+		json_object_set_new(rv, "note", json_string(note));
+	wj_txn_put_json(t, WJ_DB_REVIEW, key, kl, rv);
+	json_decref(rv);
+	json_object_set_new(doc, "review", json_true());
+	ret = t->err ? t->err : 1;
+out:
+	json_decref(posted);
+	json_decref(view);
+	return ret;
 }
 
 /* ---- outcomes ------------------------------------------------------------------------------- */
@@ -838,6 +1150,48 @@ static int64_t doc_sent_from(const json_t *doc)
 	return v;
 }
 
+/* The order was recorded as posted while the job ran (wdt2jdyctl mark-posted): the job ends
+ * there. A bill it saved meanwhile is a second one, put up for review. true when so. */
+static bool adopted_meanwhile(wj_txn_t *t, const job_t *j, json_t *doc)
+{
+	if (strcmp(json_string_value(json_object_get(doc, "state")) ?: "", "saved"))
+		return false;
+	if (j->out != O_SAVED)
+		return true;
+	json_t *rv = json_pack("{s:s, s:s, s:s, s:s, s:I, s:O, s:s}", "flow", j->flow,
+			       "stockin_no", j->stockin_no, "bill_no", j->bill_no, "bill_id",
+			       j->bill_id, "seen", (json_int_t)wj_now(), "other_bill_no",
+			       json_object_get(doc, "bill_no") ?: json_null(), "note",
+			       "saved while it was being marked as posted: Kingdee holds this bill "
+			       "and the one marked (other_bill_no); delete one of them");
+	wj_txn_put_json(t, WJ_DB_REVIEW, j->key, j->klen, rv);
+	json_decref(rv);
+	json_object_set_new(doc, "review", json_true());
+	wj_txn_put_json(t, WJ_DB_DOCS, j->key, j->klen, doc);
+	return true;
+}
+
+/* An order a backfill found new got its bill or was parked: counted in the backfill's record
+ * (new_saved, new_adopted, new_dead), once, while that backfill is the flow's. */
+static void backfill_count(wj_txn_t *t, const job_t *j, json_t *doc, outcome_t out)
+{
+	json_int_t id = json_integer_value(json_object_get(doc, "bf"));
+	if (!id || json_is_true(json_object_get(doc, "bf_done")))
+		return;
+	json_object_set_new(doc, "bf_done", json_true());
+	char key[WJ_DOC_KEY_MAX];
+	size_t kl = wj_doc_key(key, j->flow, "backfill");
+	json_t *job = wj_txn_get_json(t, WJ_DB_CURSORS, key, kl);
+	if (job && json_integer_value(json_object_get(job, "id")) == id) {
+		const char *k = out == O_DEAD ? "new_dead" : j->adopted[0] ? "new_adopted"
+					  : "new_saved";
+		json_object_set_new(job, k, json_integer(json_integer_value(json_object_get(job, k))
+							 + 1));
+		wj_txn_put_json(t, WJ_DB_CURSORS, key, kl, job);
+	}
+	json_decref(job);
+}
+
 static void apply_outcome(wj_txn_t *t, job_t *j, outcome_t *final)
 {
 	const wj_config_t *cfg = j->d->e->cfg;
@@ -848,6 +1202,11 @@ static void apply_outcome(wj_txn_t *t, job_t *j, outcome_t *final)
 	if (!doc)
 		doc = json_deep_copy(j->doc);
 	wj_txn_del(t, WJ_DB_INFLIGHT, j->key, j->klen);
+	if (adopted_meanwhile(t, j, doc)) {
+		json_decref(doc);
+		*final = O_NONE;
+		return;
+	}
 	int prio = (int)json_integer_value(json_object_get(doc, "prio"));
 	int attempts = (int)json_integer_value(json_object_get(doc, "attempts"));
 	json_t *changed = json_incref(json_object_get(doc, "changed_order"));
@@ -873,28 +1232,24 @@ static void apply_outcome(wj_txn_t *t, job_t *j, outcome_t *final)
 	doc_set_unknown(doc, j);
 
 	switch (out) {
-	case O_SAVED:
-		json_object_set_new(doc, "state", json_string("saved"));
-		json_object_set_new(doc, "bill_id", json_string(j->bill_id));
-		json_object_set_new(doc, "bill_no", json_string(j->bill_no));
-		json_object_set_new(doc, "saved_at", json_integer(wj_now()));
+	case O_SAVED: {
+		/* what the bill holds: a later change of the order is reviewed against it */
+		const wj_mapping_t *m = wj_engine_mapping(j->d->e, j->flow);
+		char err[600];
+		json_t *view = m ? wj_bill_view(m, cfg, t, j->order, err, sizeof(err)) : NULL;
 		j->unknown = false;
 		doc_set_unknown(doc, j);
-		wj_txn_del(t, WJ_DB_ORDERS, j->key, j->klen); /* posted: the order is not needed */
-		wj_txn_del(t, WJ_DB_SLIM, j->key, j->klen);
-		meta_add(t, "stat:saved", 1);
-		if (changed) {
-			json_t *rv = json_pack("{s:s, s:s, s:s, s:s, s:I, s:O, s:s}", "flow", j->flow,
-					       "stockin_no", j->stockin_no, "bill_no", j->bill_no,
-					       "bill_id", j->bill_id, "seen", (json_int_t)wj_now(),
-					       "order", changed, "note",
-					       "changed while its bill was being posted");
-			wj_txn_put_json(t, WJ_DB_REVIEW, j->key, j->klen, rv);
-			json_decref(rv);
-			json_object_set_new(doc, "review", json_true());
-		}
-		j->reviewed = changed != NULL;
+		/* posted: the order is not needed */
+		wj_doc_saved(t, j->key, j->klen, doc, j->bill_id, j->bill_no,
+			     j->adopted[0] ? j->adopted : NULL, view);
+		json_decref(view);
+		if (!j->adopted[0])
+			meta_add(t, "stat:saved", 1);
+		j->reviewed = changed &&
+			      wj_review_change(t, m, cfg, j->flow, j->key, j->klen, doc, changed,
+					       "changed while its bill was being posted") > 0;
 		break;
+	}
 	case O_RETRY: {
 		uint64_t b = wj_backoff_ms((unsigned)attempts - 1, cfg->queue.backoff_initial_ms,
 					   cfg->queue.backoff_max_ms, wj_rand64());
@@ -943,6 +1298,8 @@ static void apply_outcome(wj_txn_t *t, job_t *j, outcome_t *final)
 		free(text);
 	}
 	json_decref(changed);
+	if (out == O_SAVED || out == O_DEAD)
+		backfill_count(t, j, doc, out);
 	wj_txn_put_json(t, WJ_DB_DOCS, j->key, j->klen, doc);
 	json_decref(doc);
 	*final = out;
@@ -979,14 +1336,27 @@ static void log_outcome(job_t *j, outcome_t final)
 	dispatcher_t *d = j->d;
 	uint64_t ms = wj_mono_ms() - j->started;
 	switch (final) {
+	case O_NONE:
+		if (j->out == O_SAVED) {
+			wj_warn(MOD, f, "bill %s saved while the order was being marked as posted: "
+				"two bills in Kingdee, recorded for review", j->bill_no);
+			wj_engine_alert(d->e, WJ_EV_REVIEW, "%s %s: bill %s saved while the order "
+					"was being marked as posted", j->flow, j->stockin_no,
+					j->bill_no);
+		} else
+			wj_debug(MOD, f, "marked as posted meanwhile: not posted");
+		break;
 	case O_SAVED:
-		d->saved++;
-		d->save_ms_total += ms;
-		d->save_count++;
-		wj_logfmt_kv(f, sizeof(f), "bill_no", j->bill_no);
-		wj_logfmt_kv(f, sizeof(f), "bill_id", j->bill_id);
-		snprintf(f + strlen(f), sizeof(f) - strlen(f), " ms=%llu", (unsigned long long)ms);
-		wj_info(MOD, f, "bill saved");
+		if (!j->adopted[0]) { /* an adopted bill is logged when found */
+			d->saved++;
+			d->save_ms_total += ms;
+			d->save_count++;
+			wj_logfmt_kv(f, sizeof(f), "bill_no", j->bill_no);
+			wj_logfmt_kv(f, sizeof(f), "bill_id", j->bill_id);
+			snprintf(f + strlen(f), sizeof(f) - strlen(f), " ms=%llu",
+				 (unsigned long long)ms);
+			wj_info(MOD, f, "bill saved");
+		}
 		if (j->reviewed)
 			wj_engine_alert(d->e, WJ_EV_REVIEW, "%s %s: changed while its bill was "
 					"being saved", j->flow, j->stockin_no);
@@ -1302,6 +1672,20 @@ static void on_flush(uv_timer_t *t)
 
 /* ---- lifecycle -------------------------------------------------------------------------------- */
 
+/* An order taken for posting when the daemon stopped was recorded as posted since (wdt2jdyctl
+ * mark-posted): it stays so. Whether the save then under way reached Kingdee is not known. */
+static void recovered_marked(const json_t *doc)
+{
+	char f[512] = "";
+	wj_logfmt_kv(f, sizeof(f), "stockin_no",
+		     json_string_value(json_object_get(doc, "stockin_no")) ?: "");
+	wj_logfmt_kv(f, sizeof(f), "bill_no",
+		     json_string_value(json_object_get(doc, "bill_no")) ?: "");
+	wj_warn(MOD, f, "being posted when the daemon stopped, recorded as posted since: not "
+		"posted again; if Kingdee holds a bill of it with the daemon's remark too, delete "
+		"one");
+}
+
 static int recover_fn(wj_txn_t *t, void *arg)
 {
 	size_t *n = arg;
@@ -1321,7 +1705,11 @@ static int recover_fn(wj_txn_t *t, void *arg)
 		json_t *doc = NULL;
 		if (wj_txn_get(t, WJ_DB_DOCS, key, kl, &dv) == 0)
 			doc = json_loadb(dv.data, dv.len, 0, NULL);
-		if (doc) {
+		if (doc && !strcmp(json_string_value(json_object_get(doc, "state")) ?: "",
+				   "saved")) {
+			recovered_marked(doc);
+			json_decref(doc);
+		} else if (doc) {
 			/* A save may have left at any time between the take and the death of the
 			 * previous process, and may still be processed: sent no earlier than the
 			 * take, and no later than now (the restart), which is what the settle wait
@@ -1427,8 +1815,9 @@ void dispatcher_free(dispatcher_t *d)
 
 json_t *dispatcher_status(dispatcher_t *d)
 {
-	return json_pack("{s:i, s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f}", "active",
-			 d->n_running, "taken_ahead", d->n_ready,
+	return json_pack("{s:i, s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f}", "active",
+			 d->n_running, "taken_ahead", d->n_ready, "adopted_since_start",
+			 (json_int_t)d->adopted,
 			 "saved_since_start", (json_int_t)d->saved, "retried_since_start",
 			 (json_int_t)d->retried, "dead_since_start", (json_int_t)d->dead,
 			 "reconciled_found", (json_int_t)d->reconciled_found, "reconciled_missing",

@@ -375,7 +375,7 @@ static void restore_token(wj_engine_t *e)
 
 /* ---- options from the configuration ---------------------------------------------------- */
 
-static void wdt_opts(const wj_config_t *c, wj_wdt_opts_t *o)
+void wj_engine_wdt_opts(const wj_config_t *c, wj_wdt_opts_t *o)
 {
 	*o = (wj_wdt_opts_t){.api = c->wdt.api,
 			     .url = c->wdt.url,
@@ -387,7 +387,7 @@ static void wdt_opts(const wj_config_t *c, wj_wdt_opts_t *o)
 			     .tz_offset = c->tz_offset};
 }
 
-static void jdy_opts(const wj_config_t *c, wj_jdy_opts_t *o)
+void wj_engine_jdy_opts(const wj_config_t *c, wj_jdy_opts_t *o)
 {
 	*o = (wj_jdy_opts_t){.api = c->kingdee.api,
 			     .auth = c->kingdee.auth,
@@ -497,8 +497,8 @@ int wj_engine_new(uv_loop_t *loop, const wj_config_t *cfg, wj_store_t *store, wj
 	}
 	wj_wdt_opts_t wo;
 	wj_jdy_opts_t jo;
-	wdt_opts(cfg, &wo);
-	jdy_opts(cfg, &jo);
+	wj_engine_wdt_opts(cfg, &wo);
+	wj_engine_jdy_opts(cfg, &jo);
 	e->wdt = wj_wdt_new(e->wdt_http, &wo);
 	e->jdy = wj_jdy_new(loop, e->jdy_http, &jo);
 	if (!e->wdt || !e->jdy) {
@@ -582,8 +582,8 @@ void wj_engine_reload(wj_engine_t *e, const wj_config_t *cfg)
 		e->store_error_at = 0; /* try again now */
 	wj_wdt_opts_t wo;
 	wj_jdy_opts_t jo;
-	wdt_opts(cfg, &wo);
-	jdy_opts(cfg, &jo);
+	wj_engine_wdt_opts(cfg, &wo);
+	wj_engine_jdy_opts(cfg, &jo);
 	wj_wdt_set_opts(e->wdt, &wo);
 	wj_jdy_set_opts(e->jdy, &jo);
 	if (wj_http_set_ca_file(e->wdt_http, cfg->wdt.ca_file) < 0 ||

@@ -8,7 +8,9 @@
 #include <uv.h>
 
 #include "lib/config.h"
+#include "lib/jdy.h"
 #include "lib/store.h"
+#include "lib/wdt.h"
 
 typedef struct wj_engine wj_engine_t;
 
@@ -30,6 +32,10 @@ json_t *wj_engine_status(wj_engine_t *e);
 
 /* One-line summary for the periodic log status line and sd_notify STATUS=. */
 void wj_engine_summary(wj_engine_t *e, char *buf, size_t size);
+
+/* The options of the WDT and Kingdee clients for cfg (strings borrowed from cfg). */
+void wj_engine_wdt_opts(const wj_config_t *cfg, wj_wdt_opts_t *o);
+void wj_engine_jdy_opts(const wj_config_t *cfg, wj_jdy_opts_t *o);
 
 /* Send alert events through a (borrowed; NULL: none) from now on. */
 struct wj_alerts;

@@ -8,6 +8,7 @@
 
 #include "lib/alert.h"
 #include "lib/config.h"
+#include "lib/dispatch.h"
 #include "lib/engine.h"
 #include "lib/http.h"
 #include "lib/jdy.h"
@@ -156,6 +157,3 @@ void dispatcher_stop(dispatcher_t *d);
 unsigned dispatcher_active(const dispatcher_t *d);
 void dispatcher_free(dispatcher_t *d);
 json_t *dispatcher_status(dispatcher_t *d);
-/* Whether marker occurs in text as a whole token: not next to a character that would continue
- * it ("WDT:RK1" is in "盘盈 WDT:RK1", not in "WDT:RK10" nor "WDT:RK1-2"). */
-bool wj_marker_in(const char *text, const char *marker);

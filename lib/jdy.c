@@ -1987,8 +1987,8 @@ static void on_list(const wj_jdy_result_t *res, void *arg)
 	free(l);
 }
 
-/* V1 list: a POST whose JSON body carries the same filters (the creation-time bounds under
- * their V2 names, which a server that does not know them ignores). */
+/* V1 list: a POST whose JSON body carries the same filters (the creation-time and bill-date
+ * bounds under their V2 names, which a server that does not know them ignores). */
 static int list_v1(wj_jdy_t *j, const wj_jdy_bill_query_t *q, struct list_call *l)
 {
 	json_t *b = json_pack("{s:I, s:I}", "page", (json_int_t)l->page, "pagesize",
@@ -1999,6 +1999,10 @@ static int list_v1(wj_jdy_t *j, const wj_jdy_bill_query_t *q, struct list_call *
 		json_object_set_new(b, "create_start_time", json_integer(q->created_from_ms));
 		json_object_set_new(b, "create_end_time", json_integer(q->created_to_ms));
 	}
+	if (b && q->bill_date_from && *q->bill_date_from)
+		json_object_set_new(b, "start_bill_date", json_string(q->bill_date_from));
+	if (b && q->bill_date_to && *q->bill_date_to)
+		json_object_set_new(b, "end_bill_date", json_string(q->bill_date_to));
 	char *body = b ? json_dumps(b, JSON_COMPACT) : NULL;
 	json_decref(b);
 	int ret = body ? call_start(j, "POST", PATH_V1_BILLS, NULL, 0, body, true, on_list, l)
@@ -2014,7 +2018,7 @@ static int list_v2(wj_jdy_t *j, const wj_jdy_bill_query_t *q, struct list_call *
 	snprintf(size, sizeof(size), "%d", LIST_PAGE_SIZE);
 	snprintf(from, sizeof(from), "%" PRId64, q->created_from_ms);
 	snprintf(to, sizeof(to), "%" PRId64, q->created_to_ms);
-	wj_kv_t kv[5];
+	wj_kv_t kv[7];
 	size_t n = 0;
 	if (q->search && *q->search)
 		kv[n++] = (wj_kv_t){(char *)"search", (char *)q->search};
@@ -2022,6 +2026,10 @@ static int list_v2(wj_jdy_t *j, const wj_jdy_bill_query_t *q, struct list_call *
 		kv[n++] = (wj_kv_t){(char *)"create_start_time", from};
 		kv[n++] = (wj_kv_t){(char *)"create_end_time", to};
 	}
+	if (q->bill_date_from && *q->bill_date_from)
+		kv[n++] = (wj_kv_t){(char *)"start_bill_date", (char *)q->bill_date_from};
+	if (q->bill_date_to && *q->bill_date_to)
+		kv[n++] = (wj_kv_t){(char *)"end_bill_date", (char *)q->bill_date_to};
 	kv[n++] = (wj_kv_t){(char *)"page", page};
 	kv[n++] = (wj_kv_t){(char *)"page_size", size};
 	return wj_jdy_call(j, "GET", PATH_BILLS, kv, n, NULL, on_list, l);

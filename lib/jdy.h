@@ -165,6 +165,8 @@ typedef struct wj_jdy_bill_query {
 	const char *search;       /* NULL or "" → not sent */
 	int64_t created_from_ms;  /* bills created in [from, to] (epoch ms, Kingdee's clock); */
 	int64_t created_to_ms;    /* both 0 → no time filter */
+	const char *bill_date_from; /* bills dated in [from, to], "YYYY-MM-DD" (start_bill_date, */
+	const char *bill_date_to;   /* end_bill_date); NULL or "" → not sent */
 	unsigned page;            /* from 1 (0 is read as 1) */
 } wj_jdy_bill_query_t;
 

@@ -54,6 +54,7 @@ typedef struct prec {
 	size_t tlen;
 	char *slim; /* mapping id + the projection for the flow's mapping (REC_OK; may be NULL) */
 	size_t slen;
+	int64_t modified; /* the order's modified time (epoch s; 0 unreadable) */
 	char *why;  /* what is wrong with its stockin_id (REC_BAD_ID) */
 } prec_t;
 
@@ -70,6 +71,9 @@ struct poller {
 	bool bf_active, bf_mode;
 	int64_t bf_from, bf_to, bf_cursor;
 	uint64_t bf_id;   /* the job's id: the record is ours only while it holds this id */
+	/* what the current read of a backfill window found, by what the daemon knew of each
+	 * order: new (also when this job found it new before), posted, parked, queued */
+	uint64_t r_new, r_posted, r_parked, r_queued;
 	bool op_won;      /* the operator changed the cursor or the job while a window was read */
 	/* window in progress */
 	bool busy, querying, orphan, stopped, paused, timer_closed;
@@ -139,7 +143,10 @@ static int load_cursor(poller_t *p)
 	return 0;
 }
 
-/* The backfill job of a flow lives in the cursors database under "FLOW\0backfill". */
+/* The backfill job of a flow lives in the cursors database under "FLOW\0backfill": from, to,
+ * cursor, started, id (written by wdt2jdyctl backfill), and what its windows found (added
+ * here as each window ends: read, new, posted, parked, queued; and by the dispatcher as each
+ * new order gets its outcome: new_saved, new_adopted, new_dead). */
 static size_t backfill_key(const poller_t *p, char *buf)
 {
 	return wj_doc_key(buf, p->name, "backfill");
@@ -173,6 +180,8 @@ typedef struct store_ctx {
 	int prio;
 	uint64_t n_new, n_unchanged, n_changed, n_ignored, n_parked, n_review;
 	char review_no[128]; /* stockin_no of the first order sent to review */
+	/* orders known before, by state (n_again: found new by this backfill before) */
+	uint64_t n_again, n_posted, n_dead, n_queued;
 } store_ctx_t;
 
 static bool param_matches(const wj_flow_cfg_t *f, const char *key, const json_t *order)
@@ -345,6 +354,8 @@ static int recs_add_page(poller_t *p, const json_t *orders, page_recs_t *pr)
 		}
 		if (r->kind == REC_OK)
 			r->slim = slim_text(p, order, &r->slen);
+		if (wj_wdt_order_modified(order, p->e->cfg->tz_offset, &r->modified) < 0)
+			r->modified = 0;
 		p->recs[p->n_recs++] = *r;
 	}
 	free(pr->v);
@@ -367,6 +378,7 @@ static int park_order(wj_txn_t *t, store_ctx_t *c, const prec_t *rec)
 	int r = wj_txn_get(t, WJ_DB_DOCS, rec->key, rec->kl, &v);
 	if (r == 0) {
 		c->n_unchanged++; /* this content is parked (or was dropped) already */
+		c->n_dead++;
 		return 0;
 	}
 	if (r != -ENOENT)
@@ -401,6 +413,82 @@ static int park_order(wj_txn_t *t, store_ctx_t *c, const prec_t *rec)
 	return t->err;
 }
 
+/* A new order whose stock-in number was marked as posted by another integrator (wdt2jdyctl
+ * mark-posted): recorded with that bill, never queued. 1 when so, 0 when it is not marked. */
+static int adopt_marked(wj_txn_t *t, store_ctx_t *c, const prec_t *rec, json_t *doc)
+{
+	poller_t *p = c->p;
+	char mk[WJ_DOC_KEY_MAX];
+	size_t ml = wj_doc_key(mk, p->name, rec->no);
+	json_t *mark = wj_txn_get_json(t, WJ_DB_MARKS, mk, ml);
+	if (!mark)
+		return 0;
+	json_t *order = rec_order(rec), *view = NULL;
+	const wj_mapping_t *m = wj_engine_mapping(p->e, p->name);
+	char err[600];
+	if (m)
+		view = wj_bill_view(m, p->e->cfg, t, order, err, sizeof(err));
+	const char *bill_no = json_string_value(json_object_get(mark, "bill_no")) ?: "";
+	wj_doc_saved(t, rec->key, rec->kl, doc, "", bill_no, "mark-posted", view);
+	c->n_posted++;
+	char f[512] = "";
+	wj_logfmt_kv(f, sizeof(f), "flow", p->name);
+	wj_logfmt_kv(f, sizeof(f), "stockin_no", rec->no);
+	wj_logfmt_kv(f, sizeof(f), "bill_no", bill_no);
+	wj_info("poller", f, "order marked as posted by wdt2jdyctl mark-posted: recorded, not "
+		"posted");
+	json_decref(view);
+	json_decref(order);
+	json_decref(mark); /* bill_no is its */
+	return 1;
+}
+
+/* An order known before: counted by what the daemon knows of it. */
+static void count_known(store_ctx_t *c, const json_t *doc)
+{
+	const char *state = json_string_value(json_object_get(doc, "state")) ?: "";
+	json_int_t bf = json_integer_value(json_object_get(doc, "bf"));
+	if (c->p->bf_mode && bf && (uint64_t)bf == c->p->bf_id)
+		c->n_again++;
+	else if (!strcmp(state, "saved"))
+		c->n_posted++;
+	else if (!strcmp(state, "dead") || !strcmp(state, "dropped"))
+		c->n_dead++;
+	else
+		c->n_queued++;
+}
+
+/* A new order: queued for posting, unless it was marked as posted. */
+static int store_new(wj_txn_t *t, store_ctx_t *c, const prec_t *rec)
+{
+	poller_t *p = c->p;
+	json_t *doc = json_pack("{s:s, s:s, s:s, s:i, s:i, s:I, s:I}", "state", "queued", "hash",
+				rec->hex, "stockin_no", rec->no, "attempts", 0, "prio", c->prio,
+				"first_seen", (json_int_t)wj_now(), "modified",
+				(json_int_t)rec->modified);
+	if (!doc)
+		return -ENOMEM;
+	int r = adopt_marked(t, c, rec, doc);
+	if (r == 0) {
+		uint64_t seq;
+		if (wj_txn_seq_next(t, &seq) < 0) {
+			json_decref(doc);
+			return t->err;
+		}
+		if (p->bf_mode) /* its outcome is counted in the backfill's record */
+			json_object_set_new(doc, "bf", json_integer((json_int_t)p->bf_id));
+		put_order(t, rec);
+		uint8_t qk[9];
+		qk[0] = (uint8_t)c->prio;
+		wj_key_u64be(qk + 1, seq);
+		wj_txn_put(t, WJ_DB_QUEUE, qk, sizeof(qk), rec->key, rec->kl);
+		c->n_new++;
+	}
+	wj_txn_put_json(t, WJ_DB_DOCS, rec->key, rec->kl, doc);
+	json_decref(doc);
+	return t->err;
+}
+
 static int store_order(wj_txn_t *t, store_ctx_t *c, const prec_t *rec)
 {
 	poller_t *p = c->p;
@@ -415,28 +503,14 @@ static int store_order(wj_txn_t *t, store_ctx_t *c, const prec_t *rec)
 
 	wj_val_t v;
 	int r = wj_txn_get(t, WJ_DB_DOCS, key, kl, &v);
-	if (r == -ENOENT) {
-		uint64_t seq;
-		if (wj_txn_seq_next(t, &seq) < 0)
-			return t->err;
-		json_t *doc = json_pack("{s:s, s:s, s:s, s:i, s:i, s:I}", "state", "queued",
-					"hash", hex, "stockin_no", no, "attempts", 0, "prio",
-					c->prio, "first_seen", (json_int_t)wj_now());
-		wj_txn_put_json(t, WJ_DB_DOCS, key, kl, doc);
-		json_decref(doc);
-		put_order(t, rec);
-		uint8_t qk[9];
-		qk[0] = (uint8_t)c->prio;
-		wj_key_u64be(qk + 1, seq);
-		wj_txn_put(t, WJ_DB_QUEUE, qk, sizeof(qk), key, kl);
-		c->n_new++;
-		return 0;
-	}
+	if (r == -ENOENT)
+		return store_new(t, c, rec);
 	if (r < 0)
 		return r;
 	json_t *doc = json_loadb(v.data, v.len, 0, NULL);
 	if (!doc)
 		return -EIO;
+	count_known(c, doc);
 	if (!strcmp(json_string_value(json_object_get(doc, "hash")) ?: "", hex)) {
 		c->n_unchanged++;
 		json_decref(doc);
@@ -445,22 +519,26 @@ static int store_order(wj_txn_t *t, store_ctx_t *c, const prec_t *rec)
 	c->n_changed++;
 	const char *state = json_string_value(json_object_get(doc, "state")) ?: "";
 	json_object_set_new(doc, "hash", json_string(hex));
+	if (rec->modified)
+		json_object_set_new(doc, "modified", json_integer((json_int_t)rec->modified));
 	if (!strcmp(state, "saved")) {
-		/* Posted already: never a second bill; the operator reviews the change. */
-		json_t *rv = json_pack("{s:s, s:s, s:O, s:O, s:I, s:o}", "flow", p->name,
-				       "stockin_no", no, "bill_no",
-				       json_object_get(doc, "bill_no") ?: json_null(), "bill_id",
-				       json_object_get(doc, "bill_id") ?: json_null(), "seen",
-				       (json_int_t)wj_now(), "order", rec_order(rec));
-		wj_txn_put_json(t, WJ_DB_REVIEW, key, kl, rv);
-		json_decref(rv);
-		json_object_set_new(doc, "review", json_true());
-		if (!c->n_review++)
+		/* Posted already: never a second bill; the operator reviews a change of what
+		 * the bill would hold. */
+		json_t *order = rec_order(rec);
+		r = wj_review_change(t, wj_engine_mapping(p->e, p->name), p->e->cfg, p->name, key,
+				     kl, doc, order, NULL);
+		json_decref(order);
+		if (r > 0 && !c->n_review++)
 			snprintf(c->review_no, sizeof(c->review_no), "%s", no);
 		char f[256] = "";
 		wj_logfmt_kv(f, sizeof(f), "flow", p->name);
 		wj_logfmt_kv(f, sizeof(f), "stockin_no", no);
-		wj_warn("poller", f, "order changed after its bill was posted: recorded for review");
+		if (r > 0)
+			wj_warn("poller", f, "order changed after its bill was posted: recorded "
+				"for review");
+		else if (r == 0)
+			wj_debug("poller", f, "order changed after its bill was posted, but not "
+				 "in what the bill holds");
 	} else if (!strcmp(state, "inflight")) {
 		/* Being posted now: keep the new content; the outcome handler sends it to review. */
 		json_object_set_new(doc, "changed_order", rec_order(rec));
@@ -495,12 +573,19 @@ static int store_page_fn(wj_txn_t *t, void *arg)
 	store_ctx_t *c = arg;
 	poller_t *p = c->p;
 	c->n_new = c->n_unchanged = c->n_changed = c->n_ignored = c->n_parked = c->n_review = 0;
+	c->n_again = c->n_posted = c->n_dead = c->n_queued = 0;
 	for (size_t i = p->n_stored; i < p->n_recs; i++) {
 		int r = store_order(t, c, &p->recs[i]);
 		if (r < 0)
 			return r;
 	}
 	return t->err;
+}
+
+static void backfill_add(json_t *job, const char *key, uint64_t n)
+{
+	json_int_t v = json_integer_value(json_object_get(job, key));
+	json_object_set_new(job, key, json_integer(v + (json_int_t)n));
 }
 
 /* Move the cursor (or the backfill job's) past the window, unless the operator changed it
@@ -520,6 +605,11 @@ static int store_cursor_fn(wj_txn_t *t, void *arg)
 		} else {
 			json_object_set_new(bf, "cursor", json_integer((json_int_t)p->w_end));
 			json_object_set_new(bf, "updated", json_integer((json_int_t)wj_now()));
+			backfill_add(bf, "read", p->r_new + p->r_posted + p->r_parked + p->r_queued);
+			backfill_add(bf, "new", p->r_new);
+			backfill_add(bf, "posted", p->r_posted);
+			backfill_add(bf, "parked", p->r_parked);
+			backfill_add(bf, "queued", p->r_queued);
 			wj_txn_put_json(t, WJ_DB_CURSORS, key, kl, bf);
 		}
 		json_decref(bf);
@@ -571,6 +661,10 @@ static int store_page(poller_t *p)
 	p->changed += c.n_changed;
 	p->ignored += c.n_ignored;
 	p->parked += c.n_parked;
+	p->r_new += c.n_new + c.n_again;
+	p->r_posted += c.n_posted;
+	p->r_parked += c.n_parked + c.n_dead;
+	p->r_queued += c.n_queued;
 	if (c.n_parked)
 		wj_engine_alert(p->e, WJ_EV_DEAD_LETTER, "flow %s: %llu orders without a usable "
 				"stockin_id parked", p->name, (unsigned long long)c.n_parked);
@@ -711,6 +805,7 @@ static ssize_t read_set(poller_t *p, uint8_t digest[32])
 static void restart_window(poller_t *p)
 {
 	p->read_at = wdt_now(p);
+	p->r_new = p->r_posted = p->r_parked = p->r_queued = 0;
 	recs_clear(p);
 	p->page = 0;
 	p->count = -1;

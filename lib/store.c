@@ -43,6 +43,8 @@ static const char *const db_names[WJ_DB_COUNT] = {
 	[WJ_DB_LOOKUP] = "lookup",
 	[WJ_DB_ORDERS] = "orders",
 	[WJ_DB_SLIM] = "slim",
+	[WJ_DB_MARKS] = "marks",
+	[WJ_DB_POSTED] = "posted",
 };
 
 static __thread char last_err[1024];

@@ -21,6 +21,12 @@
  *   review    doc key      → JSON "changed after posting" record for the operator
  *   lookup    "m:" number  → JSON material lookup cache entry (id, unit, expiry)
  *             "s:" number  → JSON store (warehouse) lookup cache entry
+ *   marks     flow "\0" stockin_no → JSON {"bill_no", "imported"}: a stock-in another
+ *             integrator posted already (wdt2jdyctl mark-posted); an order of that flow and
+ *             number is recorded as posted ("adopted") instead of being posted
+ *   posted    doc key      → what the order's bill holds (wj_bill_view, lib/dispatch.h), written
+ *             when the bill is saved or adopted; a later change of the order is put up for
+ *             review only when it changes this
  *
  * Threads and processes: the environment is opened with MDB_NOTLS, so read transactions may move
  * between threads and a thread may hold several. Other processes (wdt2jdyctl) may open the same
@@ -58,6 +64,8 @@ typedef enum wj_db {
 	WJ_DB_LOOKUP,
 	WJ_DB_ORDERS,
 	WJ_DB_SLIM,
+	WJ_DB_MARKS,
+	WJ_DB_POSTED,
 	WJ_DB_COUNT
 } wj_db_t;
 

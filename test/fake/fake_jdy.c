@@ -22,7 +22,9 @@
  *   HTTP 405                     V1 login by a method --v1-login does not take
  *
  * Admin: GET /admin/stats, GET /admin/bills, GET /admin/tokens, GET|POST /admin/faults (knobs
- * named like the flags with '_' for '-'), POST /admin/reset-stats, POST /admin/expire-tokens.
+ * named like the flags with '_' for '-'), POST /admin/reset-stats, POST /admin/expire-tokens,
+ * POST /admin/bills (bills made by someone else: stored as given, no validation),
+ * POST /admin/delete-bills (bills deleted in Kingdee).
  *
  * Threads: MHD runs one thread per connection; all state sits behind one mutex. */
 #include <errno.h>
@@ -1037,8 +1039,9 @@ static void save_throttle(void)
 		nap(wait);
 }
 
-/* Store a validated bill; returns its index or -ENOMEM. Caller holds the lock. */
-static int bill_store(const json_t *body, const dialect_t *d)
+/* Store a bill dated date ("YYYY-MM-DD"), numbered no (NULL: the next number); returns its
+ * index or -ENOMEM. Caller holds the lock. */
+static int bill_add(const json_t *body, const char *date, const char *no)
 {
 	if (g.nbills == g.cbills) {
 		size_t cap = g.cbills ? g.cbills * 2 : 64;
@@ -1048,7 +1051,6 @@ static int bill_store(const json_t *body, const dialect_t *d)
 		g.bills = b;
 		g.cbills = cap;
 	}
-	const char *date = json_string_value(json_object_get(body, d->date));
 	const char *rem = json_string_value(json_object_get(body, "remark"));
 	bill_t *b = &g.bills[g.nbills];
 	memset(b, 0, sizeof(*b));
@@ -1062,9 +1064,18 @@ static int bill_store(const json_t *body, const dialect_t *d)
 	b->id = ++g.next_bill_id;
 	b->created_ms = wj_now_ms();
 	snprintf(b->date, sizeof(b->date), "%s", date);
-	snprintf(b->no, sizeof(b->no), "PYD-%.4s%.2s%.2s-%06" PRIu64, date, date + 5, date + 8,
-		 b->id);
+	if (no)
+		snprintf(b->no, sizeof(b->no), "%s", no);
+	else
+		snprintf(b->no, sizeof(b->no), "PYD-%.4s%.2s%.2s-%06" PRIu64, date, date + 5,
+			 date + 8, b->id);
 	return (int)g.nbills++;
+}
+
+/* Store a validated bill; returns its index or -ENOMEM. Caller holds the lock. */
+static int bill_store(const json_t *body, const dialect_t *d)
+{
+	return bill_add(body, json_string_value(json_object_get(body, d->date)), NULL);
 }
 
 static void do_save(struct MHD_Connection *con, const req_t *rq, const dialect_t *d, reply_t *r)
@@ -1216,6 +1227,24 @@ static int time_arg(struct MHD_Connection *con, const char *name, int64_t *out)
 	return 1;
 }
 
+/* A bill-date bound of the bill list: "YYYY-MM-DD". NULL when absent or empty; *bad when it
+ * is not a date. */
+static const char *date_bound(const char *v, bool *bad)
+{
+	if (!v || !*v)
+		return NULL;
+	int64_t t;
+	if (strlen(v) != 10 || wj_time_parse(v, 0, &t) < 0)
+		*bad = true;
+	return v;
+}
+
+/* Whether a bill falls outside [from, to] by its date (bounds NULL: open). */
+static bool date_outside(const bill_t *b, const char *from, const char *to)
+{
+	return (from && strcmp(b->date, from) < 0) || (to && strcmp(b->date, to) > 0);
+}
+
 static bool search_matches(const bill_t *b, const char *s)
 {
 	switch (g.k.search_mode) {
@@ -1250,6 +1279,13 @@ static void do_list_bills(struct MHD_Connection *con, reply_t *r)
 						: "create_end_time 格式错误，应为毫秒时间戳", NULL);
 		return;
 	}
+	bool bad = false;
+	const char *dfrom = date_bound(arg(con, "start_bill_date"), &bad);
+	const char *dto = date_bound(arg(con, "end_bill_date"), &bad);
+	if (bad) {
+		reply_v2(r, ERR_INVALID, "start_bill_date/end_bill_date 格式错误，应为 yyyy-MM-dd", NULL);
+		return;
+	}
 	page_args(con, &page, &size);
 	json_t *rows = json_array();
 	pthread_mutex_lock(&g.lock);
@@ -1257,7 +1293,8 @@ static void do_list_bills(struct MHD_Connection *con, reply_t *r)
 		const bill_t *b = &g.bills[i];
 		if (s && *s && !search_matches(b, s))
 			continue;
-		if ((hf && b->created_ms < from) || (ht && b->created_ms > to))
+		if ((hf && b->created_ms < from) || (ht && b->created_ms > to) ||
+		    date_outside(b, dfrom, dto))
 			continue;
 		count++;
 		if (count <= (page - 1) * size || count > page * size)
@@ -1443,6 +1480,9 @@ static void do_v1_list_bills(const req_t *rq, reply_t *r)
 	double from = 0, to = 0;
 	bool hf = qty_field(b, "create_start_time", &from) == 0;
 	bool ht = qty_field(b, "create_end_time", &to) == 0;
+	bool bad = false;
+	const char *dfrom = date_bound(str_field(b, "start_bill_date"), &bad);
+	const char *dto = date_bound(str_field(b, "end_bill_date"), &bad);
 	long page, size, count = 0;
 	v1_page_args(b, &page, &size);
 	json_t *rows = json_array();
@@ -1450,7 +1490,7 @@ static void do_v1_list_bills(const req_t *rq, reply_t *r)
 	for (size_t i = 0; i < g.nbills; i++) {
 		const bill_t *bl = &g.bills[i];
 		if ((s && !search_matches(bl, s)) || (hf && bl->created_ms < (int64_t)from) ||
-		    (ht && bl->created_ms > (int64_t)to))
+		    (ht && bl->created_ms > (int64_t)to) || (!bad && date_outside(bl, dfrom, dto)))
 			continue;
 		if (++count <= (page - 1) * size || count > page * size)
 			continue;
@@ -1764,6 +1804,69 @@ static int knobs_apply(const json_t *o, char *msg, size_t size)
 	return 0;
 }
 
+/* POST /admin/bills: bills someone else made ({"bills": [...]}, a list or one bill), each
+ * {"bill_date" or "billdate", "remark", "material_entity", "bill_no"?}, stored as given.
+ * Answers {"bills": [{"id", "bill_no"}]}. Caller holds the lock. */
+static void admin_add_bills(const json_t *o, reply_t *r)
+{
+	const json_t *list = json_is_array(o) ? o : json_object_get(o, "bills");
+	json_t *one = NULL;
+	if (!list && json_is_object(o))
+		list = one = json_pack("[O]", o);
+	json_t *out = json_array();
+	size_t i;
+	const json_t *b;
+	json_array_foreach(list, i, b) {
+		const char *date = str_field(b, "bill_date") ?: str_field(b, "billdate");
+		bool bad = !date;
+		date_bound(date, &bad);
+		if (bad) {
+			reply_set(r, 400, json_pack("{s:s, s:I}", "error", "bill_date: expected "
+						    "YYYY-MM-DD", "index", (json_int_t)i));
+			json_decref(out);
+			json_decref(one);
+			return;
+		}
+		int k = bill_add(b, date, str_field(b, "bill_no"));
+		if (k < 0)
+			break;
+		char id[24];
+		snprintf(id, sizeof(id), "%" PRIu64, g.bills[k].id);
+		json_array_append_new(out, json_pack("{s:s, s:s}", "id", id, "bill_no",
+						     g.bills[k].no));
+	}
+	json_decref(one);
+	reply_set(r, 200, json_pack("{s:o}", "bills", out));
+}
+
+/* POST /admin/delete-bills {"ids": [...], "bill_nos": [...]}: the bills are gone, as when an
+ * accountant deletes them. Answers {"deleted": n}. Caller holds the lock. */
+static void admin_delete_bills(const json_t *o, reply_t *r)
+{
+	size_t kept = 0, deleted = 0;
+	for (size_t i = 0; i < g.nbills; i++) {
+		bill_t *b = &g.bills[i];
+		char id[24];
+		snprintf(id, sizeof(id), "%" PRIu64, b->id);
+		bool gone = false;
+		size_t k;
+		const json_t *v;
+		json_array_foreach(json_object_get(o, "ids"), k, v)
+			gone |= json_is_string(v) && !strcmp(json_string_value(v), id);
+		json_array_foreach(json_object_get(o, "bill_nos"), k, v)
+			gone |= json_is_string(v) && !strcmp(json_string_value(v), b->no);
+		if (gone) {
+			free(b->remark);
+			json_decref(b->body);
+			deleted++;
+			continue;
+		}
+		g.bills[kept++] = *b;
+	}
+	g.nbills = kept;
+	reply_set(r, 200, json_pack("{s:I}", "deleted", (json_int_t)deleted));
+}
+
 static void do_admin(const char *method, const char *url, const req_t *rq, reply_t *r)
 {
 	bool get = !strcmp(method, "GET"), post = !strcmp(method, "POST");
@@ -1784,6 +1887,16 @@ static void do_admin(const char *method, const char *url, const req_t *rq, reply
 			reply_set(r, 400, json_pack("{s:s}", "error", o ? msg : "invalid JSON"));
 		else
 			reply_set(r, 200, knobs_json());
+		json_decref(o);
+	} else if (post && (!strcmp(url, "/admin/bills") || !strcmp(url, "/admin/delete-bills"))) {
+		json_error_t jerr;
+		json_t *o = json_loadb(rq->body.data ? rq->body.data : "", rq->body.len, 0, &jerr);
+		if (!o)
+			reply_set(r, 400, json_pack("{s:s}", "error", "invalid JSON"));
+		else if (!strcmp(url, "/admin/bills"))
+			admin_add_bills(o, r);
+		else
+			admin_delete_bills(o, r);
 		json_decref(o);
 	} else if (post && !strcmp(url, "/admin/reset-stats")) {
 		memset(&g.st, 0, sizeof(g.st));

@@ -417,6 +417,13 @@ static void test_values(void **state)
 	cfg = parse_ok(CFG(WDT, JDY, FLOW_WITH(", \"cursor\": {\"start\": \"2026-11-01 00:00:00\"}"),
 			   ", \"timezone\": \"UTC\""));
 	assert_int_equal(cfg->flows[0].cursor_start, 1793491200);
+	assert_false(cfg->flows[0].skip_existing); /* "off" unless asked */
+	wj_config_free(cfg);
+	cfg = parse_ok(CFG(WDT, JDY, FLOW_WITH(", \"skip_existing\": \"search\""), ""));
+	assert_true(cfg->flows[0].skip_existing);
+	wj_config_free(cfg);
+	cfg = parse_ok(CFG(WDT, JDY, FLOW_WITH(", \"skip_existing\": \"off\""), ""));
+	assert_false(cfg->flows[0].skip_existing);
 	wj_config_free(cfg);
 }
 
@@ -625,6 +632,10 @@ static const struct bad {
 	 "cfg.json: flows[0].mapping.bill: expected a non-empty object of fields"},
 	{CFG(WDT, JDY, FLOW_WITH(", \"remark_template\": \"WDT:{stockin_id}\""), ""),
 	 "cfg.json: flows[0].remark_template: must contain {stockin_no}"},
+	{CFG(WDT, JDY, FLOW_WITH(", \"skip_existing\": true"), ""),
+	 "cfg.json: flows[0].skip_existing: expected \"off\" or \"search\""},
+	{CFG(WDT, JDY, FLOW_WITH(", \"skip_existing\": \"remark\""), ""),
+	 "cfg.json: flows[0].skip_existing: expected \"off\" or \"search\""},
 	{CFG(WDT, JDY, FLOW_WITH(", \"source\": {\"params\": {\"order_type\": true}}"), ""),
 	 "cfg.json: flows[0].source.params.order_type: expected a string or an integer"},
 	{CFG(WDT, JDY, FLOW_WITH(", \"source\": {\"method\": \"\"}"), ""),

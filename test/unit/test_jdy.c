@@ -496,6 +496,7 @@ struct srv {
 	char last_body[512];    /* body of the last save */
 	char last_search[128];  /* search of the last bill listing, decoded */
 	char last_from[24], last_to[24]; /* its creation-time bounds, "" when absent */
+	char last_date_from[24], last_date_to[24]; /* its bill-date bounds, "" when absent */
 };
 
 static struct srv S;
@@ -723,6 +724,10 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *con, const char
 		snprintf(S.last_search, sizeof(S.last_search), "%s", search ? search : "");
 		snprintf(S.last_from, sizeof(S.last_from), "%s", from ? from : "");
 		snprintf(S.last_to, sizeof(S.last_to), "%s", to ? to : "");
+		const char *df = MHD_lookup_connection_value(con, MHD_GET_ARGUMENT_KIND, "start_bill_date");
+		const char *dt = MHD_lookup_connection_value(con, MHD_GET_ARGUMENT_KIND, "end_bill_date");
+		snprintf(S.last_date_from, sizeof(S.last_date_from), "%s", df ? df : "");
+		snprintf(S.last_date_to, sizeof(S.last_date_to), "%s", dt ? dt : "");
 		ret = reply(con, 200, "{\"errcode\":0,\"data\":{\"count\":1,\"page\":1,\"page_size\":100,"
 			    "\"total_page\":1,\"rows\":[{\"id\":\"880001\",\"bill_no\":\"PYD-1\","
 			    "\"remark\":\"%s\",\"create_time\":\"1700000000123\"}]}}", S.last_search);
@@ -1143,6 +1148,18 @@ static void test_save_v1_and_find_bills(void **state)
 	assert_string_equal(S.last_search, "");
 	assert_string_equal(S.last_from, "1700000000000");
 	assert_string_equal(S.last_to, "1700000600000");
+	assert_string_equal(S.last_date_from, "");
+	pthread_mutex_unlock(&S.mu);
+	/* bills dated in a range: start_bill_date and end_bill_date, no creation bounds */
+	struct list_seen ld = {0};
+	wj_jdy_bill_query_t qd = {.bill_date_from = "2026-08-01", .bill_date_to = "2026-08-15"};
+	assert_int_equal(wj_jdy_list_bills(e->j, &qd, on_list_seen, &ld), 0);
+	assert_true(run_until(e, &ld.done, 1, 10000));
+	assert_int_equal(ld.cls, WJ_JDY_OK);
+	pthread_mutex_lock(&S.mu);
+	assert_string_equal(S.last_date_from, "2026-08-01");
+	assert_string_equal(S.last_date_to, "2026-08-15");
+	assert_string_equal(S.last_from, "");
 	pthread_mutex_unlock(&S.mu);
 	/* a window that ends before it starts */
 	q.created_to_ms = 1;

@@ -320,14 +320,6 @@ typedef struct lk_ctx {
 	bool txn_ok;
 } lk_ctx_t;
 
-static const char *map_number(const wj_kv_t *map, size_t n, const char *number)
-{
-	for (size_t i = 0; i < n; i++)
-		if (!strcmp(map[i].key, number))
-			return map[i].value;
-	return number;
-}
-
 #define LK_MEM_MAX 20000 /* parsed entries kept; the store holds them all */
 
 static void lk_mem_put(dispatcher_t *d, const char *key, json_t *entry)
@@ -342,12 +334,8 @@ static const json_t *lookup_cb(void *arg, char kind, const char *number)
 	lk_ctx_t *c = arg;
 	job_t *j = c->j;
 	const wj_config_t *cfg = j->d->e->cfg;
-	const char *kn = kind == 's' ? map_number(cfg->kingdee.store_map, cfg->kingdee.n_store_map,
-						  number)
-				     : map_number(cfg->kingdee.material_map,
-						  cfg->kingdee.n_material_map, number);
 	char key[300];
-	snprintf(key, sizeof(key), "%c:%s", kind, kn);
+	snprintf(key, sizeof(key), "%c:%s", kind, wj_kingdee_number(cfg, kind, number));
 	const json_t *o = json_object_get(j->resolved, key);
 	if (o)
 		return o;

@@ -35,6 +35,16 @@ void wj_engine_count(wj_engine_t *e, int endpoint, int outcome)
 		e->calls[endpoint][outcome]++;
 }
 
+const char *wj_kingdee_number(const wj_config_t *cfg, char kind, const char *number)
+{
+	const wj_kv_t *map = kind == 's' ? cfg->kingdee.store_map : cfg->kingdee.material_map;
+	size_t n = kind == 's' ? cfg->kingdee.n_store_map : cfg->kingdee.n_material_map;
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(map[i].key, number))
+			return map[i].value;
+	return number;
+}
+
 size_t wj_doc_key(char *buf, const char *flow, const char *id)
 {
 	size_t fl = strlen(flow), il = strlen(id);
@@ -280,7 +290,15 @@ static void restore_token(wj_engine_t *e)
 
 /* ---- options from the configuration ---------------------------------------------------- */
 
-static void wdt_opts(const wj_config_t *c, wj_wdt_opts_t *o)
+void wj_engine_http_opts(const wj_config_t *c, bool kingdee, wj_http_opts_t *o)
+{
+	*o = (wj_http_opts_t){.max_inflight = kingdee ? c->kingdee.concurrency : c->wdt.concurrency,
+			      .ca_file = kingdee ? c->kingdee.ca_file : c->wdt.ca_file,
+			      .max_body = c->http.max_body,
+			      .max_retry_after_ms = c->http.max_retry_after_ms};
+}
+
+void wj_engine_wdt_opts(const wj_config_t *c, wj_wdt_opts_t *o)
 {
 	*o = (wj_wdt_opts_t){.api = c->wdt.api,
 			     .url = c->wdt.url,
@@ -292,7 +310,7 @@ static void wdt_opts(const wj_config_t *c, wj_wdt_opts_t *o)
 			     .tz_offset = c->tz_offset};
 }
 
-static void jdy_opts(const wj_config_t *c, wj_jdy_opts_t *o)
+void wj_engine_jdy_opts(const wj_config_t *c, wj_jdy_opts_t *o)
 {
 	*o = (wj_jdy_opts_t){.api = c->kingdee.api,
 			     .auth = c->kingdee.auth,
@@ -389,20 +407,19 @@ int wj_engine_new(uv_loop_t *loop, const wj_config_t *cfg, wj_store_t *store, wj
 		goto fail;
 	e->n_mappings = cfg->n_flows;
 	r = -ENOMEM;
-	e->wdt_http = wj_http_new(loop, &(wj_http_opts_t){
-		.max_inflight = cfg->wdt.concurrency, .ca_file = cfg->wdt.ca_file,
-		.max_body = cfg->http.max_body, .max_retry_after_ms = cfg->http.max_retry_after_ms});
-	e->jdy_http = wj_http_new(loop, &(wj_http_opts_t){
-		.max_inflight = cfg->kingdee.concurrency, .ca_file = cfg->kingdee.ca_file,
-		.max_body = cfg->http.max_body, .max_retry_after_ms = cfg->http.max_retry_after_ms});
+	wj_http_opts_t ho;
+	wj_engine_http_opts(cfg, false, &ho);
+	e->wdt_http = wj_http_new(loop, &ho);
+	wj_engine_http_opts(cfg, true, &ho);
+	e->jdy_http = wj_http_new(loop, &ho);
 	if (!e->wdt_http || !e->jdy_http) {
 		snprintf(err, errsize, "cannot initialise HTTP clients");
 		goto fail;
 	}
 	wj_wdt_opts_t wo;
 	wj_jdy_opts_t jo;
-	wdt_opts(cfg, &wo);
-	jdy_opts(cfg, &jo);
+	wj_engine_wdt_opts(cfg, &wo);
+	wj_engine_jdy_opts(cfg, &jo);
 	e->wdt = wj_wdt_new(e->wdt_http, &wo);
 	e->jdy = wj_jdy_new(loop, e->jdy_http, &jo);
 	if (!e->wdt || !e->jdy) {
@@ -486,8 +503,8 @@ void wj_engine_reload(wj_engine_t *e, const wj_config_t *cfg)
 		e->store_error_at = 0; /* try again now */
 	wj_wdt_opts_t wo;
 	wj_jdy_opts_t jo;
-	wdt_opts(cfg, &wo);
-	jdy_opts(cfg, &jo);
+	wj_engine_wdt_opts(cfg, &wo);
+	wj_engine_jdy_opts(cfg, &jo);
 	wj_wdt_set_opts(e->wdt, &wo);
 	wj_jdy_set_opts(e->jdy, &jo);
 	if (wj_http_set_ca_file(e->wdt_http, cfg->wdt.ca_file) < 0 ||

@@ -4,11 +4,15 @@
 #pragma once
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <uv.h>
 
 #include "lib/config.h"
+#include "lib/http.h"
+#include "lib/jdy.h"
 #include "lib/store.h"
+#include "lib/wdt.h"
 
 typedef struct wj_engine wj_engine_t;
 
@@ -28,8 +32,17 @@ void wj_engine_stop(wj_engine_t *e, uint64_t drain_ms, void (*done)(void *arg), 
 /* Status object for status.json (caller owns the reference). */
 json_t *wj_engine_status(wj_engine_t *e);
 
+/* Record the last error (shown in status.json with its time; secrets masked). */
+void wj_engine_set_error(wj_engine_t *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* One-line summary for the periodic log status line and sd_notify STATUS=. */
 void wj_engine_summary(wj_engine_t *e, char *buf, size_t size);
+
+/* The options of the HTTP client of WDT (kingdee false) or Kingdee, and of the two API clients,
+ * as the configuration sets them (strings borrowed from cfg). */
+void wj_engine_http_opts(const wj_config_t *cfg, bool kingdee, wj_http_opts_t *o);
+void wj_engine_wdt_opts(const wj_config_t *cfg, wj_wdt_opts_t *o);
+void wj_engine_jdy_opts(const wj_config_t *cfg, wj_jdy_opts_t *o);
 
 /* Free after stop completed; closes uv handles (run the loop once more afterwards). */
 void wj_engine_free(wj_engine_t *e);

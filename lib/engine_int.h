@@ -82,7 +82,6 @@ struct wj_engine {
 };
 
 /* engine.c */
-void wj_engine_set_error(wj_engine_t *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void wj_engine_count(wj_engine_t *e, int endpoint, int outcome);
 /* Queue depth: ready + delayed + in flight, from the store. */
 size_t wj_engine_depth(wj_engine_t *e);
@@ -108,6 +107,9 @@ void gate_close(gate_t *g);
 const wj_mapping_t *wj_engine_mapping(const wj_engine_t *e, const char *flow);
 /* Doc key "flow\0id" into buf; returns its length. */
 size_t wj_doc_key(char *buf, const char *flow, const char *id);
+/* What a WDT number stands for in Kingdee: its entry in kingdee.store_map (kind 's') or
+ * kingdee.material_map (kind 'm'), else itself (borrowed from cfg or number). */
+const char *wj_kingdee_number(const wj_config_t *cfg, char kind, const char *number);
 
 /* poller.c */
 poller_t *poller_new(wj_engine_t *e, const wj_flow_cfg_t *flow);

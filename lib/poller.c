@@ -173,19 +173,6 @@ typedef struct store_ctx {
 	uint64_t n_new, n_unchanged, n_changed, n_ignored, n_parked;
 } store_ctx_t;
 
-static bool param_matches(const wj_flow_cfg_t *f, const char *key, const json_t *order)
-{
-	for (size_t i = 0; i < f->n_params; i++) {
-		if (strcmp(f->params[i].key, key))
-			continue;
-		char v[64];
-		if (wj_json_text(json_object_get(order, key), v, sizeof(v)) < 0)
-			return false;
-		return !strcmp(v, f->params[i].value);
-	}
-	return true;
-}
-
 /* Free the texts of records v[0..n) (they stay as keys for the consistency check). */
 static void recs_release(prec_t *v, size_t n)
 {
@@ -334,8 +321,7 @@ static int recs_add_page(poller_t *p, const json_t *orders, page_recs_t *pr)
 	for (size_t i = 0; i < pr->n; i++) {
 		prec_t *r = &pr->v[i];
 		const json_t *order = json_array_get(orders, i);
-		if (!param_matches(p->flow, "order_type", order) ||
-		    !param_matches(p->flow, "status", order)) {
+		if (!wj_wdt_order_matches(order, p->flow->params, p->flow->n_params)) {
 			r->kind = REC_FILTERED;
 			free(r->text);
 			free(r->why);

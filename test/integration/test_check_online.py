@@ -1,4 +1,4 @@
-"""`wdt2jdyctl check --online`, against the fakes.
+"""`wdt2jdyctl check --online` and the daemon's start-up check, against the fakes.
 
 1. every step passes (gateway login), with the numbers given or taken from the maps; nothing
    is written anywhere (the state directory, which does not exist, still does not; the
@@ -7,7 +7,10 @@
    password, an unknown account set (the text lists those the login sees), an unknown
    material, WDT refusing the signature; no secret in the output even when the fake quotes
    the credentials in its errors; a bad configuration exits 78;
-3. WDT's clock 20 minutes ahead: the query is asked again in WDT's time and the offset shown;"""
+3. WDT's clock 20 minutes ahead: the query is asked again in WDT's time and the offset shown;
+4. the daemon started with a wrong Kingdee secret: status "degraded" naming the step, an
+   alert reaches the receiver; the configuration fixed and reloaded (SIGHUP): "running", the
+   check passes again."""
 
 import os
 import signal
@@ -208,5 +211,5 @@ def daemon(h):
         r.close()
 
 
-run_scenarios({"all_pass": all_pass, "failures": failures, "clock": clock},
+run_scenarios({"all_pass": all_pass, "failures": failures, "clock": clock, "daemon": daemon},
               sys.argv[1:])

@@ -54,7 +54,6 @@ static struct {
 	uint64_t check_retry_ms;  /* the pause before it */
 	unsigned check_failures;  /* failed attempts in a row */
 	bool check_passed;
-	bool degraded;            /* the last attempt failed */
 	char check_error[700];    /* why ("kingdee login: ...") */
 	char check_next[WJ_TIME_LEN];
 } d;
@@ -141,6 +140,17 @@ static void write_metrics(json_t *st)
 	wj_buf_free(&b);
 }
 
+/* The start-up check for status.json: state (waiting, running, passed, failed), and while it
+ * fails why, how often, and when it runs next. */
+static json_t *check_status(bool degraded)
+{
+	const char *state = d.check ? "running" : degraded ? "failed"
+			    : d.check_passed ? "passed" : "waiting";
+	return json_pack("{s:s, s:s?, s:i, s:s?}", "state", state, "error",
+			 degraded ? d.check_error : NULL, "failures", (int)d.check_failures,
+			 "next_attempt", degraded && !d.check ? d.check_next : NULL);
+}
+
 static void write_status(void)
 {
 	const wj_config_t *cfg = d.cfg;
@@ -152,13 +162,10 @@ static void write_status(void)
 		st = json_object();
 	json_object_set_new(st, "version", json_string(WJ_VERSION));
 	json_object_set_new(st, "pid", json_integer(getpid()));
+	bool degraded = wj_engine_degraded(d.engine);
 	json_object_set_new(st, "state", json_string(d.stopping ? "stopping"
-						     : d.degraded ? "degraded" : "running"));
-	json_object_set_new(st, "check", json_pack("{s:s, s:s?, s:i, s:s?}", "state",
-			    d.check ? "running" : d.degraded ? "failed" : d.check_passed ? "passed"
-			    : "waiting", "error", d.degraded ? d.check_error : NULL, "failures",
-			    (int)d.check_failures, "next_attempt", d.degraded && !d.check ?
-			    d.check_next : NULL));
+						     : degraded ? "degraded" : "running"));
+	json_object_set_new(st, "check", check_status(degraded));
 	json_object_set_new(st, "now", json_string(now));
 	json_object_set_new(st, "started", json_string(started));
 	json_object_set_new(st, "timezone", json_string(cfg->timezone));
@@ -222,12 +229,12 @@ static void on_check_done(const wj_check_result_t *res, void *arg)
 	(void)arg;
 	d.check = NULL;
 	if (wj_check_passed(res)) {
-		if (d.degraded)
+		if (wj_engine_degraded(d.engine))
 			wj_info(MOD, NULL, "start-up check passed after %u failed attempts: no longer "
 				"degraded", d.check_failures);
 		else
 			wj_info(MOD, NULL, "start-up check passed");
-		d.degraded = false;
+		wj_engine_set_degraded(d.engine, NULL);
 		d.check_passed = true;
 		d.check_failures = 0;
 		d.check_retry_ms = 0;
@@ -244,10 +251,7 @@ static void on_check_done(const wj_check_result_t *res, void *arg)
 		       d.check_next);
 	wj_error(MOD, NULL, "start-up check failed: %s; running degraded, next attempt in %llu s",
 		 d.check_error, (unsigned long long)(d.check_retry_ms / 1000));
-	wj_engine_set_error(d.engine, "start-up check failed: %s", d.check_error);
-	if (!d.degraded)
-		wj_alerts_event(d.alerts, WJ_EV_DEGRADED, d.check_error);
-	d.degraded = true;
+	wj_engine_set_degraded(d.engine, d.check_error);
 	uv_timer_start(&d.check_timer, on_check_timer, d.check_retry_ms, 0);
 	write_status();
 }
@@ -384,6 +388,8 @@ static void close_cb(uv_handle_t *h)
 static void on_alerts_flushed(void *arg)
 {
 	(void)arg;
+	if (d.engine)
+		wj_engine_set_alerts(d.engine, NULL);
 	wj_alerts_free(d.alerts);
 	d.alerts = NULL;
 	uv_timer_stop(&d.status_timer);
@@ -543,6 +549,7 @@ int main(int argc, char **argv)
 	d.alerts = wj_alerts_new(&d.loop, d.cfg, instance);
 	if (!d.alerts)
 		wj_error(MOD, NULL, "cannot start the alerts: out of memory");
+	wj_engine_set_alerts(d.engine, d.alerts);
 	wj_alerts_event(d.alerts, WJ_EV_START, WJ_VERSION);
 	start_check();
 

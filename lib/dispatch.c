@@ -71,6 +71,7 @@ struct job {
 	bool calling;     /* a Kingdee call of this job is in flight */
 	bool orphan;      /* dispatcher gone: free on completion */
 	bool reconciled;  /* Kingdee said in this attempt that no bill of the order exists */
+	bool reviewed;    /* its outcome put it on the review list (changed while posting) */
 	bool parking;     /* parked once the reconciliation has answered (reason is set) */
 	bool asked;       /* a reconciliation was started in this attempt */
 	rphase_t rphase;
@@ -208,6 +209,7 @@ static void fail_call(job_t *j, const wj_jdy_result_t *res, const char *what, ui
 	case WJ_JDY_AUTH:
 		/* Credentials refused even after a fresh login: do not burn attempts on it. */
 		wj_engine_set_error(e, "%s", j->reason);
+		wj_engine_alert(e, WJ_EV_AUTH_FAILURE, "Kingdee: %s", j->reason);
 		j->delay_ms = 60000;
 		finish(j, O_DELAY);
 		return;
@@ -879,6 +881,7 @@ static void apply_outcome(wj_txn_t *t, job_t *j, outcome_t *final)
 			json_decref(rv);
 			json_object_set_new(doc, "review", json_true());
 		}
+		j->reviewed = changed != NULL;
 		break;
 	case O_RETRY: {
 		uint64_t b = wj_backoff_ms((unsigned)attempts - 1, cfg->queue.backoff_initial_ms,
@@ -972,6 +975,9 @@ static void log_outcome(job_t *j, outcome_t final)
 		wj_logfmt_kv(f, sizeof(f), "bill_id", j->bill_id);
 		snprintf(f + strlen(f), sizeof(f) - strlen(f), " ms=%llu", (unsigned long long)ms);
 		wj_info(MOD, f, "bill saved");
+		if (j->reviewed)
+			wj_engine_alert(d->e, WJ_EV_REVIEW, "%s %s: changed while its bill was "
+					"being saved", j->flow, j->stockin_no);
 		break;
 	case O_RETRY:
 		d->retried++;
@@ -987,6 +993,8 @@ static void log_outcome(job_t *j, outcome_t final)
 		wj_logfmt_kv(f, sizeof(f), "reason", j->reason);
 		wj_error(MOD, f, "order parked in the dead-letter list");
 		wj_engine_set_error(d->e, "order %s: %s", j->stockin_no, j->reason);
+		wj_engine_alert(d->e, WJ_EV_DEAD_LETTER, "%s %s: %s", j->flow, j->stockin_no,
+				j->reason);
 		break;
 	default:
 		break;

@@ -31,8 +31,93 @@ void wj_engine_set_error(wj_engine_t *e, const char *fmt, ...)
 
 void wj_engine_count(wj_engine_t *e, int endpoint, int outcome)
 {
-	if (endpoint >= 0 && endpoint < EP_COUNT && outcome >= 0 && outcome < OC_COUNT)
-		e->calls[endpoint][outcome]++;
+	if (endpoint < 0 || endpoint >= EP_COUNT || outcome < 0 || outcome >= OC_COUNT)
+		return;
+	e->calls[endpoint][outcome]++;
+	/* A service is down while its calls fail without an answer about them; any success, or
+	 * an answer that refuses the request itself, shows it up. */
+	int svc = endpoint == EP_WDT_QUERY ? 0 : 1;
+	if (outcome == OC_OK || outcome == OC_PERMANENT || outcome == OC_RATE_LIMITED) {
+		if (e->down_alerted[svc])
+			wj_info(MOD, NULL, "%s answers again", svc ? "Kingdee" : "WDT");
+		e->down_since[svc] = 0;
+		e->down_alerted[svc] = false;
+	} else if (!e->down_since[svc]) {
+		e->down_since[svc] = wj_mono_ms();
+	}
+}
+
+void wj_engine_alert(wj_engine_t *e, wj_alert_event_t ev, const char *fmt, ...)
+{
+	if (!e->alerts)
+		return;
+	char detail[600] = "";
+	if (fmt) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(detail, sizeof(detail), fmt, ap);
+		va_end(ap);
+	}
+	wj_alerts_event(e->alerts, ev, detail);
+}
+
+void wj_engine_set_alerts(wj_engine_t *e, struct wj_alerts *a)
+{
+	e->alerts = a;
+}
+
+void wj_engine_set_degraded(wj_engine_t *e, const char *why)
+{
+	if (!why) {
+		e->degraded = false;
+		return;
+	}
+	wj_engine_set_error(e, "start-up check failed: %s", why);
+	if (!e->degraded)
+		wj_engine_alert(e, WJ_EV_DEGRADED, "%s", e->last_error);
+	e->degraded = true;
+}
+
+bool wj_engine_degraded(const wj_engine_t *e)
+{
+	return e->degraded;
+}
+
+/* Once a minute (or every alerts_after when shorter): a service failing for longer than
+ * alerts_after, a flow behind by more than alerts_lag (edge-triggered: once per crossing). */
+static void check_alerts(wj_engine_t *e)
+{
+	uint64_t now = wj_mono_ms(), every = e->cfg->alerts_after_ms < 60000 ? e->cfg->alerts_after_ms
+									      : 60000;
+	if (e->alerts_checked && now - e->alerts_checked < every)
+		return;
+	e->alerts_checked = now;
+	const wj_config_t *cfg = e->cfg;
+	for (int svc = 0; svc < 2; svc++) {
+		if (!e->down_since[svc] || e->down_alerted[svc] ||
+		    now - e->down_since[svc] < cfg->alerts_after_ms)
+			continue;
+		e->down_alerted[svc] = true;
+		wj_warn(MOD, NULL, "%s failing for %llu min", svc ? "Kingdee" : "WDT",
+			(unsigned long long)((now - e->down_since[svc]) / 60000));
+		wj_engine_alert(e, WJ_EV_UNREACHABLE, "%s: no answer for %llu min; last error: %s",
+				svc ? "Kingdee" : "WDT",
+				(unsigned long long)((now - e->down_since[svc]) / 60000),
+				e->last_error[0] ? e->last_error : "-");
+	}
+	for (size_t i = 0; i < e->n_pollers; i++) {
+		poller_t *p = e->pollers[i];
+		int64_t lag = poller_lag(p);
+		bool *alerted = &e->lag_alerted[i < WJ_ALERT_FLOWS ? i : WJ_ALERT_FLOWS - 1];
+		if (lag * 1000 > (int64_t)cfg->alerts_lag_ms && !*alerted) {
+			*alerted = true;
+			wj_engine_alert(e, WJ_EV_LAG, "flow %s: %lld h %lld min behind now",
+					poller_name(p), (long long)(lag / 3600),
+					(long long)(lag % 3600 / 60));
+		} else if (lag * 2000 < (int64_t)cfg->alerts_lag_ms) {
+			*alerted = false;
+		}
+	}
 }
 
 const char *wj_kingdee_number(const wj_config_t *cfg, char kind, const char *number)
@@ -386,6 +471,7 @@ static void on_tick(uv_timer_t *t)
 	if (e->stopping)
 		return;
 	check_readers(e);
+	check_alerts(e);
 	for (size_t i = 0; i < e->n_pollers; i++)
 		poller_kick(e->pollers[i]);
 	dispatcher_pump(e->disp);

@@ -35,6 +35,12 @@ json_t *wj_engine_status(wj_engine_t *e);
 /* Record the last error (shown in status.json with its time; secrets masked). */
 void wj_engine_set_error(wj_engine_t *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* The outcome of a start-up check (lib/probe.h): why it failed, or NULL when it passed. A
+ * failure becomes the last error; the first one after a pass raises the degraded alert. */
+void wj_engine_set_degraded(wj_engine_t *e, const char *why);
+/* Whether the last start-up check failed. */
+bool wj_engine_degraded(const wj_engine_t *e);
+
 /* One-line summary for the periodic log status line and sd_notify STATUS=. */
 void wj_engine_summary(wj_engine_t *e, char *buf, size_t size);
 
@@ -43,6 +49,10 @@ void wj_engine_summary(wj_engine_t *e, char *buf, size_t size);
 void wj_engine_http_opts(const wj_config_t *cfg, bool kingdee, wj_http_opts_t *o);
 void wj_engine_wdt_opts(const wj_config_t *cfg, wj_wdt_opts_t *o);
 void wj_engine_jdy_opts(const wj_config_t *cfg, wj_jdy_opts_t *o);
+
+/* Send alert events through a (borrowed; NULL: none) from now on. */
+struct wj_alerts;
+void wj_engine_set_alerts(wj_engine_t *e, struct wj_alerts *a);
 
 /* Free after stop completed; closes uv handles (run the loop once more afterwards). */
 void wj_engine_free(wj_engine_t *e);

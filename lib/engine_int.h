@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "lib/alert.h"
 #include "lib/config.h"
 #include "lib/engine.h"
 #include "lib/http.h"
@@ -72,6 +73,15 @@ struct wj_engine {
 	uint64_t store_error_logged;
 	uint64_t store_error_at;  /* monotonic ms of the last failed commit */
 	uint64_t calls[EP_COUNT][OC_COUNT];
+	wj_alerts_t *alerts;       /* borrowed from the daemon; NULL: no alerts */
+	/* per service (0 WDT, 1 Kingdee): monotonic ms since calls fail without any success
+	 * (0: answering), and whether that was alerted */
+	uint64_t down_since[2];
+	bool down_alerted[2];
+#define WJ_ALERT_FLOWS 64
+	bool lag_alerted[WJ_ALERT_FLOWS]; /* per flow, in the order of e->pollers */
+	uint64_t alerts_checked;          /* monotonic ms of the last check_alerts */
+	bool degraded;                    /* the last start-up check failed */
 	char last_error[512];
 	char last_error_at[WJ_TIME_LEN];
 	int64_t token_expiry_ms;
@@ -83,6 +93,9 @@ struct wj_engine {
 
 /* engine.c */
 void wj_engine_count(wj_engine_t *e, int endpoint, int outcome);
+/* One alert event (see lib/alert.h); detail is a short line or NULL. */
+void wj_engine_alert(wj_engine_t *e, wj_alert_event_t ev, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 /* Queue depth: ready + delayed + in flight, from the store. */
 size_t wj_engine_depth(wj_engine_t *e);
 /* Commit fn via wj_store_write; on failure log once per minute and remember it. */
@@ -116,6 +129,8 @@ poller_t *poller_new(wj_engine_t *e, const wj_flow_cfg_t *flow);
 void poller_reload(poller_t *p, const wj_flow_cfg_t *flow);
 void poller_stop(poller_t *p);
 bool poller_busy(const poller_t *p);
+/* Seconds the flow's cursor is behind now (live windows only). */
+int64_t poller_lag(const poller_t *p);
 void poller_free(poller_t *p);
 const char *poller_name(const poller_t *p);
 json_t *poller_status(poller_t *p);

@@ -170,7 +170,8 @@ static void load_backfill(poller_t *p)
 typedef struct store_ctx {
 	poller_t *p;
 	int prio;
-	uint64_t n_new, n_unchanged, n_changed, n_ignored, n_parked;
+	uint64_t n_new, n_unchanged, n_changed, n_ignored, n_parked, n_review;
+	char review_no[128]; /* stockin_no of the first order sent to review */
 } store_ctx_t;
 
 /* Free the texts of records v[0..n) (they stay as keys for the consistency check). */
@@ -439,6 +440,8 @@ static int store_order(wj_txn_t *t, store_ctx_t *c, const prec_t *rec)
 		wj_txn_put_json(t, WJ_DB_REVIEW, key, kl, rv);
 		json_decref(rv);
 		json_object_set_new(doc, "review", json_true());
+		if (!c->n_review++)
+			snprintf(c->review_no, sizeof(c->review_no), "%s", no);
 		char f[256] = "";
 		wj_logfmt_kv(f, sizeof(f), "flow", p->name);
 		wj_logfmt_kv(f, sizeof(f), "stockin_no", no);
@@ -476,7 +479,7 @@ static int store_page_fn(wj_txn_t *t, void *arg)
 {
 	store_ctx_t *c = arg;
 	poller_t *p = c->p;
-	c->n_new = c->n_unchanged = c->n_changed = c->n_ignored = c->n_parked = 0;
+	c->n_new = c->n_unchanged = c->n_changed = c->n_ignored = c->n_parked = c->n_review = 0;
 	for (size_t i = p->n_stored; i < p->n_recs; i++) {
 		int r = store_order(t, c, &p->recs[i]);
 		if (r < 0)
@@ -553,9 +556,24 @@ static int store_page(poller_t *p)
 	p->changed += c.n_changed;
 	p->ignored += c.n_ignored;
 	p->parked += c.n_parked;
+	if (c.n_parked)
+		wj_engine_alert(p->e, WJ_EV_DEAD_LETTER, "flow %s: %llu orders without a usable "
+				"stockin_id parked", p->name, (unsigned long long)c.n_parked);
+	if (c.n_review == 1)
+		wj_engine_alert(p->e, WJ_EV_REVIEW, "%s %s: changed after its bill was saved",
+				p->name, c.review_no);
+	else if (c.n_review)
+		wj_engine_alert(p->e, WJ_EV_REVIEW, "flow %s: %llu orders changed after their bill "
+				"was saved (%s, ...)", p->name, (unsigned long long)c.n_review,
+				c.review_no);
 	if (c.n_new)
 		dispatcher_pump(p->e->disp);
 	return 0;
+}
+
+int64_t poller_lag(const poller_t *p)
+{
+	return wdt_now(p) - p->cursor;
 }
 
 static unsigned split_threshold(poller_t *p);
@@ -816,6 +834,8 @@ static void answer_failed(poller_t *p, const wj_wdt_result_t *res)
 		return;
 	}
 	case WJ_WDT_AUTH:
+		if (!p->clock_moved)
+			wj_engine_alert(p->e, WJ_EV_AUTH_FAILURE, "WDT: %s", res->error);
 		/* a stale timestamp, likely, when WDT's clock was only now found far off: the next
 		 * query carries WDT's time */
 		retry_later(p, p->clock_moved ? 1000 : 60000 * (p->failures < 10 ? p->failures + 1 : 10),

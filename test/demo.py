@@ -255,17 +255,36 @@ def find_build(arg):
 
 # ---- the run ---------------------------------------------------------------------------
 
+def build_programs(build):
+    """Configure (if needed) and build build; True when it worked."""
+    for tool in ("meson", "ninja"):
+        if not shutil.which(tool):
+            fail("%s is not installed: it is needed to build the demo (see the README's "
+                 "\"Building and installing\")" % tool)
+            return False
+    steps = []
+    if not os.path.isfile(os.path.join(build, "build.ninja")):
+        steps.append(["meson", "setup", build, SOURCE])
+    targets = [p for p in PROGRAMS.values()]
+    steps.append(["ninja", "-C", build] + targets)
+    for cmd in steps:
+        say("building: %s" % " ".join(cmd))
+        if subprocess.run(cmd, stdout=subprocess.DEVNULL).returncode != 0:
+            fail("build failed: %s" % " ".join(cmd))
+            return False
+    return True
+
+
 def programs(build_arg):
-    """{name: path} of the built programs, or None (after saying why)."""
-    build = find_build(build_arg)
-    if not build:
-        fail("no build directory (%s); build first: meson setup build && ninja -C build"
-             % ", ".join(DEFAULT_BUILDS))
-        return None
+    """{name: path} of the built programs, built first when any is missing; or None (after
+    saying why)."""
+    build = find_build(build_arg) or os.path.join(SOURCE, "build")
     bins = {k: os.path.join(build, v) for k, v in PROGRAMS.items()}
+    if any(not os.access(p, os.X_OK) for p in bins.values()) and not build_programs(build):
+        return None
     missing = [p for p in bins.values() if not os.access(p, os.X_OK)]
     if missing:
-        fail("not built: %s (run ninja -C %s)" % (", ".join(missing), build))
+        fail("not built: %s" % ", ".join(missing))
         return None
     return bins
 

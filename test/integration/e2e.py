@@ -51,6 +51,21 @@ def e2e_stack(orders, start=None, span_days=3, seed=1, wdt_args=(), jdy_args=(),
     return st
 
 
+ACCOUNT = "1584244570835057173"
+PASSWORD = "test-password"
+
+
+def password_stack(n, seed, jdy_args=(), account=ACCOUNT, **over):
+    """A stack whose daemon uses the account login; not started."""
+    st = e2e_stack(n, seed=seed, jdy_args=jdy_args, kingdee__auth="password",
+                   kingdee__username="test-user", kingdee__password=PASSWORD,
+                   kingdee__account_id=account, **over)
+    del st.cfg["kingdee"]["outer_instance_id"]
+    st.write()
+    return st
+
+
+
 def close_stack(st, keep=False):
     """Stop the daemon and both fakes; returns the daemon's exit status (None if it was not
     running). Removes the temporary directory unless keep or $WJ_E2E_KEEP is set."""

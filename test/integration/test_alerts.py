@@ -29,6 +29,73 @@ def all_ok(r, name, needle):
     return [m for m in r.messages(name) if m["ok"] and needle in (m["text"] or "")]
 
 
+def events_run(r):
+    """Dead letters from a backlog with bad orders (batched: the first at once, the rest as
+    one message per interval with a count), the flow's lag at start, then Kingdee down."""
+    import time
+    import wjfake
+    from e2e import close_stack, derived_order, e2e_stack, wait_settled
+    st = e2e_stack(120, seed=7, span_days=2, wdt_args=["--bad-pct", "25"],
+                   alerts=[{"kind": "webhook", "url": r.url("hook"),
+                            "secret": SECRETS["hook"],
+                            "events": ["dead_letter", "lag", "unreachable", "review"]}],
+                   alerts_interval="3s", alerts_after="2s", alerts_lag="1h")
+    try:
+        st.start()
+        elig = st.eligible()
+        took, nb, nd = wait_settled(st, len(elig), timeout=120)
+        check(took is not None and nd > 3, "events: the backlog settled with %d dead letters" % nd)
+
+        def dead_msgs():
+            return [m for m in r.messages("hook") if m["event"] == "dead_letter" and m["ok"]]
+        wait_for(lambda: sum(m["count"] for m in dead_msgs()) >= nd, timeout=15)
+        msgs = dead_msgs()
+        check(sum(m["count"] for m in msgs) == nd,
+              "events: the dead-letter messages count every dead letter once (%s = %d)"
+              % ([m["count"] for m in msgs], nd))
+        check(len(msgs) < nd and msgs[0]["count"] == 1,
+              "events: the first dead letter goes out at once, later ones batched (%d messages)"
+              % len(msgs))
+        gaps = [b["at"] - a["at"] for a, b in zip(msgs, msgs[1:])]
+        check(all(g >= 2.5 for g in gaps), "events: at most one message per interval: %s" % gaps)
+        check(any("details_list" in (m["text"] or "") or "NOSUCH" in (m["text"] or "")
+                  for m in msgs), "events: the messages name orders and reasons")
+        lag = [m for m in r.messages("hook") if m["event"] == "lag"]
+        check(len(lag) == 1 and "pd-gain" in lag[0]["text"],
+              "events: one lag alert for the flow that started days behind: %r"
+              % [m["text"] for m in lag])
+        # a saved order changed in WDT: review; then a wrong client secret: auth failure
+        good = next(o for o in elig if not (o.get("remark") or "").startswith("BAD:"))
+        saved = dict(good)
+        saved["details_list"] = [dict(d) for d in good["details_list"]]
+        saved["details_list"][0]["goods_count"] = "999.0000"
+        saved["modified"] = wjfake.wdt_time(int(time.time()) - 5)
+        st.wdt.admin_post("/admin/orders", [saved])
+        ok = wait_for(lambda: [m for m in r.messages("hook") if m["event"] == "review"],
+                      timeout=30)
+        check(ok and good["stockin_no"] in ok[0]["text"] or False,
+              "events: an order changed after its bill was saved is alerted for review")
+        st.cfg["alerts"][0]["events"].append("auth_failure")
+        st.cfg["kingdee"]["client_secret"] = "not-the-secret"
+        st.write()
+        st.daemon.signal(signal.SIGHUP)
+        st.wdt.admin_post("/admin/orders", [derived_order(good, 2, wjfake.wdt_time(
+            int(time.time()) - 5))])
+        ok = wait_for(lambda: [m for m in r.messages("hook") if m["event"] == "auth_failure"],
+                      timeout=60)
+        check(ok and "Kingdee" in ok[0]["text"] and "not-the-secret" not in ok[0]["text"],
+              "events: refused credentials are alerted (secret not in the text)")
+        # Kingdee goes away: after alerts_after without an answer, one unreachable alert
+        st.jdy.stop()
+        st.wdt.admin_post("/admin/orders", [derived_order(good, 3, wjfake.wdt_time(
+            int(time.time()) - 5))])
+        ok = wait_for(lambda: [m for m in r.messages("hook") if m["event"] == "unreachable"],
+                      timeout=60)
+        check(ok and "Kingdee" in ok[0]["text"], "events: Kingdee unreachable is alerted")
+    finally:
+        close_stack(st)
+
+
 def main():
     r = Receiver(SECRETS)
     tmp = tempdir()
@@ -82,6 +149,9 @@ def main():
     hook = r.messages("hook")[before:]
     check([m["event"] for m in hook] == ["stop"], "a webhook gets only its events: %r" %
           [m["event"] for m in hook])
+
+    # events of a real run: dead letters batched per kind, a flow behind, Kingdee unreachable
+    events_run(r)
 
     # bad configurations are refused with the path named
     cfg["alerts"] = [{"kind": "slack", "url": "https://x"}]

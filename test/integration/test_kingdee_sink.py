@@ -18,8 +18,8 @@ import time
 import traceback
 
 from wjtest import check, ctl, finish, read, wait_for  # first: puts test/fake on the path
-from e2e import (close_stack, compare_bills, derived_order, e2e_stack, log_tail, marker,
-                 wait_settled, wait_status)
+from e2e import (ACCOUNT, PASSWORD, close_stack, compare_bills, derived_order, e2e_stack,
+                 log_tail, marker, password_stack, wait_settled, wait_status)
 import wjfake
 
 T0 = time.monotonic()
@@ -296,20 +296,6 @@ def restart_token(h):
           "restart: status shows kingdee logged_in")
     check(all(marker(o) in {b["remark"] for b in bills} for o in new),
           "restart: the new orders have bills")
-
-
-ACCOUNT = "1584244570835057173"
-PASSWORD = "test-password"
-
-
-def password_stack(n, seed, jdy_args=(), account=ACCOUNT, **over):
-    """A stack whose daemon uses the account login; not started."""
-    st = e2e_stack(n, seed=seed, jdy_args=jdy_args, kingdee__auth="password",
-                   kingdee__username="test-user", kingdee__password=PASSWORD,
-                   kingdee__account_id=account, **over)
-    del st.cfg["kingdee"]["outer_instance_id"]
-    st.write()
-    return st
 
 
 # ---- 7: the account login ------------------------------------------------------------------

@@ -5,7 +5,8 @@ the bad ones are parked with a reason naming the problem; no window is read over
 
 import json
 
-from e2e import close_stack, compare_bills, derived_order, e2e_stack, log_tail, wait_settled
+from e2e import (close_stack, compare_bills, derived_order, e2e_stack, log_tail, password_stack,
+                 wait_settled)
 from wjtest import check, ctl, finish, wait_for
 import wjfake
 
@@ -16,11 +17,19 @@ def cursor_of(st):
 
 
 # ---- every reading of total_count ------------------------------------------------------------
-# 3 days of orders read in 1-day windows of several 15-order pages, over both transports.
-for reading, api in (("page0", "qimen"), ("page0", "openapi2"), ("always", "qimen"),
-                     ("zero", "qimen"), ("null", "openapi2"), ("none", "qimen")):
-    st = e2e_stack(160, span_days=3, seed=71, wdt_args=["--total-count", reading],
-                   flows__0__cursor__page_size=15)
+# 3 days of orders read in 1-day windows of several 15-order pages, over both WDT transports
+# and the three ways to Kingdee: V1 with the gateway, V1 with the account login, V2.
+for reading, api, kd in (("page0", "qimen", "v1"), ("page0", "openapi2", "v2"),
+                         ("page0", "qimen", "password"), ("always", "qimen", "v1"),
+                         ("zero", "qimen", "password"), ("null", "openapi2", "v2"),
+                         ("none", "qimen", "v1")):
+    opts = dict(span_days=3, seed=71, wdt_args=["--total-count", reading],
+                flows__0__cursor__page_size=15)
+    if kd == "password":
+        st = password_stack(160, **opts)
+    else:
+        st = e2e_stack(160, kingdee_api=kd, **opts)
+    api_kd = "v2" if kd == "v2" else "v1"
     if api == "openapi2":
         st.cfg["wdt"]["api"] = "openapi2"
         st.cfg["wdt"]["url"] = st.wdt.url + "/openapi2/"
@@ -29,10 +38,11 @@ for reading, api in (("page0", "qimen"), ("page0", "openapi2"), ("always", "qime
         elig = st.eligible()
         st.start()
         took, nb, nd = wait_settled(st, len(elig), timeout=90)
-        missing, dups, extra, problems = compare_bills(st.bills(), elig, "v1")
+        missing, dups, extra, problems = compare_bills(st.bills(), elig, api_kd)
         check(took is not None and not missing and not dups and not extra and not problems,
-              "total_count %s (%s): %d eligible orders, %d bills, missing %s, duplicated %s, "
-              "bodies %s" % (reading, api, len(elig), nb, missing[:3], dups[:3], problems[:2]))
+              "total_count %s (%s + %s): %d eligible orders, %d bills, missing %s, duplicated "
+              "%s, bodies %s" % (reading, api, kd, len(elig), nb, missing[:3], dups[:3],
+                                  problems[:2]))
         fl = st.status().get("flows", [{}])[0]
         stats = st.wdt.admin_get("/admin/stats")
         # 160 orders over 3+2 days in 15-order pages: about 20 pages, a change query per

@@ -281,11 +281,13 @@ def remark_counts(bills):
     return counts
 
 
-def rss_kb(pid):
+def rss_kb(pid, field="VmRSS"):
+    """A memory figure of /proc/PID/status in kB (VmRSS; "RssAnon" leaves out file-backed
+    pages such as LMDB's map, which grow with the data, not with the daemon's memory)."""
     try:
         with open("/proc/%d/status" % pid) as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1])
     except FileNotFoundError:
         pass

@@ -10,7 +10,9 @@
 3. WDT's clock 20 minutes ahead: the query is asked again in WDT's time and the offset shown;
 4. the daemon started with a wrong Kingdee secret: status "degraded" naming the step, an
    alert reaches the receiver; the configuration fixed and reloaded (SIGHUP): "running", the
-   check passes again."""
+   check passes again;
+5. the daemon started while Kingdee answers its login with 503: degraded; once Kingdee is
+   back, the check's own retry (no reload) ends it."""
 
 import os
 import signal
@@ -19,6 +21,7 @@ import sys
 from wjtest import check, ctl, read, wait_for, write_config
 from e2e import close_stack, e2e_stack, run_scenarios, wait_status
 from alert_receiver import Receiver
+from hostile import Proxy
 
 ACCOUNT = "1584244570835057173"
 PASSWORD = "test-password"
@@ -211,5 +214,27 @@ def daemon(h):
         r.close()
 
 
-run_scenarios({"all_pass": all_pass, "failures": failures, "clock": clock, "daemon": daemon},
-              sys.argv[1:])
+# ---- 5 --------------------------------------------------------------------------------------
+
+def retry(h):
+    st = h["stack"] = e2e_stack(5)
+    p = st.proxy = Proxy(st.jdy.url)
+    p.add(lambda r: "app_management" in r.path, "status_before", status=503,
+          body=b"service unavailable")
+    st.cfg["kingdee"]["url"] = p.url
+    st.write()
+    st.start()
+    s = wait_status(st, lambda s: s.get("state") == "degraded", timeout=30)
+    check(s.get("state") == "degraded" and "503" in (s.get("check") or {}).get("error", ""),
+          "retry: Kingdee down at start: degraded, saying why (%s)" % s.get("check"))
+    p.clear()
+    s = wait_status(st, lambda s: s.get("state") == "running" and
+                    (s.get("check") or {}).get("state") == "passed", timeout=90)
+    check(s.get("state") == "running" and s["check"]["state"] == "passed",
+          "retry: Kingdee back: the next attempt passes without a reload (%s %s)" % (
+              s.get("state"), s.get("check")))
+    check("configuration reloaded" not in read(st.log), "retry: no reload was needed")
+
+
+run_scenarios({"all_pass": all_pass, "failures": failures, "clock": clock, "daemon": daemon,
+               "retry": retry}, sys.argv[1:])

@@ -9,7 +9,9 @@
    read in windows of at most 30 days and pages of page_size; the state directory is not
    created;
 3. refusals: WDT refusing the signature, an unknown flow, times out of order: exit 1 with the
-   reason; a bad configuration exits 78."""
+   reason; a bad configuration exits 78;
+4. a refused Kingdee login, in either auth mode: exit 1 with Kingdee's text, credentials
+   masked, no table of orders to post, nothing written."""
 
 import hashlib
 import json
@@ -178,4 +180,35 @@ def refusals(h):
     check(p.returncode == 78, "a bad configuration: exit 78")
 
 
-run_scenarios({"mixed": mixed, "no_state": no_state, "refusals": refusals}, sys.argv[1:])
+# ---- 4 --------------------------------------------------------------------------------------
+
+def login(h):
+    st = h["stack"] = e2e_stack(5, jdy_args=["--echo-token-in-errors"])
+    frm, to = period(8)
+    out_path = os.path.join(st.tmp, "bodies.jsonl")
+    secret = st.cfg["kingdee"]["client_secret"]
+    st.cfg["kingdee"]["client_secret"] = "wrong-client-secret"
+    st.write()
+    p = ctl(st.cfg_path, "preview", "pd-gain", "--from", frm, "--to", to, "--out", out_path)
+    check(p.returncode == 1 and "authorize:" in p.stderr and "signature" in p.stderr,
+          "gateway login refused: exit 1 with the gateway's text (%s)" % p.stderr)
+    check("wrong-client-secret" not in p.stdout + p.stderr, "gateway login refused: secret masked")
+    check(not table(p.stdout), "gateway login refused: no order is shown as to post")
+
+    k = st.cfg["kingdee"]
+    k.pop("outer_instance_id", None)
+    k.update(auth="password", username="test-user", password="wrong-password-1",
+             client_secret=secret, account_id="1584244570835057173")
+    st.write()
+    p = ctl(st.cfg_path, "preview", "pd-gain", "--from", frm, "--to", to, "--out", out_path)
+    check(p.returncode == 1 and "login: errcode" in p.stderr,
+          "password login refused: exit 1 with Kingdee's text (%s)" % p.stderr)
+    check("wrong-password-1" not in p.stdout + p.stderr and secret not in p.stdout + p.stderr
+          and "***" in p.stderr,
+          "password login refused: the password is masked")
+    check(not os.path.exists(st.cfg["state_dir"]), "login refused: no state directory created")
+    check(not st.bills(), "login refused: nothing posted")
+
+
+run_scenarios({"mixed": mixed, "no_state": no_state, "refusals": refusals, "login": login},
+              sys.argv[1:])

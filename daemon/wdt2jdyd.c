@@ -262,7 +262,8 @@ static void start_check(void)
 	uv_timer_stop(&d.check_timer);
 	wj_check_cancel(d.check);
 	d.check = NULL;
-	if (wj_check_start(&d.loop, d.cfg, NULL, on_check_done, NULL, &d.check) < 0) {
+	wj_check_opts_t o = {.engine = d.engine};
+	if (wj_check_start(&d.loop, d.cfg, &o, on_check_done, NULL, &d.check) < 0) {
 		wj_error(MOD, NULL, "cannot start the start-up check: out of memory; next attempt "
 			 "in %d s", CHECK_RETRY_MS / 1000);
 		uv_timer_start(&d.check_timer, on_check_timer, CHECK_RETRY_MS, 0);

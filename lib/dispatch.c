@@ -181,18 +181,6 @@ static const wj_mapping_t *job_mapping(job_t *j)
 	return m;
 }
 
-static int outcome_of(wj_jdy_class_t c)
-{
-	switch (c) {
-	case WJ_JDY_OK: return OC_OK;
-	case WJ_JDY_RATE_LIMITED: return OC_RATE_LIMITED;
-	case WJ_JDY_AUTH: return OC_AUTH;
-	case WJ_JDY_TRANSIENT: return OC_TRANSIENT;
-	case WJ_JDY_PERMANENT: return OC_PERMANENT;
-	default: return OC_UNKNOWN;
-	}
-}
-
 /* Decide what a failed call (sent at sent_mono) means for the job, and finish it. */
 static void fail_call(job_t *j, const wj_jdy_result_t *res, const char *what, uint64_t sent_mono)
 {
@@ -273,7 +261,7 @@ static void on_save(const wj_jdy_result_t *res, void *arg)
 		return;
 	}
 	wj_engine_t *e = j->d->e;
-	wj_engine_count(e, EP_JDY_SAVE, outcome_of(res->cls));
+	wj_engine_count(e, EP_JDY_SAVE, wj_jdy_outcome(res->cls));
 	if (res->cls != WJ_JDY_OK) {
 		if (save_maybe_made(res))
 			mark_unknown(j);
@@ -492,7 +480,7 @@ static void on_lookup(const wj_jdy_result_t *res, void *arg)
 		return;
 	}
 	wj_engine_count(l->d->e, l->key[0] == 's' ? EP_JDY_STORE : EP_JDY_MATERIAL,
-			outcome_of(res->cls));
+			wj_jdy_outcome(res->cls));
 	lookup_done(l, res);
 }
 
@@ -649,7 +637,7 @@ static void on_find(const wj_jdy_result_t *res, void *arg)
 		return;
 	}
 	wj_engine_t *e = j->d->e;
-	wj_engine_count(e, EP_JDY_LIST, outcome_of(res->cls));
+	wj_engine_count(e, EP_JDY_LIST, wj_jdy_outcome(res->cls));
 	if (res->cls == WJ_JDY_PERMANENT && j->rphase == R_BILLNO) {
 		list_from(j, R_TIME); /* a search refused: the listing by time still tells */
 		return;

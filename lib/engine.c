@@ -29,6 +29,29 @@ void wj_engine_set_error(wj_engine_t *e, const char *fmt, ...)
 	wj_time_format(wj_now(), e->cfg->tz_offset, e->last_error_at);
 }
 
+int wj_wdt_outcome(wj_wdt_class_t c)
+{
+	switch (c) {
+	case WJ_WDT_OK: return OC_OK;
+	case WJ_WDT_RATE_LIMITED: return OC_RATE_LIMITED;
+	case WJ_WDT_AUTH: return OC_AUTH;
+	case WJ_WDT_TRANSIENT: return OC_TRANSIENT;
+	default: return OC_PERMANENT;
+	}
+}
+
+int wj_jdy_outcome(wj_jdy_class_t c)
+{
+	switch (c) {
+	case WJ_JDY_OK: return OC_OK;
+	case WJ_JDY_RATE_LIMITED: return OC_RATE_LIMITED;
+	case WJ_JDY_AUTH: return OC_AUTH;
+	case WJ_JDY_TRANSIENT: return OC_TRANSIENT;
+	case WJ_JDY_PERMANENT: return OC_PERMANENT;
+	default: return OC_UNKNOWN;
+	}
+}
+
 void wj_engine_count(wj_engine_t *e, int endpoint, int outcome)
 {
 	if (endpoint < 0 || endpoint >= EP_COUNT || outcome < 0 || outcome >= OC_COUNT)
@@ -354,23 +377,37 @@ static void on_token(const char *token_json, void *arg)
 	wj_info(MOD, NULL, "kingdee: logged in");
 }
 
-static void restore_token(wj_engine_t *e)
+char *wj_engine_stored_token(wj_engine_t *e)
 {
 	wj_txn_t t;
 	wj_val_t v;
+	char *s = NULL;
 	if (wj_txn_begin(e->store, &t, false) < 0)
-		return;
-	if (wj_txn_get(&t, WJ_DB_META, "jdy_token", 9, &v) == 0) {
-		char *s = strndup(v.data, v.len);
-		if (s && wj_jdy_restore_token(e->jdy, s) == 0) {
-			json_t *j = json_loads(s, 0, NULL);
-			e->token_expiry_ms = json_integer_value(json_object_get(j, "expires_ms"));
-			json_decref(j);
-			wj_info(MOD, NULL, "kingdee: reusing the stored token");
-		}
-		free(s);
-	}
+		return NULL;
+	if (wj_txn_get(&t, WJ_DB_META, "jdy_token", 9, &v) == 0)
+		s = strndup(v.data, v.len);
 	wj_txn_abort(&t);
+	return s;
+}
+
+static void restore_token(wj_engine_t *e)
+{
+	char *s = wj_engine_stored_token(e);
+	if (s && wj_jdy_restore_token(e->jdy, s) == 0) {
+		json_t *j = json_loads(s, 0, NULL);
+		e->token_expiry_ms = json_integer_value(json_object_get(j, "expires_ms"));
+		json_decref(j);
+		wj_info(MOD, NULL, "kingdee: reusing the stored token");
+	}
+	free(s);
+}
+
+void wj_engine_adopt_token(wj_engine_t *e, const char *token_json)
+{
+	if (wj_jdy_has_token(e->jdy))
+		return;
+	on_token(token_json, e);
+	wj_jdy_restore_token(e->jdy, token_json);
 }
 
 /* ---- options from the configuration ---------------------------------------------------- */

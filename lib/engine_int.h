@@ -93,6 +93,14 @@ struct wj_engine {
 
 /* engine.c */
 void wj_engine_count(wj_engine_t *e, int endpoint, int outcome);
+/* The OC_ outcome of an answer's class. */
+int wj_wdt_outcome(wj_wdt_class_t c);
+int wj_jdy_outcome(wj_jdy_class_t c);
+/* The Kingdee token kept in the state (JSON), NULL when none. Caller frees. */
+char *wj_engine_stored_token(wj_engine_t *e);
+/* A token obtained by another client of the same login (the start-up check): kept in the
+ * state and used by the engine's client unless it holds one already. */
+void wj_engine_adopt_token(wj_engine_t *e, const char *token_json);
 /* One alert event (see lib/alert.h); detail is a short line or NULL. */
 void wj_engine_alert(wj_engine_t *e, wj_alert_event_t ev, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));

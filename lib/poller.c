@@ -810,10 +810,7 @@ static bool answer_begin(poller_t *p, wj_wdt_result_t *res)
 		poller_release(p);
 		return false;
 	}
-	int oc = res->cls == WJ_WDT_OK ? OC_OK : res->cls == WJ_WDT_RATE_LIMITED ? OC_RATE_LIMITED
-		 : res->cls == WJ_WDT_AUTH ? OC_AUTH : res->cls == WJ_WDT_TRANSIENT ? OC_TRANSIENT
-		 : OC_PERMANENT;
-	wj_engine_count(p->e, EP_WDT_QUERY, oc);
+	wj_engine_count(p->e, EP_WDT_QUERY, wj_wdt_outcome(res->cls));
 	if (p->stopped) {
 		recs_clear(p);
 		p->busy = false;

@@ -189,6 +189,8 @@ struct wj_check {
 	bool wdt_retried;
 	bool login_failed; /* a call failed for the login's sake */
 	bool token_seen;   /* the login succeeded (the token hook ran) */
+	bool token_stored; /* the run started from the daemon's stored token */
+	struct wj_engine *engine;
 	int64_t token_life_ms;
 	char group[128];
 	char token_error[600]; /* the token was refused where it is used */
@@ -271,7 +273,7 @@ static void check_login_steps(wj_check_t *c)
 	else
 		snprintf(who, sizeof(who), "client %s, instance %s", cfg->kingdee.client_id,
 			 cfg->kingdee.outer_instance_id);
-	if (c->login_failed || !c->token_seen) {
+	if (c->login_failed || (!c->token_seen && !c->token_stored)) {
 		const char *e = c->run.jdy ? wj_jdy_login_error(c->run.jdy) : "";
 		wj_check_step_t failed = wj_check_login_step(cfg->kingdee.auth, e);
 		for (int s = WJ_CHECK_LOGIN; s <= WJ_CHECK_ACCOUNT; s++) {
@@ -289,15 +291,16 @@ static void check_login_steps(wj_check_t *c)
 		return;
 	}
 	char life[32];
+	const char *kept = c->token_seen ? "" : " (the one kept in the state)";
 	duration_text(c->token_life_ms, life, sizeof(life));
 	if (password) {
 		set_step(c, WJ_CHECK_LOGIN, WJ_STEP_OK, "%s", who);
-		set_step(c, WJ_CHECK_TOKEN, WJ_STEP_OK, "access_token valid for %s", life);
+		set_step(c, WJ_CHECK_TOKEN, WJ_STEP_OK, "access_token valid for %s%s", life, kept);
 		set_step(c, WJ_CHECK_ACCOUNT, WJ_STEP_OK, "%s (group %s)", cfg->kingdee.account_id,
 			 c->group);
 	} else {
 		set_step(c, WJ_CHECK_LOGIN, WJ_STEP_OK, "%s", who);
-		set_step(c, WJ_CHECK_TOKEN, WJ_STEP_OK, "app-token valid for %s", life);
+		set_step(c, WJ_CHECK_TOKEN, WJ_STEP_OK, "app-token valid for %s%s", life, kept);
 		set_step(c, WJ_CHECK_ACCOUNT, WJ_STEP_SKIPPED, "gateway login: the instance %s is "
 			 "the account set", cfg->kingdee.outer_instance_id);
 	}
@@ -325,15 +328,35 @@ static void check_answered(wj_check_t *c)
 		uv_timer_start(&c->run.timer[0], on_check_report, 0, 0);
 }
 
+/* What the step lines say of a token: its life from since_ms, its account group. */
+static void token_info(wj_check_t *c, const char *token_json, int64_t since_ms)
+{
+	json_t *o = json_loads(token_json, 0, NULL);
+	int64_t obtained = json_integer_value(json_object_get(o, "obtained_ms"));
+	c->token_life_ms = json_integer_value(json_object_get(o, "expires_ms")) -
+			   (since_ms ? since_ms : obtained);
+	snprintf(c->group, sizeof(c->group), "%s", wj_json_str(o, "group_name") ?: "");
+	json_decref(o);
+}
+
 static void on_token_hook(const char *token_json, void *arg)
 {
 	wj_check_t *c = arg;
-	json_t *o = json_loads(token_json, 0, NULL);
 	c->token_seen = true;
-	c->token_life_ms = json_integer_value(json_object_get(o, "expires_ms")) -
-			   json_integer_value(json_object_get(o, "obtained_ms"));
-	snprintf(c->group, sizeof(c->group), "%s", wj_json_str(o, "group_name") ?: "");
-	json_decref(o);
+	token_info(c, token_json, 0);
+	if (c->engine)
+		wj_engine_adopt_token(c->engine, token_json);
+}
+
+/* Start from the daemon's stored token, when it holds a usable one. */
+static void check_reuse_token(wj_check_t *c)
+{
+	char *tok = wj_engine_stored_token(c->engine);
+	if (tok && wj_jdy_restore_token(c->run.jdy, tok) == 0) {
+		c->token_stored = true;
+		token_info(c, tok, wj_now_ms());
+	}
+	free(tok);
 }
 
 static int check_wdt_send(wj_check_t *c);
@@ -343,6 +366,8 @@ static void on_check_wdt(wj_wdt_result_t *res, void *arg)
 	wj_check_t *c = arg;
 	if (run_answer(&c->run))
 		return;
+	if (c->engine)
+		wj_engine_count(c->engine, EP_WDT_QUERY, wj_wdt_outcome(res->cls));
 	const wj_config_t *cfg = c->cfg;
 	wj_wdt_clock_add(&c->clock, res->date_ms, res->recv_ms, res->elapsed_ms);
 	if (res->date_ms >= 0) {
@@ -387,9 +412,17 @@ static int check_wdt_send(wj_check_t *c)
 			     on_check_wdt, c);
 }
 
+/* A Kingdee answer counts in the daemon's status like its own calls. */
+static void check_count(wj_check_t *c, int endpoint, const wj_jdy_result_t *res)
+{
+	if (c->engine)
+		wj_engine_count(c->engine, endpoint, wj_jdy_outcome(res->cls));
+}
+
 /* The answer of a Kingdee call for step s (material, store, or the token's list call). */
 static void check_jdy_answer(wj_check_t *c, wj_check_step_t s, const wj_jdy_result_t *res)
 {
+	check_count(c, s == WJ_CHECK_MATERIAL ? EP_JDY_MATERIAL : EP_JDY_STORE, res);
 	if (login_refused(res)) {
 		c->login_failed = true;
 		set_step(c, s, WJ_STEP_NOT_RUN, "not looked up: the login failed");
@@ -435,6 +468,7 @@ static void on_check_list(const wj_jdy_result_t *res, void *arg)
 	wj_check_t *c = arg;
 	if (run_answer(&c->run))
 		return;
+	check_count(c, EP_JDY_LIST, res);
 	if (login_refused(res))
 		c->login_failed = true;
 	else if (res->cls != WJ_JDY_OK)
@@ -470,6 +504,9 @@ int wj_check_start(uv_loop_t *loop, const wj_config_t *cfg, const wj_check_opts_
 	const wj_kv_t *mm = cfg->kingdee.material_map, *sm = cfg->kingdee.store_map;
 	c->material = check_number(o ? o->material : NULL, mm, cfg->kingdee.n_material_map);
 	c->store = check_number(o ? o->store : NULL, sm, cfg->kingdee.n_store_map);
+	c->engine = o ? o->engine : NULL;
+	if (c->engine)
+		check_reuse_token(c);
 	wj_jdy_set_token_hook(c->run.jdy, on_token_hook, c);
 	int r = check_wdt_send(c);
 	if (r == 0 && c->material) {

@@ -54,6 +54,10 @@ typedef struct wj_check_opts {
 	const char *material; /* WDT spec_no to look up (through kingdee.material_map); NULL: the
 			       * first entry of kingdee.material_map, else the step is skipped */
 	const char *store;    /* WDT warehouse_no, the same with kingdee.store_map */
+	struct wj_engine *engine; /* the daemon's (borrowed, must outlive the run): the run starts
+				   * from the token in its state and hands it a new one, so a
+				   * start adds no login, and its calls count in its status.
+				   * NULL: a fresh login, nothing counted */
 } wj_check_opts_t;
 
 typedef struct wj_check wj_check_t;

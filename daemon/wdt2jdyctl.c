@@ -496,7 +496,7 @@ static int show_entry(wj_store_t *s, wj_db_t db, const char *want)
 		wj_val_t v = {0};
 		wj_txn_get(&t, db, key, kl, &v);
 		json_t *o = shown_record(v.data, v.len);
-		char *text = json_dumps(o, JSON_INDENT(2) | JSON_SORT_KEYS);
+		char *text = wj_json_dumps_pretty(o);
 		printf("%s\n", text ? text : "{}");
 		free(text);
 		json_decref(o);

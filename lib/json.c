@@ -364,7 +364,23 @@ static int dump_string(wj_buf_t *b, const char *s, size_t len)
 	return r == 0 ? wj_buf_append(b, "\"", 1) : r;
 }
 
-static int dump_value(wj_buf_t *b, const json_t *v, int depth)
+static int cmp_keys(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* A line break and two spaces per level, when pretty (depth <= BODY_MAX_DEPTH + 1). */
+static int dump_break(wj_buf_t *b, int depth, bool pretty)
+{
+	static const char spaces[2 * BODY_MAX_DEPTH + 2] = {[0 ... 2 * BODY_MAX_DEPTH + 1] = ' '};
+	if (!pretty)
+		return 0;
+	int r = wj_buf_append(b, "\n", 1);
+	return r == 0 ? wj_buf_append(b, spaces, 2 * (size_t)depth) : r;
+}
+
+/* pretty: keys sorted, one member per line indented by two spaces per level. */
+static int dump_value(wj_buf_t *b, const json_t *v, int depth, bool pretty)
 {
 	char num[400];
 	int r = 0;
@@ -372,21 +388,39 @@ static int dump_value(wj_buf_t *b, const json_t *v, int depth)
 		return -EINVAL;
 	switch (json_typeof(v)) {
 	case JSON_OBJECT: {
+		/* a body keeps its insertion order; pretty output sorts the keys */
+		size_t n = json_object_size(v), i = 0;
+		const char **keys = pretty && n ? malloc(n * sizeof(*keys)) : NULL;
 		const char *k;
 		json_t *x;
-		bool first = true;
-		r = wj_buf_append(b, "{", 1);
-		json_object_foreach((json_t *)v, k, x) {
-			if (r == 0 && !first)
-				r = wj_buf_append(b, ",", 1);
-			first = false;
-			if (r == 0)
-				r = dump_string(b, k, strlen(k));
-			if (r == 0)
-				r = wj_buf_append(b, ":", 1);
-			if (r == 0)
-				r = dump_value(b, x, depth + 1);
+		if (pretty && n && !keys)
+			return -ENOMEM;
+		if (keys) {
+			json_object_foreach((json_t *)v, k, x)
+				keys[i++] = k;
+			qsort(keys, n, sizeof(*keys), cmp_keys);
 		}
+		r = wj_buf_append(b, "{", 1);
+		i = 0;
+		json_object_foreach((json_t *)v, k, x) {
+			/* the macro walks on from k: never reassign it */
+			const char *key = keys ? keys[i] : k;
+			const json_t *val = keys ? json_object_get(v, key) : x;
+			if (r == 0 && i)
+				r = wj_buf_append(b, ",", 1);
+			i++;
+			if (r == 0)
+				r = dump_break(b, depth + 1, pretty);
+			if (r == 0)
+				r = dump_string(b, key, strlen(key));
+			if (r == 0)
+				r = wj_buf_append(b, pretty ? ": " : ":", pretty ? 2 : 1);
+			if (r == 0)
+				r = dump_value(b, val, depth + 1, pretty);
+		}
+		free(keys);
+		if (r == 0 && n)
+			r = dump_break(b, depth, pretty);
 		return r == 0 ? wj_buf_append(b, "}", 1) : r;
 	}
 	case JSON_ARRAY: {
@@ -397,8 +431,12 @@ static int dump_value(wj_buf_t *b, const json_t *v, int depth)
 			if (r == 0 && i)
 				r = wj_buf_append(b, ",", 1);
 			if (r == 0)
-				r = dump_value(b, x, depth + 1);
+				r = dump_break(b, depth + 1, pretty);
+			if (r == 0)
+				r = dump_value(b, x, depth + 1, pretty);
 		}
+		if (r == 0 && json_array_size(v))
+			r = dump_break(b, depth, pretty);
 		return r == 0 ? wj_buf_append(b, "]", 1) : r;
 	}
 	case JSON_STRING:
@@ -418,14 +456,24 @@ static int dump_value(wj_buf_t *b, const json_t *v, int depth)
 	}
 }
 
-char *wj_json_dumps_body(const json_t *body)
+static char *dumps(const json_t *v, bool pretty)
 {
 	wj_buf_t b = {0};
-	if (!body || dump_value(&b, body, 0) < 0 || !b.data) {
+	if (!v || dump_value(&b, v, 0, pretty) < 0 || !b.data) {
 		wj_buf_free(&b);
 		return NULL;
 	}
 	return b.data; /* NUL-terminated; the caller frees it */
+}
+
+char *wj_json_dumps_body(const json_t *body)
+{
+	return dumps(body, false);
+}
+
+char *wj_json_dumps_pretty(const json_t *v)
+{
+	return dumps(v, true);
 }
 
 char *wj_json_canon(const json_t *v, size_t *len)

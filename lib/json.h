@@ -47,6 +47,11 @@ int wj_real_text(double d, char *buf, size_t size);
  * deep or memory runs out. */
 char *wj_json_dumps_body(const json_t *body);
 
+/* The same writing of numbers for a person to read: keys sorted, one member per line, two
+ * spaces per level (like json_dumps(v, JSON_INDENT(2) | JSON_SORT_KEYS)), so that a stored body
+ * shows 3.3 and not 3.2999999999999998. Malloc'ed, caller frees; NULL as above. */
+char *wj_json_dumps_pretty(const json_t *v);
+
 /* The canonical dump of v (sorted keys, compact), malloc'ed, its length in *len; NULL when v is
  * NULL or memory runs out. This is the text stored for an order and the text its hash covers. */
 char *wj_json_canon(const json_t *v, size_t *len);

@@ -24,6 +24,7 @@ Scenarios (run one with `test_exactly_once.py NAME`):
 """
 
 import json
+import re
 import signal
 import sys
 import time
@@ -222,6 +223,11 @@ def dlq(h):
     check(ok, "dlq: the two saves answered with an error are dead letters (%s)" % dead_count(st))
     c = remark_counts(st.bills())
     check(c.get(a) == 1 and c.get(b) == 1, "dlq: Kingdee holds their bills anyway")
+    # the dead letter shows the body as it was sent: "qty": 3, never jansson's "qty": 3.0
+    shown = ctl(st.cfg_path, "dlq", "show", orders[0]["stockin_no"]).stdout
+    check('"qty": ' in shown and not re.search(r'"qty": \d+\.0\b', shown),
+          "dlq: show prints the quantities as sent (%s)"
+          % re.findall(r'"qty": [^,\n]*', shown)[:2])
     r = ctl(st.cfg_path, "dlq", "retry", "--all")
     check(r.returncode == 0 and "2 queued again" in r.stdout, "dlq: retry --all (%s)" %
           r.stdout.strip())

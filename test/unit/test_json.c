@@ -409,6 +409,31 @@ static void test_dumps_body(void **state)
 	assert_null(wj_json_dumps_body(NULL));
 }
 
+static void test_dumps_pretty(void **state)
+{
+	(void)state;
+	/* without reals: byte for byte what json_dumps(JSON_INDENT(2) | JSON_SORT_KEYS) writes */
+	const char *plain = "{\"z\": {\"b\": [1, {}, [], \"x\\n\"], \"a\": null}, \"a\": true,"
+			    " \"m\": {\"q\": [[2]], \"k\": \"盘盈\"}}";
+	json_t *v = json_loads(plain, 0, NULL);
+	assert_non_null(v);
+	char *mine = wj_json_dumps_pretty(v);
+	char *theirs = json_dumps(v, JSON_INDENT(2) | JSON_SORT_KEYS);
+	assert_non_null(mine);
+	assert_string_equal(mine, theirs);
+	free(mine);
+	free(theirs);
+	json_decref(v);
+	/* a stored body shows its quantities as they were sent */
+	v = json_pack("{s:[{s:f, s:f}]}", "material_entity", "qty", 3.3, "n", 0.1);
+	mine = wj_json_dumps_pretty(v);
+	assert_string_equal(mine, "{\n  \"material_entity\": [\n    {\n      \"n\": 0.1,\n"
+				  "      \"qty\": 3.3\n    }\n  ]\n}");
+	free(mine);
+	json_decref(v);
+	assert_null(wj_json_dumps_pretty(NULL));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -416,7 +441,7 @@ int main(void)
 		cmocka_unit_test(test_number), cmocka_unit_test(test_int),
 		cmocka_unit_test(test_hash),   cmocka_unit_test(test_utf8_repair),
 		cmocka_unit_test(test_decimal), cmocka_unit_test(test_real_text),
-		cmocka_unit_test(test_dumps_body),
+		cmocka_unit_test(test_dumps_body), cmocka_unit_test(test_dumps_pretty),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

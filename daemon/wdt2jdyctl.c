@@ -21,6 +21,7 @@
 #include "lib/json.h"
 #include "lib/log.h"
 #include "lib/mapping.h"
+#include "lib/probe.h"
 #include "lib/store.h"
 #include "lib/util.h"
 #include "lib/wdt.h"
@@ -65,6 +66,11 @@ static void usage(FILE *f)
 		"other:\n"
 		"  check-config                    validate the configuration\n"
 		"  alert test                      send a test message to every configured alert\n"
+		"  check --online [--material N] [--store N]\n"
+		"                                  test the connection to WDT and Kingdee (writes "
+		"nothing)\n"
+		"  preview FLOW --from T --to T [--out FILE.jsonl]\n"
+		"                                  what would be posted for a period (posts nothing)\n"
 		"  sign qimen|openapi2 --secret S KEY=VALUE...\n"
 		"  sign kingdee --secret S --method M --path P --nonce N --timestamp T\n"
 		"               [--encoding rfc3986|form] [KEY=VALUE...]\n"
@@ -2302,6 +2308,268 @@ out:
 	return rc;
 }
 
+/* ---- check --online, preview ------------------------------------------------------------- */
+
+/* The loop of a command that talks to the services. Nothing is written: no log file (lines
+ * below error go nowhere, the command prints what matters), no state. */
+static int online_begin(const wj_config_t *cfg, uv_loop_t *loop)
+{
+	wj_log_set_secrets(wj_config_secrets(cfg));
+	wj_log_set_level(WJ_LOG_ERROR);
+	if (uv_loop_init(loop) != 0)
+		goto fail;
+	if (wj_http_global_init() == 0)
+		return 0;
+	uv_loop_close(loop);
+fail:
+	fprintf(stderr, "wdt2jdyctl: cannot initialise the event loop\n");
+	return -EIO;
+}
+
+/* Run until every handle is closed (the clients free themselves), then close the loop. */
+static void online_end(uv_loop_t *loop)
+{
+	uv_run(loop, UV_RUN_DEFAULT);
+	uv_loop_close(loop);
+	wj_http_global_cleanup();
+}
+
+static void on_check_done(const wj_check_result_t *res, void *arg)
+{
+	*(wj_check_result_t *)arg = *res;
+}
+
+static const char *const step_outcomes[] = {"OK", "FAILED", "SKIPPED", "NOT RUN"};
+
+/* The result, one line per step. Exit status: 0 when no step failed. */
+static int check_print(const wj_check_result_t *res)
+{
+	unsigned failed = 0, skipped = 0;
+	for (int i = 0; i < WJ_CHECK_STEPS; i++) {
+		char *d = shown(res->detail[i], strlen(res->detail[i]));
+		printf("%-20s %-8s %s\n", wj_check_step_name(i), step_outcomes[res->outcome[i]], d);
+		free(d);
+		failed += res->outcome[i] == WJ_STEP_FAILED || res->outcome[i] == WJ_STEP_NOT_RUN;
+		skipped += res->outcome[i] == WJ_STEP_SKIPPED;
+		if (i != WJ_CHECK_WDT)
+			continue;
+		if (!res->clock_known)
+			printf("%-20s %-8s %s\n", "wdt clock", "-", "unknown: WDT's answer had no Date");
+		else
+			printf("%-20s %-8s WDT's clock minus this host's: %+.1f s (±%.1f s, from the "
+			       "Date of its answer)\n", "wdt clock", "-",
+			       (double)res->clock_offset_ms / 1000, (double)res->clock_margin_ms / 1000);
+	}
+	if (failed)
+		printf("%u of %d steps failed\n", failed, WJ_CHECK_STEPS);
+	else
+		printf("all steps passed (%u skipped)\n", skipped);
+	return failed ? 1 : 0;
+}
+
+static int cmd_check(int argc, char **argv)
+{
+	bool online = false;
+	wj_check_opts_t o = {0};
+	static const struct option opts[] = {
+		{"online", no_argument, NULL, 'o'},
+		{"material", required_argument, NULL, 'm'},
+		{"store", required_argument, NULL, 's'},
+		{NULL, 0, NULL, 0},
+	};
+	optind = 0;
+	int c;
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (c) {
+		case 'o': online = true; break;
+		case 'm': o.material = optarg; break;
+		case 's': o.store = optarg; break;
+		default: usage(stderr); return 1;
+		}
+	}
+	if (optind != argc || (!online && (o.material || o.store))) {
+		fprintf(stderr, "wdt2jdyctl: usage: check [--online [--material N] [--store N]]\n");
+		return 1;
+	}
+	wj_config_t *cfg = load_config();
+	if (!online) {
+		printf("configuration OK\n");
+		wj_config_free(cfg);
+		return 0;
+	}
+	uv_loop_t loop;
+	wj_check_result_t res;
+	wj_check_t *chk;
+	int rc = 1;
+	if (online_begin(cfg, &loop) < 0)
+		goto out;
+	if (wj_check_start(&loop, cfg, &o, on_check_done, &res, &chk) < 0) {
+		fprintf(stderr, "wdt2jdyctl: cannot start the check: out of memory\n");
+	} else {
+		uv_run(&loop, UV_RUN_DEFAULT);
+		rc = check_print(&res);
+	}
+	online_end(&loop);
+out:
+	wj_config_free(cfg);
+	return rc;
+}
+
+typedef struct preview_out {
+	FILE *out;       /* --out, or NULL */
+	const char *path;
+	bool write_failed;
+	int err;
+	char why[700];
+	wj_preview_stats_t st;
+} preview_out_t;
+
+static const char *const preview_actions[] = {"post", "park", "posted already", "unknown"};
+
+static void on_preview_item(const wj_preview_item_t *it, void *arg)
+{
+	preview_out_t *po = arg;
+	char *no = shown(it->stockin_no, strlen(it->stockin_no));
+	char *wh = shown(it->warehouse, strlen(it->warehouse));
+	char *store = shown(it->store, strlen(it->store));
+	char *why = shown(it->reason, strlen(it->reason));
+	char where[300];
+	snprintf(where, sizeof(where), "%s → %s", *wh ? wh : "-", *store ? store : "-");
+	printf("%-24s %-10.10s %5zu  %-22s %s%s%s\n", no, *it->date ? it->date : "-", it->lines,
+	       where, preview_actions[it->action], *why ? ": " : "", why);
+	free(no);
+	free(wh);
+	free(store);
+	free(why);
+	if (!po->out || it->action != WJ_PREVIEW_POST)
+		return;
+	json_t *s = json_string(it->stockin_no);
+	char *q = s ? json_dumps(s, JSON_ENCODE_ANY) : NULL;
+	if (!q || fprintf(po->out, "{\"stockin_no\":%s,\"body\":%s}\n", q, it->body) < 0)
+		po->write_failed = true;
+	free(q);
+	json_decref(s);
+}
+
+static void on_preview_done(int err, const char *why, const wj_preview_stats_t *st, void *arg)
+{
+	preview_out_t *po = arg;
+	po->err = err;
+	snprintf(po->why, sizeof(po->why), "%s", why ? why : "");
+	po->st = *st;
+}
+
+/* The state, read only, when the daemon has made one; NULL otherwise (nothing is created). */
+static wj_store_t *open_store_if_any(const wj_config_t *cfg)
+{
+	char path[4096];
+	wj_store_t *s = NULL;
+	snprintf(path, sizeof(path), "%s/data.mdb", cfg->state_dir);
+	if (access(path, F_OK) != 0)
+		return NULL;
+	if (wj_store_open(cfg->state_dir, cfg->map_size, cfg->map_max, &s) < 0) {
+		fprintf(stderr, "wdt2jdyctl: cannot read the state in %s (%s): orders already posted "
+				"are not told apart\n", cfg->state_dir, wj_store_strerror());
+		return NULL;
+	}
+	load_secrets(cfg, s);
+	return s;
+}
+
+static int cmd_preview(int argc, char **argv)
+{
+	const char *from = NULL, *to = NULL, *out = NULL;
+	static const struct option opts[] = {
+		{"from", required_argument, NULL, 'f'},
+		{"to", required_argument, NULL, 't'},
+		{"out", required_argument, NULL, 'o'},
+		{NULL, 0, NULL, 0},
+	};
+	optind = 0;
+	int c;
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (c) {
+		case 'f': from = optarg; break;
+		case 't': to = optarg; break;
+		case 'o': out = optarg; break;
+		default: usage(stderr); return 1;
+		}
+	}
+	if (optind != argc - 1 || !from || !to) {
+		fprintf(stderr, "wdt2jdyctl: usage: preview FLOW --from T --to T [--out FILE]\n");
+		return 1;
+	}
+	const char *flow = argv[optind];
+	wj_config_t *cfg = load_config();
+	wj_preview_opts_t o = {0};
+	preview_out_t po = {.path = out};
+	wj_store_t *s = NULL;
+	uv_loop_t loop;
+	int rc = 1;
+	for (size_t i = 0; i < cfg->n_flows; i++)
+		if (!strcmp(cfg->flows[i].name, flow))
+			o.flow = &cfg->flows[i];
+	if (!o.flow) {
+		fprintf(stderr, "wdt2jdyctl: no flow named \"%s\" in %s\n", flow, cfg->path);
+		goto out;
+	}
+	if (wj_time_parse(from, cfg->tz_offset, &o.from) < 0 ||
+	    wj_time_parse(to, cfg->tz_offset, &o.to) < 0 || o.to < o.from) {
+		fprintf(stderr, "wdt2jdyctl: expected --from and --to like \"2026-11-01 00:00:00\" "
+				"(timezone %s), from not after to\n", cfg->timezone);
+		goto out;
+	}
+	if (out && !(po.out = fopen(out, "w"))) {
+		fprintf(stderr, "wdt2jdyctl: cannot write %s: %s\n", out, strerror(errno));
+		goto out;
+	}
+	s = open_store_if_any(cfg);
+	o.store = s;
+	if (online_begin(cfg, &loop) < 0)
+		goto out;
+	char a[WJ_TIME_LEN], b[WJ_TIME_LEN], why[400];
+	wj_time_format(o.from, cfg->tz_offset, a);
+	wj_time_format(o.to, cfg->tz_offset, b);
+	wj_preview_t *p;
+	if (wj_preview_start(&loop, cfg, &o, on_preview_item, on_preview_done, &po, &p, why,
+			     sizeof(why)) < 0) {
+		fprintf(stderr, "wdt2jdyctl: cannot start the preview: %s\n", why);
+		online_end(&loop);
+		goto out;
+	}
+	printf("preview of %s, orders modified %s .. %s (%s); nothing is posted\n", flow, a, b,
+	       cfg->timezone);
+	if (!s)
+		printf("no state in %s yet: no order counts as posted\n", cfg->state_dir);
+	printf("\n");
+	printf("%-24s %-10s %5s  %-22s %s\n", "STOCK-IN", "DATE", "LINES", "WAREHOUSE → STORE",
+	       "WOULD");
+	uv_run(&loop, UV_RUN_DEFAULT);
+	online_end(&loop);
+	if (po.err) {
+		char *w = shown(po.why, strlen(po.why));
+		fprintf(stderr, "wdt2jdyctl: preview failed: %s\n", w);
+		free(w);
+		goto out;
+	}
+	printf("\n%zu orders read, %zu eligible: %zu to post, %zu to park, %zu posted already, "
+	       "%zu unknown\n", po.st.read, po.st.eligible, po.st.post, po.st.park, po.st.posted,
+	       po.st.error);
+	if (po.out && (fflush(po.out) != 0 || po.write_failed)) {
+		fprintf(stderr, "wdt2jdyctl: cannot write %s: %s\n", out, strerror(errno));
+		goto out;
+	}
+	if (po.out)
+		printf("bodies of the %zu orders to post in %s\n", po.st.post, out);
+	rc = po.st.error ? 1 : 0;
+out:
+	if (po.out)
+		fclose(po.out);
+	wj_store_close(s);
+	wj_config_free(cfg);
+	return rc;
+}
+
 /* ---- alert test ---------------------------------------------------------------------------- */
 
 typedef struct alert_test {
@@ -2418,6 +2686,10 @@ int main(int argc, char **argv)
 		return cmd_mark_posted(sub_argc, sub_argv);
 	if (!strcmp(cmd, "repost"))
 		return cmd_repost(sub_argc, sub_argv);
+	if (!strcmp(cmd, "check"))
+		return cmd_check(sub_argc, sub_argv);
+	if (!strcmp(cmd, "preview"))
+		return cmd_preview(sub_argc, sub_argv);
 	fprintf(stderr, "wdt2jdyctl: unknown command \"%s\"\n", cmd);
 	usage(stderr);
 	return 1;

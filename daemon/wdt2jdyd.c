@@ -20,11 +20,16 @@
 #include "lib/http.h"
 #include "lib/log.h"
 #include "lib/notify.h"
+#include "lib/probe.h"
 #include "lib/store.h"
 #include "lib/util.h"
 #include "wj_build.h"
 
 enum { EXIT_CONFIG = 78, EXIT_CANTCREAT = 73 };
+
+/* The start-up check is retried after a failure: from 30 s, doubling, up to 10 min. */
+#define CHECK_RETRY_MS 30000
+#define CHECK_RETRY_MAX_MS 600000
 
 /* status.json and the metrics file: the daemon's user and group only (they hold error texts). */
 #define STATUS_MODE 0640
@@ -46,6 +51,14 @@ static struct {
 	char start_error[512]; /* why the start failed, for the final status */
 	unsigned reloads, reload_failures;
 	char last_reload_error[512];
+	/* the start-up check (run again after each reload) */
+	wj_check_t *check;        /* the run under way, or NULL */
+	uv_timer_t check_timer;   /* the next attempt after a failure */
+	uint64_t check_retry_ms;  /* the pause before it */
+	unsigned check_failures;  /* failed attempts in a row */
+	bool check_passed;
+	char check_error[700];    /* why ("kingdee login: ...") */
+	char check_next[WJ_TIME_LEN];
 } d;
 
 static void usage(FILE *f)
@@ -184,10 +197,26 @@ static void write_metrics(json_t *st, bool up, int64_t now)
 	wj_buf_free(&m.b);
 }
 
-/* running, stopping (draining), stopped (written last, before exit) */
+/* running, degraded (the start-up check fails), stopping (draining), stopped (written last,
+ * before exit) */
 static const char *daemon_state(void)
 {
-	return d.stopped ? "stopped" : d.stopping ? "stopping" : "running";
+	if (d.stopped)
+		return "stopped";
+	if (d.stopping)
+		return "stopping";
+	return d.engine && wj_engine_degraded(d.engine) ? "degraded" : "running";
+}
+
+/* The start-up check for status.json: state (waiting, running, passed, failed), and while it
+ * fails why, how often, and when it runs next. */
+static json_t *check_status(bool degraded)
+{
+	const char *state = d.check ? "running" : degraded ? "failed"
+			    : d.check_passed ? "passed" : "waiting";
+	return json_pack("{s:s, s:s?, s:i, s:s?}", "state", state, "error",
+			 degraded ? d.check_error : NULL, "failures", (int)d.check_failures,
+			 "next_attempt", degraded && !d.check ? d.check_next : NULL);
 }
 
 static void write_status(void)
@@ -202,7 +231,9 @@ static void write_status(void)
 		st = json_object();
 	json_object_set_new(st, "version", json_string(WJ_VERSION));
 	json_object_set_new(st, "pid", json_integer(getpid()));
+	bool degraded = d.engine && wj_engine_degraded(d.engine);
 	json_object_set_new(st, "state", json_string(daemon_state()));
+	json_object_set_new(st, "check", check_status(degraded));
 	json_object_set_new(st, "now", json_string(now));
 	json_object_set_new(st, "updated", json_integer(t));
 	json_object_set_new(st, "started", json_string(started));
@@ -280,6 +311,62 @@ static void on_watchdog(uv_timer_t *t)
 {
 	(void)t;
 	wj_notify_watchdog();
+}
+
+/* ---- start-up check ------------------------------------------------------------------- */
+
+static void start_check(void);
+
+static void on_check_timer(uv_timer_t *t)
+{
+	(void)t;
+	start_check();
+}
+
+static void on_check_done(const wj_check_result_t *res, void *arg)
+{
+	(void)arg;
+	d.check = NULL;
+	if (wj_check_passed(res)) {
+		if (wj_engine_degraded(d.engine))
+			wj_info(MOD, NULL, "start-up check passed after %u failed attempts: no longer "
+				"degraded", d.check_failures);
+		else
+			wj_info(MOD, NULL, "start-up check passed");
+		wj_engine_set_degraded(d.engine, NULL);
+		d.check_passed = true;
+		d.check_failures = 0;
+		d.check_retry_ms = 0;
+		write_status();
+		return;
+	}
+	wj_check_failure(res, d.check_error, sizeof(d.check_error));
+	wj_log_mask(d.check_error);
+	d.check_retry_ms = !d.check_retry_ms ? CHECK_RETRY_MS
+			   : d.check_retry_ms >= CHECK_RETRY_MAX_MS / 2 ? CHECK_RETRY_MAX_MS
+			   : 2 * d.check_retry_ms;
+	d.check_failures++;
+	wj_time_format(wj_now() + (int64_t)(d.check_retry_ms / 1000), d.cfg->tz_offset,
+		       d.check_next);
+	wj_error(MOD, NULL, "start-up check failed: %s; running degraded, next attempt in %llu s",
+		 d.check_error, (unsigned long long)(d.check_retry_ms / 1000));
+	wj_engine_set_degraded(d.engine, d.check_error);
+	uv_timer_start(&d.check_timer, on_check_timer, d.check_retry_ms, 0);
+	write_status();
+}
+
+/* Check both services, read only, without holding up anything else (see lib/probe.h). */
+static void start_check(void)
+{
+	uv_timer_stop(&d.check_timer);
+	wj_check_cancel(d.check);
+	d.check = NULL;
+	wj_check_opts_t o = {.engine = d.engine};
+	if (wj_check_start(&d.loop, d.cfg, &o, on_check_done, NULL, &d.check) < 0) {
+		wj_error(MOD, NULL, "cannot start the start-up check: out of memory; next attempt "
+			 "in %d s", CHECK_RETRY_MS / 1000);
+		uv_timer_start(&d.check_timer, on_check_timer, CHECK_RETRY_MS, 0);
+	}
 }
 
 /* ---- reload ---------------------------------------------------------------------------- */
@@ -376,9 +463,13 @@ static void reload(void)
 	if (cfg->status_interval_ms != d.cfg->status_interval_ms)
 		uv_timer_start(&d.status_timer, on_status_timer, cfg->status_interval_ms,
 			       cfg->status_interval_ms);
+	wj_check_cancel(d.check); /* it reads the old configuration */
+	d.check = NULL;
 	wj_config_free(d.cfg);
 	d.cfg = cfg;
 	wj_alerts_set_config(d.alerts, d.cfg);
+	d.check_retry_ms = 0; /* the services may be set right now: check again at once */
+	start_check();
 	d.reloads++;
 	d.last_reload_error[0] = '\0';
 	wj_info(MOD, NULL, "configuration reloaded (%u changes)", changes);
@@ -403,6 +494,7 @@ static void on_alerts_flushed(void *arg)
 	d.alerts = NULL;
 	uv_timer_stop(&d.status_timer);
 	uv_timer_stop(&d.watchdog_timer);
+	uv_close((uv_handle_t *)&d.check_timer, close_cb);
 	uv_close((uv_handle_t *)&d.status_timer, close_cb);
 	uv_close((uv_handle_t *)&d.watchdog_timer, close_cb);
 	uv_close((uv_handle_t *)&d.sig_hup, close_cb);
@@ -438,6 +530,9 @@ static void on_signal(uv_signal_t *h, int signum)
 	}
 	d.stopping = true;
 	wj_notify_stopping();
+	uv_timer_stop(&d.check_timer);
+	wj_check_cancel(d.check);
+	d.check = NULL;
 	wj_info(MOD, NULL, "signal %s: stopping (drain timeout %llums)", strsignal(signum),
 		(unsigned long long)d.cfg->drain_timeout_ms);
 	wj_engine_stop(d.engine, d.cfg->drain_timeout_ms, on_drained, NULL);
@@ -542,6 +637,7 @@ int main(int argc, char **argv)
 	sigprocmask(SIG_UNBLOCK, &held, NULL);
 	uv_timer_init(&d.loop, &d.status_timer);
 	uv_timer_init(&d.loop, &d.watchdog_timer);
+	uv_timer_init(&d.loop, &d.check_timer);
 	uv_timer_start(&d.status_timer, on_status_timer, 0, d.cfg->status_interval_ms);
 	uint64_t wd = wj_notify_watchdog_usec();
 	if (wd)
@@ -554,6 +650,7 @@ int main(int argc, char **argv)
 		wj_error(MOD, NULL, "cannot start the alerts: out of memory");
 	wj_engine_set_alerts(d.engine, d.alerts);
 	wj_alerts_event(d.alerts, WJ_EV_START, WJ_VERSION);
+	start_check();
 
 	wj_notify_ready();
 	wj_info(MOD, NULL, "ready");

@@ -191,18 +191,6 @@ static const wj_mapping_t *job_mapping(job_t *j)
 	return m;
 }
 
-static int outcome_of(wj_jdy_class_t c)
-{
-	switch (c) {
-	case WJ_JDY_OK: return OC_OK;
-	case WJ_JDY_RATE_LIMITED: return OC_RATE_LIMITED;
-	case WJ_JDY_AUTH: return OC_AUTH;
-	case WJ_JDY_TRANSIENT: return OC_TRANSIENT;
-	case WJ_JDY_PERMANENT: return OC_PERMANENT;
-	default: return OC_UNKNOWN;
-	}
-}
-
 /* Decide what a failed call (sent at sent_mono) means for the job, and finish it. */
 static void fail_call(job_t *j, const wj_jdy_result_t *res, const char *what, uint64_t sent_mono)
 {
@@ -283,7 +271,7 @@ static void on_save(const wj_jdy_result_t *res, void *arg)
 		return;
 	}
 	wj_engine_t *e = j->d->e;
-	wj_engine_count(e, EP_JDY_SAVE, outcome_of(res->cls));
+	wj_engine_count(e, EP_JDY_SAVE, wj_jdy_outcome(res->cls));
 	if (res->cls != WJ_JDY_OK) {
 		if (save_maybe_made(res))
 			mark_unknown(j);
@@ -348,26 +336,6 @@ typedef struct lk_ctx {
 	bool txn_ok;
 } lk_ctx_t;
 
-static const char *map_number(const wj_kv_t *map, size_t n, const char *number)
-{
-	for (size_t i = 0; i < n; i++)
-		if (!strcmp(map[i].key, number))
-			return map[i].value;
-	return number;
-}
-
-/* The lookup cache key of a WDT-side material ('m') or store ('s') number: "m:" and the
- * Kingdee number the configuration's maps give it. */
-static void cache_key(const wj_config_t *cfg, char kind, const char *number, char *key,
-		      size_t size)
-{
-	const char *kn = kind == 's' ? map_number(cfg->kingdee.store_map, cfg->kingdee.n_store_map,
-						  number)
-				     : map_number(cfg->kingdee.material_map,
-						  cfg->kingdee.n_material_map, number);
-	snprintf(key, size, "%c:%s", kind, kn);
-}
-
 #define LK_MEM_MAX 20000 /* parsed entries kept; the store holds them all */
 
 static void lk_mem_put(dispatcher_t *d, const char *key, json_t *entry)
@@ -381,8 +349,9 @@ static const json_t *lookup_cb(void *arg, char kind, const char *number)
 {
 	lk_ctx_t *c = arg;
 	job_t *j = c->j;
+	const wj_config_t *cfg = j->d->e->cfg;
 	char key[300];
-	cache_key(j->d->e->cfg, kind, number, key, sizeof(key));
+	snprintf(key, sizeof(key), "%c:%s", kind, wj_kingdee_number(cfg, kind, number));
 	const json_t *o = json_object_get(j->resolved, key);
 	if (o)
 		return o;
@@ -534,7 +503,7 @@ static void on_lookup(const wj_jdy_result_t *res, void *arg)
 		return;
 	}
 	wj_engine_count(l->d->e, l->key[0] == 's' ? EP_JDY_STORE : EP_JDY_MATERIAL,
-			outcome_of(res->cls));
+			wj_jdy_outcome(res->cls));
 	lookup_done(l, res);
 }
 
@@ -780,7 +749,7 @@ static void on_find(const wj_jdy_result_t *res, void *arg)
 		return;
 	}
 	wj_engine_t *e = j->d->e;
-	wj_engine_count(e, EP_JDY_LIST, outcome_of(res->cls));
+	wj_engine_count(e, EP_JDY_LIST, wj_jdy_outcome(res->cls));
 	if (res->cls == WJ_JDY_PERMANENT && j->rphase == R_BILLNO) {
 		list_from(j, R_TIME); /* a search refused: the listing by time still tells */
 		return;
@@ -898,7 +867,7 @@ static const json_t *view_lookup(void *arg, char kind, const char *number)
 	json_t *o = json_object_get(c->made, key);
 	if (o)
 		return o;
-	cache_key(c->cfg, kind, number, ck, sizeof(ck));
+	snprintf(ck, sizeof(ck), "%c:%s", kind, wj_kingdee_number(c->cfg, kind, number));
 	wj_val_t v;
 	json_t *entry = NULL;
 	if (c->t && wj_txn_get(c->t, WJ_DB_LOOKUP, ck, strlen(ck), &v) == 0)

@@ -46,6 +46,29 @@ static void service_up(wj_engine_t *e, int svc)
 	e->down_error[svc][0] = '\0';
 }
 
+int wj_wdt_outcome(wj_wdt_class_t c)
+{
+	switch (c) {
+	case WJ_WDT_OK: return OC_OK;
+	case WJ_WDT_RATE_LIMITED: return OC_RATE_LIMITED;
+	case WJ_WDT_AUTH: return OC_AUTH;
+	case WJ_WDT_TRANSIENT: return OC_TRANSIENT;
+	default: return OC_PERMANENT;
+	}
+}
+
+int wj_jdy_outcome(wj_jdy_class_t c)
+{
+	switch (c) {
+	case WJ_JDY_OK: return OC_OK;
+	case WJ_JDY_RATE_LIMITED: return OC_RATE_LIMITED;
+	case WJ_JDY_AUTH: return OC_AUTH;
+	case WJ_JDY_TRANSIENT: return OC_TRANSIENT;
+	case WJ_JDY_PERMANENT: return OC_PERMANENT;
+	default: return OC_UNKNOWN;
+	}
+}
+
 void wj_engine_count(wj_engine_t *e, int endpoint, int outcome)
 {
 	if (endpoint < 0 || endpoint >= EP_COUNT || outcome < 0 || outcome >= OC_COUNT)
@@ -92,6 +115,23 @@ void wj_engine_set_alerts(wj_engine_t *e, struct wj_alerts *a)
 	e->alerts = a;
 }
 
+void wj_engine_set_degraded(wj_engine_t *e, const char *why)
+{
+	if (!why) {
+		e->degraded = false;
+		return;
+	}
+	wj_engine_set_error(e, "start-up check failed: %s", why);
+	if (!e->degraded)
+		wj_engine_alert(e, WJ_EV_DEGRADED, "%s", e->last_error);
+	e->degraded = true;
+}
+
+bool wj_engine_degraded(const wj_engine_t *e)
+{
+	return e->degraded;
+}
+
 /* Once a minute (or every alerts_after when shorter): a service failing for longer than
  * alerts_after, a flow behind by more than alerts_lag (edge-triggered: once per crossing). */
 static void check_alerts(wj_engine_t *e)
@@ -128,6 +168,16 @@ static void check_alerts(wj_engine_t *e)
 			*alerted = false;
 		}
 	}
+}
+
+const char *wj_kingdee_number(const wj_config_t *cfg, char kind, const char *number)
+{
+	const wj_kv_t *map = kind == 's' ? cfg->kingdee.store_map : cfg->kingdee.material_map;
+	size_t n = kind == 's' ? cfg->kingdee.n_store_map : cfg->kingdee.n_material_map;
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(map[i].key, number))
+			return map[i].value;
+	return number;
 }
 
 size_t wj_doc_key(char *buf, const char *flow, const char *id)
@@ -354,26 +404,48 @@ static void on_token(const char *token_json, void *arg)
 	wj_info(MOD, NULL, "kingdee: logged in");
 }
 
-static void restore_token(wj_engine_t *e)
+char *wj_engine_stored_token(wj_engine_t *e)
 {
 	wj_txn_t t;
 	wj_val_t v;
+	char *s = NULL;
 	if (wj_txn_begin(e->store, &t, false) < 0)
-		return;
-	if (wj_txn_get(&t, WJ_DB_META, "jdy_token", 9, &v) == 0) {
-		char *s = strndup(v.data, v.len);
-		if (s && wj_jdy_restore_token(e->jdy, s) == 0) {
-			json_t *j = json_loads(s, 0, NULL);
-			e->token_expiry_ms = json_integer_value(json_object_get(j, "expires_ms"));
-			json_decref(j);
-			wj_info(MOD, NULL, "kingdee: reusing the stored token");
-		}
-		free(s);
-	}
+		return NULL;
+	if (wj_txn_get(&t, WJ_DB_META, "jdy_token", 9, &v) == 0)
+		s = strndup(v.data, v.len);
 	wj_txn_abort(&t);
+	return s;
+}
+
+static void restore_token(wj_engine_t *e)
+{
+	char *s = wj_engine_stored_token(e);
+	if (s && wj_jdy_restore_token(e->jdy, s) == 0) {
+		json_t *j = json_loads(s, 0, NULL);
+		e->token_expiry_ms = json_integer_value(json_object_get(j, "expires_ms"));
+		json_decref(j);
+		wj_info(MOD, NULL, "kingdee: reusing the stored token");
+	}
+	free(s);
+}
+
+void wj_engine_adopt_token(wj_engine_t *e, const char *token_json)
+{
+	if (wj_jdy_has_token(e->jdy))
+		return;
+	on_token(token_json, e);
+	wj_jdy_restore_token(e->jdy, token_json);
 }
 
 /* ---- options from the configuration ---------------------------------------------------- */
+
+void wj_engine_http_opts(const wj_config_t *c, bool kingdee, wj_http_opts_t *o)
+{
+	*o = (wj_http_opts_t){.max_inflight = kingdee ? c->kingdee.concurrency : c->wdt.concurrency,
+			      .ca_file = kingdee ? c->kingdee.ca_file : c->wdt.ca_file,
+			      .max_body = c->http.max_body,
+			      .max_retry_after_ms = c->http.max_retry_after_ms};
+}
 
 void wj_engine_wdt_opts(const wj_config_t *c, wj_wdt_opts_t *o)
 {
@@ -485,12 +557,11 @@ int wj_engine_new(uv_loop_t *loop, const wj_config_t *cfg, wj_store_t *store, wj
 		goto fail;
 	e->n_mappings = cfg->n_flows;
 	r = -ENOMEM;
-	e->wdt_http = wj_http_new(loop, &(wj_http_opts_t){
-		.max_inflight = cfg->wdt.concurrency, .ca_file = cfg->wdt.ca_file,
-		.max_body = cfg->http.max_body, .max_retry_after_ms = cfg->http.max_retry_after_ms});
-	e->jdy_http = wj_http_new(loop, &(wj_http_opts_t){
-		.max_inflight = cfg->kingdee.concurrency, .ca_file = cfg->kingdee.ca_file,
-		.max_body = cfg->http.max_body, .max_retry_after_ms = cfg->http.max_retry_after_ms});
+	wj_http_opts_t ho;
+	wj_engine_http_opts(cfg, false, &ho);
+	e->wdt_http = wj_http_new(loop, &ho);
+	wj_engine_http_opts(cfg, true, &ho);
+	e->jdy_http = wj_http_new(loop, &ho);
 	if (!e->wdt_http || !e->jdy_http) {
 		snprintf(err, errsize, "cannot initialise HTTP clients");
 		goto fail;

@@ -4,10 +4,12 @@
 #pragma once
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <uv.h>
 
 #include "lib/config.h"
+#include "lib/http.h"
 #include "lib/jdy.h"
 #include "lib/store.h"
 #include "lib/wdt.h"
@@ -30,10 +32,21 @@ void wj_engine_stop(wj_engine_t *e, uint64_t drain_ms, void (*done)(void *arg), 
 /* Status object for status.json (caller owns the reference). */
 json_t *wj_engine_status(wj_engine_t *e);
 
+/* Record the last error (shown in status.json with its time; secrets masked). */
+void wj_engine_set_error(wj_engine_t *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* The outcome of a start-up check (lib/probe.h): why it failed, or NULL when it passed. A
+ * failure becomes the last error; the first one after a pass raises the degraded alert. */
+void wj_engine_set_degraded(wj_engine_t *e, const char *why);
+/* Whether the last start-up check failed. */
+bool wj_engine_degraded(const wj_engine_t *e);
+
 /* One-line summary for the periodic log status line and sd_notify STATUS=. */
 void wj_engine_summary(wj_engine_t *e, char *buf, size_t size);
 
-/* The options of the WDT and Kingdee clients for cfg (strings borrowed from cfg). */
+/* The options of the HTTP client of WDT (kingdee false) or Kingdee, and of the two API clients,
+ * as the configuration sets them (strings borrowed from cfg). */
+void wj_engine_http_opts(const wj_config_t *cfg, bool kingdee, wj_http_opts_t *o);
 void wj_engine_wdt_opts(const wj_config_t *cfg, wj_wdt_opts_t *o);
 void wj_engine_jdy_opts(const wj_config_t *cfg, wj_jdy_opts_t *o);
 

@@ -87,6 +87,7 @@ struct wj_engine {
 #define WJ_ALERT_FLOWS 64
 	bool lag_alerted[WJ_ALERT_FLOWS]; /* per flow, in the order of e->pollers */
 	uint64_t alerts_checked;          /* monotonic ms of the last check_alerts */
+	bool degraded;                    /* the last start-up check failed */
 	char last_error[512];
 	char last_error_at[WJ_TIME_LEN];
 	int64_t token_expiry_ms;
@@ -104,6 +105,14 @@ void wj_engine_count(wj_engine_t *e, int endpoint, int outcome);
 /* Why calls to the service (0 WDT, 1 Kingdee) fail: shown (masked) in status while it is
  * down, and in the alert. */
 void wj_engine_down_error(wj_engine_t *e, int svc, const char *why);
+/* The OC_ outcome of an answer's class. */
+int wj_wdt_outcome(wj_wdt_class_t c);
+int wj_jdy_outcome(wj_jdy_class_t c);
+/* The Kingdee token kept in the state (JSON), NULL when none. Caller frees. */
+char *wj_engine_stored_token(wj_engine_t *e);
+/* A token obtained by another client of the same login (the start-up check): kept in the
+ * state and used by the engine's client unless it holds one already. */
+void wj_engine_adopt_token(wj_engine_t *e, const char *token_json);
 /* One alert event (see lib/alert.h); detail is a short line or NULL. */
 void wj_engine_alert(wj_engine_t *e, wj_alert_event_t ev, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -131,6 +140,9 @@ void gate_close(gate_t *g);
 const wj_mapping_t *wj_engine_mapping(const wj_engine_t *e, const char *flow);
 /* Doc key "flow\0id" into buf; returns its length. */
 size_t wj_doc_key(char *buf, const char *flow, const char *id);
+/* What a WDT number stands for in Kingdee: its entry in kingdee.store_map (kind 's') or
+ * kingdee.material_map (kind 'm'), else itself (borrowed from cfg or number). */
+const char *wj_kingdee_number(const wj_config_t *cfg, char kind, const char *number);
 
 /* poller.c */
 poller_t *poller_new(wj_engine_t *e, const wj_flow_cfg_t *flow);

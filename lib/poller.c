@@ -184,19 +184,6 @@ typedef struct store_ctx {
 	uint64_t n_again, n_posted, n_dead, n_queued;
 } store_ctx_t;
 
-static bool param_matches(const wj_flow_cfg_t *f, const char *key, const json_t *order)
-{
-	for (size_t i = 0; i < f->n_params; i++) {
-		if (strcmp(f->params[i].key, key))
-			continue;
-		char v[64];
-		if (wj_json_text(json_object_get(order, key), v, sizeof(v)) < 0)
-			return false;
-		return !strcmp(v, f->params[i].value);
-	}
-	return true;
-}
-
 /* Free the texts of records v[0..n) (they stay as keys for the consistency check). */
 static void recs_release(prec_t *v, size_t n)
 {
@@ -345,8 +332,7 @@ static int recs_add_page(poller_t *p, const json_t *orders, page_recs_t *pr)
 	for (size_t i = 0; i < pr->n; i++) {
 		prec_t *r = &pr->v[i];
 		const json_t *order = json_array_get(orders, i);
-		if (!param_matches(p->flow, "order_type", order) ||
-		    !param_matches(p->flow, "status", order)) {
+		if (!wj_wdt_order_matches(order, p->flow->params, p->flow->n_params)) {
 			r->kind = REC_FILTERED;
 			free(r->text);
 			free(r->why);
@@ -923,10 +909,7 @@ static bool answer_begin(poller_t *p, wj_wdt_result_t *res)
 		poller_release(p);
 		return false;
 	}
-	int oc = res->cls == WJ_WDT_OK ? OC_OK : res->cls == WJ_WDT_RATE_LIMITED ? OC_RATE_LIMITED
-		 : res->cls == WJ_WDT_AUTH ? OC_AUTH : res->cls == WJ_WDT_TRANSIENT ? OC_TRANSIENT
-		 : OC_PERMANENT;
-	wj_engine_count(p->e, EP_WDT_QUERY, oc);
+	wj_engine_count(p->e, EP_WDT_QUERY, wj_wdt_outcome(res->cls));
 	if (p->stopped) {
 		recs_clear(p);
 		p->busy = false;

@@ -731,6 +731,19 @@ const char *wj_wdt_key_problem(int err)
 	}
 }
 
+bool wj_wdt_order_matches(const json_t *order, const wj_kv_t *params, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (strcmp(params[i].key, "order_type") && strcmp(params[i].key, "status"))
+			continue;
+		char v[64];
+		if (wj_json_text(json_object_get(order, params[i].key), v, sizeof(v)) < 0 ||
+		    strcmp(v, params[i].value))
+			return false;
+	}
+	return true;
+}
+
 int wj_wdt_order_modified(const json_t *order, int tz_offset, int64_t *epoch)
 {
 	const json_t *v = json_object_get(order, "modified");

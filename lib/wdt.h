@@ -112,6 +112,9 @@ int wj_wdt_repair(const char *in, size_t len, wj_buf_t *out);
 int wj_wdt_order_key(const json_t *order, char *id, size_t size);
 /* What an error of wj_wdt_order_key says about the stockin_id ("missing", "empty", ...). */
 const char *wj_wdt_key_problem(int err);
+/* Whether the order has the order_type and status that the query's params ask for (a param
+ * absent from params matches anything): what makes an order of a flow eligible. */
+bool wj_wdt_order_matches(const json_t *order, const wj_kv_t *params, size_t n);
 /* "modified" read in tz_offset (falls back to the latest details_list[].modified).
  * 0, -ENOENT (missing) or -EINVAL (not a "YYYY-MM-DD HH:MM:SS" time). */
 int wj_wdt_order_modified(const json_t *order, int tz_offset, int64_t *epoch);

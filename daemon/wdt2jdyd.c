@@ -55,6 +55,7 @@ static struct {
 	wj_check_t *check;        /* the run under way, or NULL */
 	uv_timer_t check_timer;   /* the next attempt after a failure */
 	uint64_t check_retry_ms;  /* the pause before it */
+	unsigned check_recoveries; /* the engine's outages ended, when the check last failed */
 	unsigned check_failures;  /* failed attempts in a row */
 	bool check_passed;
 	char check_error[700];    /* why ("kingdee login: ...") */
@@ -301,9 +302,17 @@ static void write_stopped(void)
 	write_status();
 }
 
+static void start_check(void);
+
 static void on_status_timer(uv_timer_t *t)
 {
 	(void)t;
+	/* degraded, and a service that failed answers again: check now, not at the next attempt */
+	if (d.engine && wj_engine_degraded(d.engine) && !d.check && !d.stopping &&
+	    wj_engine_recoveries(d.engine) != d.check_recoveries) {
+		wj_info(MOD, NULL, "a service answers again: start-up check now");
+		start_check();
+	}
 	write_status();
 }
 
@@ -314,8 +323,6 @@ static void on_watchdog(uv_timer_t *t)
 }
 
 /* ---- start-up check ------------------------------------------------------------------- */
-
-static void start_check(void);
 
 static void on_check_timer(uv_timer_t *t)
 {
@@ -351,6 +358,7 @@ static void on_check_done(const wj_check_result_t *res, void *arg)
 	wj_error(MOD, NULL, "start-up check failed: %s; running degraded, next attempt in %llu s",
 		 d.check_error, (unsigned long long)(d.check_retry_ms / 1000));
 	wj_engine_set_degraded(d.engine, d.check_error);
+	d.check_recoveries = wj_engine_recoveries(d.engine);
 	uv_timer_start(&d.check_timer, on_check_timer, d.check_retry_ms, 0);
 	write_status();
 }

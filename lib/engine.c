@@ -35,6 +35,7 @@ static const char *const svc_name[2] = {"wdt", "kingdee"};
 static void service_up(wj_engine_t *e, int svc)
 {
 	if (e->down_since[svc]) {
+		e->recoveries++;
 		char f[64] = "";
 		wj_logfmt_kv(f, sizeof(f), "api", svc_name[svc]);
 		wj_info(MOD, f, "answers again after %u failed calls in %lld s", e->down_calls[svc],
@@ -118,18 +119,33 @@ void wj_engine_set_alerts(wj_engine_t *e, struct wj_alerts *a)
 void wj_engine_set_degraded(wj_engine_t *e, const char *why)
 {
 	if (!why) {
+		/* passed: its failure is no longer an error of the moment */
+		if (e->degraded && !strncmp(e->last_error, "start-up check failed: ", 23))
+			e->last_error[0] = '\0';
 		e->degraded = false;
+		e->degraded_count = 0;
 		return;
 	}
 	wj_engine_set_error(e, "start-up check failed: %s", why);
-	if (!e->degraded)
+	snprintf(e->degraded_why, sizeof(e->degraded_why), "%s", why);
+	wj_log_mask(e->degraded_why);
+	e->degraded_last = wj_now();
+	if (!e->degraded) {
+		e->degraded_since = e->degraded_last;
 		wj_engine_alert(e, WJ_EV_DEGRADED, "%s", e->last_error);
+	}
+	e->degraded_count++;
 	e->degraded = true;
 }
 
 bool wj_engine_degraded(const wj_engine_t *e)
 {
 	return e->degraded;
+}
+
+unsigned wj_engine_recoveries(const wj_engine_t *e)
+{
+	return e->recoveries;
 }
 
 /* Once a minute (or every alerts_after when shorter): a service failing for longer than
@@ -846,6 +862,12 @@ static void status_errors(wj_engine_t *e, json_t *st)
 	json_array_foreach(errs, i, x)
 		if (!latest || later(x, latest))
 			latest = x;
+	if (e->degraded) { /* why the daemon is degraded comes first, whatever fails since */
+		latest = failure("start-up check", e->degraded_why,
+				 time_or_null(e->degraded_since, tz),
+				 time_or_null(e->degraded_last, tz), e->degraded_count);
+		json_array_insert_new(errs, 0, latest);
+	}
 	if (latest) {
 		const char *src = json_string_value(json_object_get(latest, "source"));
 		const char *why = json_string_value(json_object_get(latest, "error"));

@@ -40,6 +40,9 @@ void wj_engine_set_error(wj_engine_t *e, const char *fmt, ...) __attribute__((fo
 void wj_engine_set_degraded(wj_engine_t *e, const char *why);
 /* Whether the last start-up check failed. */
 bool wj_engine_degraded(const wj_engine_t *e);
+/* How many outages of either service have ended (calls failed, then it answered again): a
+ * degraded daemon checks again when this moves rather than wait for its next attempt. */
+unsigned wj_engine_recoveries(const wj_engine_t *e);
 
 /* One-line summary for the periodic log status line and sd_notify STATUS=. */
 void wj_engine_summary(wj_engine_t *e, char *buf, size_t size);

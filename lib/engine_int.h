@@ -78,6 +78,7 @@ struct wj_engine {
 	/* per service (0 WDT, 1 Kingdee): monotonic ms since calls fail without any success
 	 * (0: answering), and whether that was alerted */
 	uint64_t down_since[2];
+	unsigned recoveries;          /* outages ended (a service answered again) */
 	bool down_alerted[2];
 	/* the same outage for status: failed calls in a row, wall clock s of the first and the
 	 * latest of them, and why (masked; wj_engine_down_error) */
@@ -88,6 +89,9 @@ struct wj_engine {
 	bool lag_alerted[WJ_ALERT_FLOWS]; /* per flow, in the order of e->pollers */
 	uint64_t alerts_checked;          /* monotonic ms of the last check_alerts */
 	bool degraded;                    /* the last start-up check failed */
+	char degraded_why[512];       /* the start-up check's failure while degraded (masked) */
+	int64_t degraded_since, degraded_last; /* wall clock: its first and latest failure */
+	unsigned degraded_count;      /* failed checks in a row */
 	char last_error[512];
 	char last_error_at[WJ_TIME_LEN];
 	int64_t token_expiry_ms;

@@ -35,9 +35,9 @@ st.cfg["status"]["metrics_file"] = os.path.join(st.tmp, "wdt2jdy.prom")
 prom = st.cfg["status"]["metrics_file"]
 st.write()
 try:
-    # ---- WDT unreachable from the start; Kingdee too, but there is nothing to post yet
+    # ---- WDT unreachable from the start (the start-up check fails on it: degraded); Kingdee
+    # answers (the check logs in), and there is nothing to post yet
     wp.add("/router/qm", "drop_before")
-    jp.add(lambda r: True, "drop_before")
     elig = st.eligible()
     st.start()
     s = wait_status(st, down("wdt"), timeout=60)
@@ -45,11 +45,16 @@ try:
     check(ep.get("up") is False and ep.get("failures", 0) >= 2 and ep.get("failing_since"),
           "wdt unreachable: endpoints.wdt is down, %s failures since %s" %
           (ep.get("failures"), ep.get("failing_since")))
+    # the start-up check failed on WDT: degraded, and last_error says why first
     le = s.get("last_error") or ""
-    check(le.startswith("wdt: ") and s.get("last_error_since") == ep.get("failing_since")
-          and s.get("last_error_count", 0) >= 2,
-          "wdt unreachable: last_error says so, with since and count (%s, %s, %s)" %
-          (le, s.get("last_error_since"), s.get("last_error_count")))
+    check(s.get("state") == "degraded" and le.startswith("start-up check: wdt") and
+          s.get("last_error_since"),
+          "wdt unreachable: degraded, last_error names the check and WDT (%s, since %s)" %
+          (le, s.get("last_error_since")))
+    werr = [e for e in s.get("errors", []) if e.get("source") == "wdt"]
+    check(werr and werr[0].get("since") == ep.get("failing_since") and
+          werr[0].get("count", 0) >= 2,
+          "wdt unreachable: errors has wdt with since and count (%s)" % werr)
     srcs = {e.get("source") for e in s.get("errors", [])}
     check("wdt" in srcs and "flow pd-gain" in srcs,
           "wdt unreachable: errors lists the endpoint and the flow (%s)" % sorted(srcs))
@@ -66,6 +71,7 @@ try:
           "wdt unreachable: wdt2jdyctl status says wdt is down since when\n" + out)
 
     # ---- WDT answers again: its failures clear; the orders now meet Kingdee unreachable
+    jp.add(lambda r: True, "drop_before")
     wp.clear()
 
     def wdt_back(s):
@@ -90,8 +96,13 @@ try:
     ep = s.get("endpoints", {}).get("kingdee", {})
     check(ep.get("up") is False and ep.get("failures", 0) >= 2,
           "kingdee unreachable: endpoints.kingdee down (%s failures)" % ep.get("failures"))
-    check((s.get("last_error") or "").startswith("kingdee: ") and s.get("last_error_since"),
-          "kingdee unreachable: last_error says so (%s)" % s.get("last_error"))
+    # while the start-up check has not passed yet, its failure comes first in last_error
+    le = s.get("last_error") or ""
+    kerr = [e for e in s.get("errors", []) if e.get("source") == "kingdee"]
+    check((le.startswith("kingdee: ") or (s.get("state") == "degraded" and
+                                          le.startswith("start-up check: "))) and
+          s.get("last_error_since") and kerr and kerr[0].get("since"),
+          "kingdee unreachable: last_error and errors say so (%s; %s)" % (le, kerr))
     check(s.get("kingdee", {}).get("unreachable") is True,
           "kingdee unreachable: kingdee.unreachable too")
     m = read_metrics(prom)
@@ -109,7 +120,9 @@ try:
     check(st.jdy_stats().get("duplicate_remarks") == 0, "kingdee back: no bill twice")
     s = wait_status(st, up("kingdee"), timeout=30)
     check(s.get("endpoints", {}).get("kingdee", {}).get("up") is True and not s.get("errors")
-          and s.get("last_error") is None, "kingdee back: endpoint up, last_error cleared")
+          and s.get("last_error") is None and s.get("state") == "running",
+          "kingdee back: endpoint up, last_error cleared, running (%s, %s, %s)"
+          % (s.get("state"), s.get("last_error"), s.get("errors")))
     check(read_metrics(prom).get('wdt2jdy_endpoint_up{endpoint="kingdee"}') == 1,
           "kingdee back: metrics endpoint_up 1")
     check("test-client-secret" not in read(st.status_path), "no secret in the status")

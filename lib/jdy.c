@@ -1100,11 +1100,35 @@ static bool login_stale(wj_jdy_t *j)
 	return false;
 }
 
+/* Secrets are in the digest so that a changed password or client secret retires a stored
+ * token at the next start. */
+void wj_jdy_login_digest(const wj_jdy_t *j, char out[65])
+{
+	const char *f[] = {j->auth == WJ_JDY_AUTH_PASSWORD ? "password" : "gateway", j->url,
+			   j->client_id, j->client_secret, j->outer_instance_id, j->username,
+			   j->password, j->account_id};
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	unsigned char h[32];
+	unsigned n = 0;
+	bool ok = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1;
+	for (size_t i = 0; ok && i < sizeof(f) / sizeof(f[0]); i++) {
+		const char *v = f[i] ? f[i] : "";
+		ok = EVP_DigestUpdate(md, v, strlen(v) + 1) == 1; /* with its NUL: unambiguous */
+	}
+	ok = ok && EVP_DigestFinal_ex(md, h, &n) == 1 && n == sizeof(h);
+	EVP_MD_CTX_free(md);
+	out[0] = '\0';
+	if (ok)
+		wj_hex(h, sizeof(h), out, false);
+}
+
 static void call_hook(wj_jdy_t *j)
 {
 	if (!j->hook)
 		return;
 	json_t *o;
+	char login[65];
+	wj_jdy_login_digest(j, login);
 	if (j->auth == WJ_JDY_AUTH_PASSWORD)
 		o = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I}", "auth", "password", "access_token",
 			      j->token, "group_name", j->group_name, "account_id", j->account_id,
@@ -1115,6 +1139,8 @@ static void call_hook(wj_jdy_t *j)
 			      j->token, "domain", j->domain, "app_key", j->app_key ? j->app_key : "",
 			      "expires_ms", (json_int_t)j->expiry_ms, "obtained_ms",
 			      (json_int_t)j->obtained_ms);
+	if (o)
+		json_object_set_new(o, "login", json_string(login));
 	char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
 	if (s)
 		j->hook(s, j->hook_arg);
@@ -1564,6 +1590,11 @@ static void persisted_fields(const wj_jdy_t *j, const json_t *o, const char **to
 	if (password != (j->auth == WJ_JDY_AUTH_PASSWORD))
 		return;
 	if (password && differs(str_field(o, "account_id"), j->account_id))
+		return;
+	/* made by another login (credentials changed since), or by a version that did not say */
+	char login[65];
+	wj_jdy_login_digest(j, login);
+	if (!*login || differs(str_field(o, "login"), login))
 		return;
 	*token = str_field(o, password ? "access_token" : "app_token");
 	*where = str_field(o, password ? "group_name" : "domain");

@@ -124,11 +124,14 @@ void wj_jdy_free(wj_jdy_t *j);
 /* Called after each successful login with the token as JSON text (valid during the call), so
  * that it can be persisted: {"auth":"gateway","app_token","domain","app_key",...} or
  * {"auth":"password","access_token","group_name","account_id",...}, both with "expires_ms" and
- * "obtained_ms". */
+ * "obtained_ms", and "login": wj_jdy_login_digest() of the login that made it. */
 void wj_jdy_set_token_hook(wj_jdy_t *j, void (*hook)(const char *token_json, void *arg), void *arg);
 /* Adopt a persisted token. 0, -EINVAL (malformed), -ESTALE (expired or about to, or of another
- * login or account set: ignored). */
+ * login or account set, or made with other credentials, or without a "login" digest: ignored). */
 int wj_jdy_restore_token(wj_jdy_t *j, const char *token_json);
+/* The digest that names j's login in a persisted token: SHA-256 (hex, into out of 65 bytes) of
+ * every field the login sends, secrets included; "" when it cannot be made. */
+void wj_jdy_login_digest(const wj_jdy_t *j, char out[65]);
 /* Whether a usable token is held. */
 bool wj_jdy_has_token(const wj_jdy_t *j);
 /* The reason of the last failed login ("" after a successful one); valid until the next call

@@ -12,7 +12,10 @@
    alert reaches the receiver; the configuration fixed and reloaded (SIGHUP): "running", the
    check passes again;
 5. the daemon started while Kingdee answers its login with 503: degraded; once Kingdee is
-   back, the check's own retry (no reload) ends it."""
+   back, the check's own retry (no reload) ends it;
+6. a restart after the Kingdee password was changed to a wrong one: the token kept in the
+   state is not reused for another login, so the start is degraded at once (not when the old
+   token expires, hours later)."""
 
 import os
 import signal
@@ -236,5 +239,27 @@ def retry(h):
     check("configuration reloaded" not in read(st.log), "retry: no reload was needed")
 
 
+# ---- 6 --------------------------------------------------------------------------------------
+
+def changed_password(h):
+    st = h["stack"] = e2e_stack(5)
+    password(st)
+    st.write()
+    st.start()
+    s = wait_status(st, lambda s: (s.get("check") or {}).get("state") == "passed", timeout=30)
+    check(s.get("state") == "running", "changed password: first start passes (%s)" % s.get("check"))
+    check(st.daemon.stop() == 0, "changed password: stopped")
+    logins = st.jdy_stats().get("v1_logins", st.jdy_stats().get("logins"))
+    password(st, password="a-wrong-new-password")
+    st.write()
+    st.start()
+    s = wait_status(st, lambda s: s.get("state") == "degraded", timeout=30)
+    check(s.get("state") == "degraded" and "kingdee login" in (s.get("last_error") or ""),
+          "changed password: the restart is degraded at once, naming the login (%s; logins "
+          "before %s)" % (s.get("last_error"), logins))
+    check("a-wrong-new-password" not in read(st.log) + str(s),
+          "changed password: the new password is shown nowhere")
+
+
 run_scenarios({"all_pass": all_pass, "failures": failures, "clock": clock, "daemon": daemon,
-               "retry": retry}, sys.argv[1:])
+               "retry": retry, "changed_password": changed_password}, sys.argv[1:])

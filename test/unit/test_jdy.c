@@ -1047,8 +1047,19 @@ static void test_restore_token(void **state)
 	pthread_mutex_lock(&S.mu);
 	snprintf(S.valid_token, sizeof(S.valid_token), "tok-saved");
 	pthread_mutex_unlock(&S.mu);
-	snprintf(json, sizeof(json), "{\"app_token\":\"tok-saved\",\"domain\":\"%s\",\"expires_ms\":%lld,"
-		 "\"app_key\":\"%s\"}", S.domain, (long long)wj_now_ms() + 20 * 3600 * 1000LL, APP_KEY);
+	char login[65];
+	wj_jdy_login_digest(e->j, login);
+	assert_int_equal(strlen(login), 64);
+	const char *fmt = "{\"app_token\":\"tok-saved\",\"domain\":\"%s\",\"expires_ms\":%lld,"
+			  "\"app_key\":\"%s\"%s%s%s}";
+	long long exp = (long long)wj_now_ms() + 20 * 3600 * 1000LL;
+	/* made with other credentials, or saying nothing of them: a login is due */
+	snprintf(json, sizeof(json), fmt, S.domain, exp, APP_KEY, ",\"login\":\"", "00ff", "\"");
+	assert_int_equal(wj_jdy_restore_token(e->j, json), -ESTALE);
+	snprintf(json, sizeof(json), fmt, S.domain, exp, APP_KEY, "", "", "");
+	assert_int_equal(wj_jdy_restore_token(e->j, json), -ESTALE);
+	assert_false(wj_jdy_has_token(e->j));
+	snprintf(json, sizeof(json), fmt, S.domain, exp, APP_KEY, ",\"login\":\"", login, "\"");
 	assert_int_equal(wj_jdy_restore_token(e->j, json), 0);
 	assert_true(wj_jdy_has_token(e->j));
 	struct outcome o[5];
@@ -1192,9 +1203,10 @@ static void test_5xx_unknown_after_send(void **state)
 			   .timeout_ms = 5000};
 	wj_jdy_t *dead = wj_jdy_new(&e->loop, e->http, &o);
 	assert_non_null(dead);
-	char json[512];
-	snprintf(json, sizeof(json), "{\"app_token\":\"tok-x\",\"domain\":\"d\",\"expires_ms\":%lld}",
-		 (long long)wj_now_ms() + 3600000LL);
+	char json[512], login[65];
+	wj_jdy_login_digest(dead, login);
+	snprintf(json, sizeof(json), "{\"app_token\":\"tok-x\",\"domain\":\"d\",\"expires_ms\":%lld,"
+		 "\"login\":\"%s\"}", (long long)wj_now_ms() + 3600000LL, login);
 	assert_int_equal(wj_jdy_restore_token(dead, json), 0);
 	struct outcome c = {0};
 	assert_int_equal(wj_jdy_save(dead, "{}", on_result, &c), 0);

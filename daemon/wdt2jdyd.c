@@ -129,6 +129,9 @@ static void write_metrics(json_t *st, bool up, int64_t now)
 	prom_labels(&m, d.cfg->state_dir);
 	metric(&m, "up", "gauge", "1 while the daemon runs, 0 once it has stopped.");
 	sample(&m, "up", "", up);
+	metric(&m, "degraded", "gauge",
+	       "1 while the start-up check fails (status.json: check, last_error), else 0.");
+	sample(&m, "degraded", "", up && d.engine && wj_engine_degraded(d.engine));
 	metric(&m, "status_updated_seconds", "gauge",
 	       "When this file was written (Unix time): it stops moving when the daemon dies.");
 	sample(&m, "status_updated_seconds", "", now);

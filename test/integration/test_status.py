@@ -64,6 +64,8 @@ try:
     check(m.get('wdt2jdy_endpoint_up{endpoint="wdt"}') == 0 and
           m.get('wdt2jdy_endpoint_up{endpoint="kingdee"}') == 1 and m.get("wdt2jdy_up") == 1,
           "wdt unreachable: metrics endpoint_up wdt 0, kingdee 1, up 1")
+    check(m.get("wdt2jdy_degraded") == 1,
+          "wdt unreachable: metrics degraded 1 (the start-up check failed)")
     check(m.get('wdt2jdy_flow_failures{flow="pd-gain"}', 0) >= 1,
           "wdt unreachable: metrics flow_failures counts the flow's failed windows")
     out = ctl(st.cfg_path, "status").stdout
@@ -123,8 +125,9 @@ try:
           and s.get("last_error") is None and s.get("state") == "running",
           "kingdee back: endpoint up, last_error cleared, running (%s, %s, %s)"
           % (s.get("state"), s.get("last_error"), s.get("errors")))
-    check(read_metrics(prom).get('wdt2jdy_endpoint_up{endpoint="kingdee"}') == 1,
-          "kingdee back: metrics endpoint_up 1")
+    m = read_metrics(prom)
+    check(m.get('wdt2jdy_endpoint_up{endpoint="kingdee"}') == 1 and
+          m.get("wdt2jdy_degraded") == 0, "kingdee back: metrics endpoint_up 1, degraded 0")
     check("test-client-secret" not in read(st.status_path), "no secret in the status")
 finally:
     wp.close()

@@ -1917,12 +1917,12 @@ static int net_open(net_t *n, const wj_config_t *cfg, wj_store_t *s)
 	wj_jdy_opts_t jo;
 	wj_engine_wdt_opts(cfg, &wo);
 	wj_engine_jdy_opts(cfg, &jo);
-	n->wdt_http = wj_http_new(&n->loop, &(wj_http_opts_t){
-		.max_inflight = 1, .ca_file = cfg->wdt.ca_file, .max_body = cfg->http.max_body,
-		.max_retry_after_ms = cfg->http.max_retry_after_ms});
-	n->jdy_http = wj_http_new(&n->loop, &(wj_http_opts_t){
-		.max_inflight = 1, .ca_file = cfg->kingdee.ca_file, .max_body = cfg->http.max_body,
-		.max_retry_after_ms = cfg->http.max_retry_after_ms});
+	wj_http_opts_t wh, jh;
+	wj_engine_http_opts(cfg, false, &wh);
+	wj_engine_http_opts(cfg, true, &jh);
+	wh.max_inflight = jh.max_inflight = 1; /* one call at a time is all a command needs */
+	n->wdt_http = wj_http_new(&n->loop, &wh);
+	n->jdy_http = wj_http_new(&n->loop, &jh);
 	if (n->wdt_http)
 		n->wdt = wj_wdt_new(n->wdt_http, &wo);
 	if (n->jdy_http)

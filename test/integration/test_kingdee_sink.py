@@ -15,11 +15,11 @@ logins; 12. wdt2jdyctl sign kingdee prints either reading."""
 
 import sys
 import time
-import traceback
 
 from wjtest import check, ctl, finish, read, wait_for  # first: puts test/fake on the path
 from e2e import (ACCOUNT, PASSWORD, close_stack, compare_bills, derived_order, e2e_stack,
-                 log_tail, marker, password_stack, wait_settled, wait_status)
+                 log_tail, marker, password_stack, run_scenario, wait_settled,
+                 wait_status)
 import wjfake
 
 T0 = time.monotonic()
@@ -75,25 +75,7 @@ def settle(st, n, what, timeout=90):
 
 def scenario(fn):
     """Run one scenario; an exception counts as a failed check, and the stack is closed."""
-    name = fn.__name__
-    t = time.monotonic()
-    holder = {}
-    try:
-        fn(holder)
-    except Exception:
-        traceback.print_exc()
-        check(False, "%s: ran without an exception" % name)
-    finally:
-        st = holder.get("stack")
-        if st is not None:
-            if st.daemon and st.daemon.alive():
-                rc = st.daemon.stop()
-                check(rc == 0, "%s: daemon exits 0 on SIGTERM (got %s)" % (name, rc))
-            err = read(st.cfg_path + ".stderr")
-            check("runtime error:" not in err and "Sanitizer" not in err,
-                  "%s: no sanitizer report from the daemon" % name)
-            close_stack(st)
-    timings.append((name, time.monotonic() - t))
+    run_scenario(fn, timings)
 
 
 def fail_log(st, ok):

@@ -552,6 +552,7 @@ static void on_tick(uv_timer_t *t)
 		return;
 	check_readers(e);
 	check_alerts(e);
+	wj_history_tick(e, false);
 	for (size_t i = 0; i < e->n_pollers; i++)
 		poller_kick(e->pollers[i]);
 	dispatcher_pump(e->disp);
@@ -730,6 +731,7 @@ void wj_engine_stop(wj_engine_t *e, uint64_t drain_ms, void (*done)(void *arg), 
 	e->stop_done = done;
 	e->stop_arg = arg;
 	uv_timer_stop(&e->tick);
+	wj_history_tick(e, true);
 	for (size_t i = 0; i < e->n_pollers; i++)
 		poller_stop(e->pollers[i]);
 	dispatcher_stop(e->disp);

@@ -9,6 +9,7 @@
 #include "lib/alert.h"
 #include "lib/config.h"
 #include "lib/dispatch.h"
+#include "lib/history.h"
 #include "lib/engine.h"
 #include "lib/http.h"
 #include "lib/jdy.h"
@@ -74,6 +75,7 @@ struct wj_engine {
 	uint64_t store_error_logged;
 	uint64_t store_error_at;  /* monotonic ms of the last failed commit */
 	uint64_t calls[EP_COUNT][OC_COUNT];
+	wj_hist_sampler_t hist;    /* per-minute history (history.c) */
 	wj_alerts_t *alerts;       /* borrowed from the daemon; NULL: no alerts */
 	/* per service (0 WDT, 1 Kingdee): monotonic ms since calls fail without any success
 	 * (0: answering), and whether that was alerted */

@@ -45,6 +45,7 @@ static const char *const db_names[WJ_DB_COUNT] = {
 	[WJ_DB_SLIM] = "slim",
 	[WJ_DB_MARKS] = "marks",
 	[WJ_DB_POSTED] = "posted",
+	[WJ_DB_HISTORY] = "history",
 };
 
 static __thread char last_err[1024];

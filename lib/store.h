@@ -27,6 +27,8 @@
  *   posted    doc key      → what the order's bill holds (wj_bill_view, lib/dispatch.h), written
  *             when the bill is saved or adopted; a later change of the order is put up for
  *             review only when it changes this
+ *   history   slot(u32 BE) → one minute's counts (lib/history.h): a fixed ring of 14 days of
+ *             minutes, slot = (epoch s / 60) mod 20160; the value names its minute
  *
  * Threads and processes: the environment is opened with MDB_NOTLS, so read transactions may move
  * between threads and a thread may hold several. Other processes (wdt2jdyctl) may open the same
@@ -66,6 +68,7 @@ typedef enum wj_db {
 	WJ_DB_SLIM,
 	WJ_DB_MARKS,
 	WJ_DB_POSTED,
+	WJ_DB_HISTORY,
 	WJ_DB_COUNT
 } wj_db_t;
 

@@ -22,6 +22,7 @@
 #include "lib/log.h"
 #include "lib/mapping.h"
 #include "lib/probe.h"
+#include "lib/report.h"
 #include "lib/store.h"
 #include "lib/util.h"
 #include "lib/wdt.h"
@@ -49,6 +50,9 @@ static void usage(FILE *f)
 		"  review list [--json]            orders changed after their bill was posted\n"
 		"  review show ORDER [--json]      what its bill would hold now, old -> new\n"
 		"  cursor show [FLOW] [--json]     where each flow's polling stands\n"
+		"  report --html FILE [--days N] [--lang zh|en]\n"
+		"                                  one HTML page: health, bills and dead letters\n"
+		"                                  per hour, quota use, dead letters, review list\n"
 		"operator actions (written to the daemon's log as an audit trail):\n"
 		"  dlq retry ORDER... | --all      queue again, above live work\n"
 		"  dlq drop ORDER... | --all --yes forget (no bill will be made)\n"
@@ -134,7 +138,7 @@ static wj_config_t *load_config(void)
 {
 	if (state_dir_opt) {
 		fprintf(stderr, "wdt2jdyctl: --state-dir is for the read-only commands (status, dlq "
-				"list/show, review list/show, cursor show)\n");
+				"list/show, review list/show, cursor show, report)\n");
 		exit(1);
 	}
 	wj_errors_t errs = {0};
@@ -2476,6 +2480,67 @@ static wj_store_t *open_store_if_any(const wj_config_t *cfg)
 	return s;
 }
 
+/* report --html FILE [--days N] [--lang zh|en]: read-only, paths only. */
+static int cmd_report(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"html", required_argument, NULL, 'o'},
+		{"days", required_argument, NULL, 'd'},
+		{"lang", required_argument, NULL, 'l'},
+		{"state-dir", required_argument, NULL, 's'},
+		{NULL, 0, NULL, 0},
+	};
+	const char *file = NULL;
+	wj_report_opts_t o = {.days = WJ_REPORT_DAYS_DEFAULT, .now = wj_now()};
+	char *end;
+	int c;
+	optind = 0;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (c) {
+		case 'o': file = optarg; break;
+		case 's': state_dir_opt = optarg; break;
+		case 'd': {
+			long n = strtol(optarg, &end, 10);
+			if (*end || end == optarg || n < 1 || n > WJ_HISTORY_DAYS) {
+				fprintf(stderr, "wdt2jdyctl report: --days: expected a number of days "
+						"from 1 to %d, not \"%s\"\n", WJ_HISTORY_DAYS, optarg);
+				return 1;
+			}
+			o.days = (unsigned)n;
+			break;
+		}
+		case 'l':
+			if (strcmp(optarg, "zh") && strcmp(optarg, "en")) {
+				fprintf(stderr, "wdt2jdyctl report: --lang: expected zh or en, not "
+						"\"%s\"\n", optarg);
+				return 1;
+			}
+			o.en = !strcmp(optarg, "en");
+			break;
+		default:
+			fprintf(stderr, "wdt2jdyctl report: unknown option %s\n", argv[optind - 1]);
+			return 1;
+		}
+	}
+	if (!file || optind < argc) {
+		fprintf(stderr, "wdt2jdyctl report: %s\n",
+			!file ? "--html FILE is required" : "too many arguments");
+		return 1;
+	}
+	wj_config_t *cfg = load_paths();
+	wj_store_t *s = open_state(cfg, false);
+	load_secrets(cfg, s);
+	json_t *st = json_load_file(cfg->status_file, 0, NULL); /* none: the daemon is stopped */
+	int r = wj_report_write(file, s, cfg, st, &o);
+	if (r < 0)
+		fprintf(stderr, "wdt2jdyctl report: cannot write %s: %s\n", file, strerror(-r));
+	json_decref(st);
+	wj_store_close(s);
+	wj_config_free(cfg);
+	return r < 0 ? 1 : 0;
+}
+
 static int cmd_preview(int argc, char **argv)
 {
 	const char *from = NULL, *to = NULL, *out = NULL;
@@ -2690,6 +2755,8 @@ int main(int argc, char **argv)
 		return cmd_check(sub_argc, sub_argv);
 	if (!strcmp(cmd, "preview"))
 		return cmd_preview(sub_argc, sub_argv);
+	if (!strcmp(cmd, "report"))
+		return cmd_report(sub_argc, sub_argv);
 	fprintf(stderr, "wdt2jdyctl: unknown command \"%s\"\n", cmd);
 	usage(stderr);
 	return 1;

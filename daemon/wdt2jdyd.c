@@ -21,6 +21,7 @@
 #include "lib/log.h"
 #include "lib/notify.h"
 #include "lib/probe.h"
+#include "lib/report.h"
 #include "lib/store.h"
 #include "lib/util.h"
 #include "wj_build.h"
@@ -48,6 +49,7 @@ static struct {
 	uint64_t last_status_line;
 	bool stopping;
 	bool stopped;          /* the final status is written: no more updates */
+	bool html_failed;      /* writing status.html_file failed (said once) */
 	char start_error[512]; /* why the start failed, for the final status */
 	unsigned reloads, reload_failures;
 	char last_reload_error[512];
@@ -223,6 +225,22 @@ static json_t *check_status(bool degraded)
 			 "next_attempt", degraded && !d.check ? d.check_next : NULL);
 }
 
+/* status.html_file: the report of the last days, in the language of alerts_lang. A failure
+ * is logged once until a write succeeds again; it never stops the daemon. */
+static void write_html(json_t *st, int64_t now)
+{
+	const char *path = d.cfg->html_file;
+	if (!path || !path[0] || !d.store)
+		return;
+	wj_report_opts_t o = {.en = d.cfg->alerts_en, .days = WJ_REPORT_DAYS_DEFAULT, .now = now};
+	int r = wj_report_write(path, d.store, d.cfg, st, &o);
+	if (r < 0 && !d.html_failed)
+		wj_warn(MOD, NULL, "cannot write the HTML report %s: %s", path, strerror(-r));
+	else if (r == 0 && d.html_failed)
+		wj_info(MOD, NULL, "HTML report %s written again", path);
+	d.html_failed = r < 0;
+}
+
 static void write_status(void)
 {
 	const wj_config_t *cfg = d.cfg;
@@ -268,6 +286,7 @@ static void write_status(void)
 			free(text);
 		}
 	}
+	write_html(st, t);
 	json_decref(st);
 	if (!d.engine)
 		return;
@@ -480,6 +499,7 @@ static void reload(void)
 	d.cfg = cfg;
 	wj_alerts_set_config(d.alerts, d.cfg);
 	d.check_retry_ms = 0; /* the services may be set right now: check again at once */
+	d.html_failed = false; /* a new html_file: say again if it cannot be written */
 	start_check();
 	d.reloads++;
 	d.last_reload_error[0] = '\0';

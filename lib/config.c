@@ -663,6 +663,7 @@ static const struct field log_fields[] = {
 static const struct field status_fields[] = {
 	C("file", K_STR, status_file),
 	C("metrics_file", K_OPTSTR, metrics_file),
+	C("html_file", K_OPTSTR, html_file),
 	C("interval", K_DUR, status_interval_ms, .min = SEC, .max = DAY),
 	{0},
 };
@@ -1407,6 +1408,7 @@ void wj_config_free(wj_config_t *cfg)
 	free(cfg->log_file);
 	free(cfg->status_file);
 	free(cfg->metrics_file);
+	free(cfg->html_file);
 	free(cfg->timezone);
 	free(cfg->wdt.url);
 	free(cfg->wdt.sid);

@@ -78,6 +78,8 @@ typedef struct wj_config {
 	int log_level;          /* WJ_LOG_* from lib/log.h, default info */
 	char *status_file;      /* default <state_dir>/status.json; "" (kept as "") disables */
 	char *metrics_file;     /* NULL when empty/absent */
+	char *html_file;        /* status.html_file: the HTML report, rewritten every interval;
+				 * NULL when empty/absent */
 	uint64_t status_interval_ms; /* default 10s */
 	int tz_offset;          /* timezone, seconds east of UTC, default +08:00 */
 	char *timezone;         /* as written, e.g. "+08:00" */

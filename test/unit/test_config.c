@@ -190,6 +190,7 @@ static void test_design_example(void **state)
 	assert_int_equal(cfg->log_level, WJ_LOG_INFO);
 	assert_string_equal(cfg->status_file, "/var/lib/wdt2jdy/status.json");
 	assert_null(cfg->metrics_file);
+	assert_null(cfg->html_file);
 	assert_int_equal(cfg->status_interval_ms, 10000);
 	assert_int_equal(cfg->tz_offset, 8 * 3600);
 	assert_string_equal(cfg->timezone, "+08:00");
@@ -320,7 +321,8 @@ static void test_values(void **state)
 		"  # every optional key given\n"
 		"  \"state_dir\": \"/srv/wj\",\n"
 		"  \"log\": {\"file\": \"\", \"level\": \"debug\"},\n"
-		"  \"status\": {\"file\": \"\", \"metrics_file\": \"/srv/wj/m.prom\", \"interval\": \"1s\"},\n"
+		"  \"status\": {\"file\": \"\", \"metrics_file\": \"/srv/wj/m.prom\", \"interval\": \"1s\",\n"
+		"              \"html_file\": \"/srv/wj/report.html\"},\n"
 		"  \"timezone\": \"-05:30\",\n"
 		"  \"drain_timeout\": \"0s\",\n"
 		"  \"store\": {\"map_size\": \"1MiB\", \"map_max\": 1048576},\n"
@@ -352,6 +354,7 @@ static void test_values(void **state)
 	assert_int_equal(cfg->log_level, WJ_LOG_DEBUG);
 	assert_string_equal(cfg->status_file, ""); /* given empty: disabled */
 	assert_string_equal(cfg->metrics_file, "/srv/wj/m.prom");
+	assert_string_equal(cfg->html_file, "/srv/wj/report.html");
 	assert_int_equal(cfg->status_interval_ms, 1000);
 	assert_int_equal(cfg->tz_offset, -19800);
 	assert_string_equal(cfg->timezone, "-05:30");

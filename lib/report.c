@@ -285,7 +285,12 @@ static void chart_lag(report_t *r, unsigned f)
 		if (r->h[i].lag[f] != WJ_HISTORY_LAG_UNKNOWN)
 			out(r, "%.2f,%.2f ", CL + (i + 0.5) * bw,
 			    CT + CH - (double)r->h[i].lag[f] * scale);
-	out(r, "\"/></svg>\n");
+	out(r, "\"/>");
+	for (unsigned i = 0; i < r->hours; i++) /* a lone hour shows as a dot */
+		if (r->h[i].lag[f] != WJ_HISTORY_LAG_UNKNOWN)
+			out(r, "<circle class=\"lag\" data-lag=\"%u\" cx=\"%.2f\" cy=\"%.2f\" r=\"2\"/>",
+			    r->h[i].lag[f], CL + (i + 0.5) * bw, CT + CH - (double)r->h[i].lag[f] * scale);
+	out(r, "</svg>\n");
 }
 
 /* ---- sections ---------------------------------------------------------------------------- */
@@ -313,7 +318,7 @@ static const char CSS[] =
 	"svg rect.peak{fill:#7a9cc6}svg rect.over{fill:#d9534f}"
 	"svg line.limit{stroke:#c0392b;stroke-width:1.5;stroke-dasharray:6 4}"
 	"svg text.limit{fill:#c0392b;text-anchor:end}"
-	"svg polyline.lag{fill:none;stroke:#8e44ad;stroke-width:1.5}"
+	"svg polyline.lag{fill:none;stroke:#8e44ad;stroke-width:1.5}svg circle.lag{fill:#8e44ad}"
 	".legend span{display:inline-block;width:10px;height:10px;margin:0 4px 0 12px}"
 	".note{color:#5b6776;font-size:12px}";
 

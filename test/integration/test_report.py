@@ -12,6 +12,7 @@ import base64
 import json
 import os
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -268,6 +269,29 @@ def main():
         live = page_checks(drv, html_file, "daemon's page", nb, dead, secrets)
         check(live["health"] == "running", "daemon's page: health running (%s)" % live["health"])
         check("数据流" in live["text"], "daemon's page: in Chinese by default")
+
+        # a reload takes up a changed html_file; one that cannot be written is said once
+        moved = os.path.join(st.tmp, "moved.html")
+        st.cfg["status"]["html_file"] = moved
+        st.write()
+        st.daemon.signal(signal.SIGHUP)
+        check(wait_for(lambda: "RK&lt;script&gt;" in read(moved), timeout=30, step=0.3),
+              "reload: the daemon writes the new html_file")
+        st.cfg["status"]["html_file"] = os.path.join(st.tmp, "no-such-dir", "r.html")
+        st.write()
+        st.daemon.signal(signal.SIGHUP)
+        said = "cannot write the HTML report"
+        check(wait_for(lambda: said in read(st.log), timeout=30, step=0.3),
+              "an html_file that cannot be written is logged")
+        seen = st.status().get("updated", 0)
+        wait_for(lambda: st.status().get("updated", 0) >= seen + 3, timeout=30, step=0.3)
+        check(read(st.log).count(said) == 1 and st.daemon.alive()
+              and st.status().get("state") == "running",
+              "logged once over 3 more status writes, the daemon runs on (%d lines)"
+              % read(st.log).count(said))
+        st.cfg["status"]["html_file"] = html_file
+        st.write()
+        st.daemon.signal(signal.SIGHUP)
 
         # a restart in between adds no spike: the counts are baselined at start
         check(st.daemon.stop() == 0, "daemon exits 0")

@@ -331,6 +331,9 @@ def main():
                                                     ["--html", out])))
             check(p.returncode == 1 and name in p.stderr,
                   "report %s: refused naming %s (%s)" % (" ".join(bad), name, p.stderr.strip()))
+        err = read(st.cfg_path + ".stderr")
+        check("runtime error:" not in err and "Sanitizer" not in err,
+              "no sanitizer report from the daemon")
     finally:
         if drv:
             drv.close()

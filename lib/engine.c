@@ -960,6 +960,7 @@ json_t *wj_engine_status(wj_engine_t *e)
 		json_object_set_new(so, "map_max", json_integer((json_int_t)ss.map_max));
 		json_object_set_new(so, "used_bytes", json_integer((json_int_t)ss.used_bytes));
 		json_object_set_new(so, "readers", json_integer((json_int_t)ss.readers));
+		json_object_set_new(so, "commits", json_integer((json_int_t)wj_store_commits(e->store)));
 		json_object_set_new(so, "error", e->store_error ? json_string(strerror(-e->store_error))
 								: json_null());
 		json_object_set_new(st, "store", so);

@@ -4,7 +4,12 @@
  * Life of a job:   queue ──take──> in flight ──> lookups ──(reconcile?)──> save ──> outcome
  * Taking moves the entry to the "inflight" database in a committed transaction before any
  * request is sent, so a crash leaves it there; the next start marks it for reconciliation.
- * Outcomes of one loop turn are committed together (one transaction), and only then logged.
+ * Group commit: outcomes are committed together with the next take, in one transaction, and
+ * only then logged: when GROUP_MAX outcomes wait, GROUP_DELAY_MS after the first of them, when
+ * the taken jobs ran out while more wait in the queue, or at once while stopping. Until then an
+ * outcome exists only in memory and its order stays in "inflight", so a crash before the commit
+ * leaves it to reconciliation, never to a blind resend. A job is sent only after the commit of
+ * its take; a slot freed by an outcome is refilled at once from the jobs taken ahead.
  *
  * Exactly one bill: a save that may have reached Kingdee without a definite answer (no answer,
  * a gateway's 5xx, an answer without the bill, an error answer, a crash while in flight) marks
@@ -119,8 +124,11 @@ struct dispatcher {
 	unsigned n_ready, n_running;
 	lookup_t *lookups; /* in flight, one per distinct number */
 	json_t *lk_mem;    /* parsed lookup cache entries: key → {"data", "expires_ms"} */
-	uv_timer_t flush_timer;
-	bool flush_pending, stopped, closing;
+	uv_timer_t flush_timer; /* group commit and refilling freed slots (on_timer) */
+	uint64_t flush_due;     /* loop time (ms) the group commit is due; 0: none pending */
+	unsigned pending;       /* outcomes since the last group commit */
+	bool queue_more;        /* the last take filled its want: the queue may hold more */
+	bool stopped, closing;
 	uint64_t saved, retried, dead, reconciled_found, reconciled_missing, reconcile_pages;
 	uint64_t adopted;  /* bills found by skip_existing */
 	uint64_t lookups_done;
@@ -1044,7 +1052,22 @@ out:
 
 /* ---- outcomes ------------------------------------------------------------------------------- */
 
-static void on_flush(uv_timer_t *t);
+static void on_timer(uv_timer_t *t);
+
+#define GROUP_MAX 64        /* outcomes that make a group commit due at once */
+#define GROUP_DELAY_MS 50   /* at most this long after the first outcome of a group */
+
+/* The group commit is due after delay_ms at the latest; the timer runs at the next loop turn
+ * (refilling freed slots) and then when it is due. */
+static void flush_after(dispatcher_t *d, uint64_t delay_ms)
+{
+	if (d->closing)
+		return;
+	uint64_t due = uv_now(d->e->loop) + delay_ms;
+	if (!d->flush_due || due < d->flush_due)
+		d->flush_due = due;
+	uv_timer_start(&d->flush_timer, on_timer, 0, 0);
+}
 
 static void finish(job_t *j, outcome_t out)
 {
@@ -1058,10 +1081,8 @@ static void finish(job_t *j, outcome_t out)
 		j->running = false;
 		d->n_running--;
 	}
-	if (!d->flush_pending) {
-		d->flush_pending = true;
-		uv_timer_start(&d->flush_timer, on_flush, 0, 0);
-	}
+	bool now = ++d->pending >= GROUP_MAX || d->stopped || d->e->stopping;
+	flush_after(d, now ? 0 : GROUP_DELAY_MS);
 }
 
 static void meta_add(wj_txn_t *t, const char *key, uint64_t n)
@@ -1456,7 +1477,8 @@ static int take_fn(wj_txn_t *t, void *arg)
 	return t->err;
 }
 
-/* How many more jobs to take: a slot's worth ahead of each running job. */
+/* How many more jobs to take: a slot's worth ahead of each running job, so that slots freed
+ * between two group commits are refilled without waiting for one. */
 static unsigned take_room(const dispatcher_t *d, unsigned releasing)
 {
 	const wj_engine_t *e = d->e;
@@ -1527,6 +1549,7 @@ static void take_done(dispatcher_t *d, take_ctx_t *c)
 		d->ready_tail = j;
 		d->n_ready++;
 	}
+	d->queue_more = c->n >= c->want;
 	take_free(c);
 }
 
@@ -1556,24 +1579,22 @@ static void start_ready(dispatcher_t *d)
 	}
 }
 
+/* Free slots and nothing taken ahead to fill them. */
+static bool starving(const dispatcher_t *d)
+{
+	return !d->ready_head && d->n_running < d->e->cfg->kingdee.concurrency;
+}
+
 void dispatcher_pump(dispatcher_t *d)
 {
 	start_ready(d);
-	unsigned room = take_room(d, 0);
-	if (!room)
+	if (!take_room(d, 0))
 		return;
-	take_ctx_t *c = take_new(d, room);
-	if (!c)
-		return;
-	if (wj_engine_write(d->e, take_fn, c) < 0) {
-		take_free(c);
-		return;
-	}
-	take_done(d, c);
-	start_ready(d);
+	/* New work is taken with the next group commit, at once when slots would idle. */
+	flush_after(d, starving(d) ? 0 : GROUP_DELAY_MS);
 }
 
-/* ---- one commit per loop turn ---------------------------------------------------------------- */
+/* ---- group commit: outcomes and the next take in one transaction ----------------------------- */
 
 typedef struct turn_ctx {
 	flush_ctx_t f;
@@ -1589,11 +1610,10 @@ static int turn_fn(wj_txn_t *t, void *arg)
 	return r;
 }
 
-static void on_flush(uv_timer_t *t)
+static void group_commit(dispatcher_t *d)
 {
-	dispatcher_t *d = t->data;
-	d->flush_pending = false;
-	start_ready(d); /* slots freed by the outcomes below: refill them now */
+	d->flush_due = 0;
+	d->pending = 0;
 	turn_ctx_t c = {.f = {.d = d}};
 	unsigned releasing = 0;
 	for (job_t *j = d->jobs; j && releasing < 256; j = j->next)
@@ -1606,8 +1626,8 @@ static void on_flush(uv_timer_t *t)
 		/* Nothing recorded; the jobs stay in memory and in flight. Try again shortly. */
 		if (c.take)
 			take_free(c.take);
-		d->flush_pending = true;
-		uv_timer_start(&d->flush_timer, on_flush, 1000, 0);
+		d->queue_more = false; /* no early retry: wait the second */
+		flush_after(d, 1000);
 		return;
 	}
 	/* Committed: now log and release, in the same order flush_fn visited them. */
@@ -1630,13 +1650,26 @@ static void on_flush(uv_timer_t *t)
 		d->n_jobs--;
 		job_free(j);
 	}
-	if (more) {
-		d->flush_pending = true;
-		uv_timer_start(&d->flush_timer, on_flush, 0, 0);
-	}
+	if (more)
+		flush_after(d, 0);
 	if (c.take)
 		take_done(d, c.take);
 	start_ready(d);
+}
+
+/* Refill freed slots; commit the group when it is due, or at once when slots would idle while
+ * the queue holds more; else wait for it. */
+static void on_timer(uv_timer_t *t)
+{
+	dispatcher_t *d = t->data;
+	start_ready(d);
+	if (!d->flush_due)
+		return;
+	uint64_t now = uv_now(d->e->loop);
+	if (now >= d->flush_due || (d->queue_more && starving(d)))
+		group_commit(d);
+	else
+		uv_timer_start(&d->flush_timer, on_timer, d->flush_due - now, 0);
 }
 
 /* ---- lifecycle -------------------------------------------------------------------------------- */

@@ -863,6 +863,7 @@ typedef struct view_ctx {
 	const wj_config_t *cfg;
 	wj_txn_t *t;
 	json_t *made; /* "m:NUMBER" → the object handed to the mapping (kept until it is done) */
+	json_t *mem;  /* parsed cache entries by Kingdee key (the dispatcher's), or NULL */
 } view_ctx_t;
 
 /* The Kingdee object of a material or store as cached, named by its WDT-side number; a bare
@@ -877,9 +878,15 @@ static const json_t *view_lookup(void *arg, char kind, const char *number)
 		return o;
 	snprintf(ck, sizeof(ck), "%c:%s", kind, wj_kingdee_number(c->cfg, kind, number));
 	wj_val_t v;
-	json_t *entry = NULL;
-	if (c->t && wj_txn_get(c->t, WJ_DB_LOOKUP, ck, strlen(ck), &v) == 0)
+	json_t *entry = json_incref(json_object_get(c->mem, ck));
+	if (!entry && c->t && wj_txn_get(c->t, WJ_DB_LOOKUP, ck, strlen(ck), &v) == 0) {
 		entry = json_loadb(v.data, v.len, 0, NULL);
+		if (entry && c->mem) {
+			if (json_object_size(c->mem) >= LK_MEM_MAX)
+				json_object_clear(c->mem);
+			json_object_set(c->mem, ck, entry);
+		}
+	}
 	json_t *data = json_object_get(entry, "data");
 	o = json_is_object(data) ? json_deep_copy(data) : json_object();
 	json_decref(entry);
@@ -892,10 +899,11 @@ static const json_t *view_lookup(void *arg, char kind, const char *number)
 	return o;
 }
 
-json_t *wj_bill_view(const wj_mapping_t *m, const wj_config_t *cfg, wj_txn_t *t,
-		     const json_t *order, char *err, size_t errsize)
+/* wj_bill_view, with the cache entries parsed already in mem (and those read kept there). */
+static json_t *bill_view(const wj_mapping_t *m, const wj_config_t *cfg, wj_txn_t *t, json_t *mem,
+			 const json_t *order, char *err, size_t errsize)
 {
-	view_ctx_t c = {.cfg = cfg, .t = t, .made = json_object()};
+	view_ctx_t c = {.cfg = cfg, .t = t, .made = json_object(), .mem = mem};
 	int rc;
 	json_t *view = NULL;
 	if (c.made)
@@ -904,6 +912,12 @@ json_t *wj_bill_view(const wj_mapping_t *m, const wj_config_t *cfg, wj_txn_t *t,
 		snprintf(err, errsize, "out of memory");
 	json_decref(c.made);
 	return view;
+}
+
+json_t *wj_bill_view(const wj_mapping_t *m, const wj_config_t *cfg, wj_txn_t *t,
+		     const json_t *order, char *err, size_t errsize)
+{
+	return bill_view(m, cfg, t, NULL, order, err, errsize);
 }
 
 /* A field's value as the operator reads it: text as it is, anything else as JSON; null when
@@ -1226,7 +1240,8 @@ static void apply_outcome(wj_txn_t *t, job_t *j, outcome_t *final)
 		/* what the bill holds: a later change of the order is reviewed against it */
 		const wj_mapping_t *m = wj_engine_mapping(j->d->e, j->flow);
 		char err[600];
-		json_t *view = m ? wj_bill_view(m, cfg, t, j->order, err, sizeof(err)) : NULL;
+		json_t *view = m ? bill_view(m, cfg, t, j->d->lk_mem, j->order, err, sizeof(err))
+				 : NULL;
 		j->unknown = false;
 		doc_set_unknown(doc, j);
 		/* posted: the order is not needed */

@@ -2,6 +2,7 @@
 #include "lib/engine_int.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +10,8 @@
 
 #include "lib/log.h"
 #include "lib/util.h"
+
+#define WJ_MMAP_THRESHOLD (128 * 1024)
 
 static const char *MOD = "engine";
 
@@ -565,6 +568,11 @@ int wj_engine_new(uv_loop_t *loop, const wj_config_t *cfg, wj_store_t *store, wj
 		snprintf(err, errsize, "out of memory");
 		return -ENOMEM;
 	}
+	/* A fixed threshold: the large buffers of a WDT page (its answer, the parsed orders' big
+	 * strings) are mapped and given back when freed, not kept in the heap that glibc's
+	 * adaptive threshold would move them to after the first page. */
+	mallopt(M_MMAP_THRESHOLD, WJ_MMAP_THRESHOLD);
+	mallopt(M_TRIM_THRESHOLD, 2 * WJ_MMAP_THRESHOLD);
 	e->loop = loop;
 	e->cfg = cfg;
 	e->store = store;

@@ -23,6 +23,7 @@
 #include "lib/engine_int.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1169,6 +1170,10 @@ static void query(poller_t *p, int64_t start, int64_t end, unsigned page_no, uns
 	kv[k++] = (wj_kv_t){"end_time", et};
 	kv[k++] = (wj_kv_t){"page_no", page};
 	kv[k++] = (wj_kv_t){"page_size", size};
+	/* The last page's orders are freed by now: give their pages back (they were parsed in a
+	 * worker thread's arena, which keeps what it once held), so that the heap stays at about
+	 * one page whatever the backlog. */
+	malloc_trim(0);
 	p->querying = true;
 	int r = wj_wdt_query(p->e->wdt, f->method, kv, k, prep, cb, p);
 	free(kv);

@@ -1600,13 +1600,22 @@ static bool starving(const dispatcher_t *d)
 	return !d->ready_head && d->n_running < d->e->cfg->kingdee.concurrency;
 }
 
+static void wake(dispatcher_t *d)
+{
+	/* New work is taken with the next group commit, at once when slots would idle. */
+	if (take_room(d, 0))
+		flush_after(d, starving(d) ? 0 : GROUP_DELAY_MS);
+}
+
 void dispatcher_pump(dispatcher_t *d)
 {
 	start_ready(d);
-	if (!take_room(d, 0))
-		return;
-	/* New work is taken with the next group commit, at once when slots would idle. */
-	flush_after(d, starving(d) ? 0 : GROUP_DELAY_MS);
+	wake(d);
+}
+
+void dispatcher_wake(void *arg)
+{
+	wake(arg);
 }
 
 /* ---- group commit: outcomes and the next take in one transaction ----------------------------- */

@@ -605,6 +605,8 @@ int wj_engine_new(uv_loop_t *loop, const wj_config_t *cfg, wj_store_t *store, wj
 	gate_init(&e->wdt_gate, e, "wdt", cfg->wdt.rate_limit);
 	gate_init(&e->jdy_gate, e, "kingdee", cfg->kingdee.rate_limit);
 	e->disp = dispatcher_new(e);
+	e->stored = dispatcher_wake;
+	e->stored_arg = e->disp;
 	e->pollers = calloc(cfg->n_flows, sizeof(*e->pollers));
 	if (!e->disp || !e->pollers) {
 		snprintf(err, errsize, "out of memory");

@@ -662,8 +662,8 @@ static int store_page(poller_t *p)
 		wj_engine_alert(p->e, WJ_EV_REVIEW, "flow %s: %llu orders changed after their bill "
 				"was saved (%s, ...)", p->name, (unsigned long long)c.n_review,
 				c.review_no);
-	if (c.n_new)
-		dispatcher_pump(p->e->disp);
+	if (c.n_new && p->e->stored)
+		p->e->stored(p->e->stored_arg);
 	return 0;
 }
 

@@ -126,6 +126,7 @@ struct dispatcher {
 	json_t *lk_mem;    /* parsed lookup cache entries: key → {"data", "expires_ms"} */
 	uv_timer_t flush_timer; /* group commit and refilling freed slots (on_timer) */
 	uint64_t flush_due;     /* loop time (ms) the group commit is due; 0: none pending */
+	uint64_t hold_until;    /* loop time (ms) before which no commit is tried (after one failed) */
 	unsigned pending;       /* outcomes since the last group commit */
 	bool queue_more;        /* the last take filled its want: the queue may hold more */
 	bool stopped, closing;
@@ -1078,6 +1079,8 @@ static void flush_after(dispatcher_t *d, uint64_t delay_ms)
 	if (d->closing)
 		return;
 	uint64_t due = uv_now(d->e->loop) + delay_ms;
+	if (due < d->hold_until)
+		due = d->hold_until;
 	if (!d->flush_due || due < d->flush_due)
 		d->flush_due = due;
 	uv_timer_start(&d->flush_timer, on_timer, 0, 0);
@@ -1651,7 +1654,8 @@ static void group_commit(dispatcher_t *d)
 		if (c.take)
 			take_free(c.take);
 		d->queue_more = false; /* no early retry: wait the second */
-		flush_after(d, 1000);
+		d->hold_until = uv_now(d->e->loop) + 1000;
+		flush_after(d, 0);
 		return;
 	}
 	/* Committed: now log and release, in the same order flush_fn visited them. */

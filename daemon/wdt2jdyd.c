@@ -184,6 +184,9 @@ static void write_metrics(json_t *st, bool up, int64_t now)
 		snprintf(l, sizeof(l), "flow=\"%s\"", json_string_value(json_object_get(o, "name")));
 		sample(&m, "flow_failures", l, jint(o, "failures"));
 	}
+	metric(&m, "store_commits_total", "counter",
+	       "LMDB write transactions committed by this run (each syncs the data file).");
+	sample(&m, "store_commits_total", "", jint(json_object_get(st, "store"), "commits"));
 	json_t *off = json_object_get(json_object_get(st, "wdt"), "clock_offset_s");
 	if (json_is_integer(off)) {
 		metric(&m, "wdt_clock_offset_seconds", "gauge",

@@ -4,7 +4,12 @@
  * Life of a job:   queue ──take──> in flight ──> lookups ──(reconcile?)──> save ──> outcome
  * Taking moves the entry to the "inflight" database in a committed transaction before any
  * request is sent, so a crash leaves it there; the next start marks it for reconciliation.
- * Outcomes of one loop turn are committed together (one transaction), and only then logged.
+ * Group commit: outcomes are committed together with the next take, in one transaction, and
+ * only then logged: when GROUP_MAX outcomes wait, GROUP_DELAY_MS after the first of them, when
+ * the taken jobs ran out while more wait in the queue, or at once while stopping. Until then an
+ * outcome exists only in memory and its order stays in "inflight", so a crash before the commit
+ * leaves it to reconciliation, never to a blind resend. A job is sent only after the commit of
+ * its take; a slot freed by an outcome is refilled at once from the jobs taken ahead.
  *
  * Exactly one bill: a save that may have reached Kingdee without a definite answer (no answer,
  * a gateway's 5xx, an answer without the bill, an error answer, a crash while in flight) marks
@@ -119,8 +124,12 @@ struct dispatcher {
 	unsigned n_ready, n_running;
 	lookup_t *lookups; /* in flight, one per distinct number */
 	json_t *lk_mem;    /* parsed lookup cache entries: key → {"data", "expires_ms"} */
-	uv_timer_t flush_timer;
-	bool flush_pending, stopped, closing;
+	uv_timer_t flush_timer; /* group commit and refilling freed slots (on_timer) */
+	uint64_t flush_due;     /* loop time (ms) the group commit is due; 0: none pending */
+	uint64_t hold_until;    /* loop time (ms) before which no commit is tried (after one failed) */
+	unsigned pending;       /* outcomes since the last group commit */
+	bool queue_more;        /* the last take filled its want: the queue may hold more */
+	bool stopped, closing;
 	uint64_t saved, retried, dead, reconciled_found, reconciled_missing, reconcile_pages;
 	uint64_t adopted;  /* bills found by skip_existing */
 	uint64_t lookups_done;
@@ -855,6 +864,7 @@ typedef struct view_ctx {
 	const wj_config_t *cfg;
 	wj_txn_t *t;
 	json_t *made; /* "m:NUMBER" → the object handed to the mapping (kept until it is done) */
+	json_t *mem;  /* parsed cache entries by Kingdee key (the dispatcher's), or NULL */
 } view_ctx_t;
 
 /* The Kingdee object of a material or store as cached, named by its WDT-side number; a bare
@@ -869,9 +879,15 @@ static const json_t *view_lookup(void *arg, char kind, const char *number)
 		return o;
 	snprintf(ck, sizeof(ck), "%c:%s", kind, wj_kingdee_number(c->cfg, kind, number));
 	wj_val_t v;
-	json_t *entry = NULL;
-	if (c->t && wj_txn_get(c->t, WJ_DB_LOOKUP, ck, strlen(ck), &v) == 0)
+	json_t *entry = json_incref(json_object_get(c->mem, ck));
+	if (!entry && c->t && wj_txn_get(c->t, WJ_DB_LOOKUP, ck, strlen(ck), &v) == 0) {
 		entry = json_loadb(v.data, v.len, 0, NULL);
+		if (entry && c->mem) {
+			if (json_object_size(c->mem) >= LK_MEM_MAX)
+				json_object_clear(c->mem);
+			json_object_set(c->mem, ck, entry);
+		}
+	}
 	json_t *data = json_object_get(entry, "data");
 	o = json_is_object(data) ? json_deep_copy(data) : json_object();
 	json_decref(entry);
@@ -884,10 +900,11 @@ static const json_t *view_lookup(void *arg, char kind, const char *number)
 	return o;
 }
 
-json_t *wj_bill_view(const wj_mapping_t *m, const wj_config_t *cfg, wj_txn_t *t,
-		     const json_t *order, char *err, size_t errsize)
+/* wj_bill_view, with the cache entries parsed already in mem (and those read kept there). */
+static json_t *bill_view(const wj_mapping_t *m, const wj_config_t *cfg, wj_txn_t *t, json_t *mem,
+			 const json_t *order, char *err, size_t errsize)
 {
-	view_ctx_t c = {.cfg = cfg, .t = t, .made = json_object()};
+	view_ctx_t c = {.cfg = cfg, .t = t, .made = json_object(), .mem = mem};
 	int rc;
 	json_t *view = NULL;
 	if (c.made)
@@ -896,6 +913,12 @@ json_t *wj_bill_view(const wj_mapping_t *m, const wj_config_t *cfg, wj_txn_t *t,
 		snprintf(err, errsize, "out of memory");
 	json_decref(c.made);
 	return view;
+}
+
+json_t *wj_bill_view(const wj_mapping_t *m, const wj_config_t *cfg, wj_txn_t *t,
+		     const json_t *order, char *err, size_t errsize)
+{
+	return bill_view(m, cfg, t, NULL, order, err, errsize);
 }
 
 /* A field's value as the operator reads it: text as it is, anything else as JSON; null when
@@ -1044,7 +1067,24 @@ out:
 
 /* ---- outcomes ------------------------------------------------------------------------------- */
 
-static void on_flush(uv_timer_t *t);
+static void on_timer(uv_timer_t *t);
+
+#define GROUP_MAX 64        /* outcomes that make a group commit due at once */
+#define GROUP_DELAY_MS 50   /* at most this long after the first outcome of a group */
+
+/* The group commit is due after delay_ms at the latest; the timer runs at the next loop turn
+ * (refilling freed slots) and then when it is due. */
+static void flush_after(dispatcher_t *d, uint64_t delay_ms)
+{
+	if (d->closing)
+		return;
+	uint64_t due = uv_now(d->e->loop) + delay_ms;
+	if (due < d->hold_until)
+		due = d->hold_until;
+	if (!d->flush_due || due < d->flush_due)
+		d->flush_due = due;
+	uv_timer_start(&d->flush_timer, on_timer, 0, 0);
+}
 
 static void finish(job_t *j, outcome_t out)
 {
@@ -1058,10 +1098,8 @@ static void finish(job_t *j, outcome_t out)
 		j->running = false;
 		d->n_running--;
 	}
-	if (!d->flush_pending) {
-		d->flush_pending = true;
-		uv_timer_start(&d->flush_timer, on_flush, 0, 0);
-	}
+	bool now = ++d->pending >= GROUP_MAX || d->stopped || d->e->stopping;
+	flush_after(d, now ? 0 : GROUP_DELAY_MS);
 }
 
 static void meta_add(wj_txn_t *t, const char *key, uint64_t n)
@@ -1205,7 +1243,8 @@ static void apply_outcome(wj_txn_t *t, job_t *j, outcome_t *final)
 		/* what the bill holds: a later change of the order is reviewed against it */
 		const wj_mapping_t *m = wj_engine_mapping(j->d->e, j->flow);
 		char err[600];
-		json_t *view = m ? wj_bill_view(m, cfg, t, j->order, err, sizeof(err)) : NULL;
+		json_t *view = m ? bill_view(m, cfg, t, j->d->lk_mem, j->order, err, sizeof(err))
+				 : NULL;
 		j->unknown = false;
 		doc_set_unknown(doc, j);
 		/* posted: the order is not needed */
@@ -1456,7 +1495,8 @@ static int take_fn(wj_txn_t *t, void *arg)
 	return t->err;
 }
 
-/* How many more jobs to take: a slot's worth ahead of each running job. */
+/* How many more jobs to take: a slot's worth ahead of each running job, so that slots freed
+ * between two group commits are refilled without waiting for one. */
 static unsigned take_room(const dispatcher_t *d, unsigned releasing)
 {
 	const wj_engine_t *e = d->e;
@@ -1527,6 +1567,7 @@ static void take_done(dispatcher_t *d, take_ctx_t *c)
 		d->ready_tail = j;
 		d->n_ready++;
 	}
+	d->queue_more = c->n >= c->want;
 	take_free(c);
 }
 
@@ -1556,24 +1597,31 @@ static void start_ready(dispatcher_t *d)
 	}
 }
 
+/* Free slots and nothing taken ahead to fill them. */
+static bool starving(const dispatcher_t *d)
+{
+	return !d->ready_head && d->n_running < d->e->cfg->kingdee.concurrency;
+}
+
+static void wake(dispatcher_t *d)
+{
+	/* New work is taken with the next group commit, at once when slots would idle. */
+	if (take_room(d, 0))
+		flush_after(d, starving(d) ? 0 : GROUP_DELAY_MS);
+}
+
 void dispatcher_pump(dispatcher_t *d)
 {
 	start_ready(d);
-	unsigned room = take_room(d, 0);
-	if (!room)
-		return;
-	take_ctx_t *c = take_new(d, room);
-	if (!c)
-		return;
-	if (wj_engine_write(d->e, take_fn, c) < 0) {
-		take_free(c);
-		return;
-	}
-	take_done(d, c);
-	start_ready(d);
+	wake(d);
 }
 
-/* ---- one commit per loop turn ---------------------------------------------------------------- */
+void dispatcher_wake(void *arg)
+{
+	wake(arg);
+}
+
+/* ---- group commit: outcomes and the next take in one transaction ----------------------------- */
 
 typedef struct turn_ctx {
 	flush_ctx_t f;
@@ -1589,11 +1637,10 @@ static int turn_fn(wj_txn_t *t, void *arg)
 	return r;
 }
 
-static void on_flush(uv_timer_t *t)
+static void group_commit(dispatcher_t *d)
 {
-	dispatcher_t *d = t->data;
-	d->flush_pending = false;
-	start_ready(d); /* slots freed by the outcomes below: refill them now */
+	d->flush_due = 0;
+	d->pending = 0;
 	turn_ctx_t c = {.f = {.d = d}};
 	unsigned releasing = 0;
 	for (job_t *j = d->jobs; j && releasing < 256; j = j->next)
@@ -1606,8 +1653,9 @@ static void on_flush(uv_timer_t *t)
 		/* Nothing recorded; the jobs stay in memory and in flight. Try again shortly. */
 		if (c.take)
 			take_free(c.take);
-		d->flush_pending = true;
-		uv_timer_start(&d->flush_timer, on_flush, 1000, 0);
+		d->queue_more = false; /* no early retry: wait the second */
+		d->hold_until = uv_now(d->e->loop) + 1000;
+		flush_after(d, 0);
 		return;
 	}
 	/* Committed: now log and release, in the same order flush_fn visited them. */
@@ -1630,13 +1678,26 @@ static void on_flush(uv_timer_t *t)
 		d->n_jobs--;
 		job_free(j);
 	}
-	if (more) {
-		d->flush_pending = true;
-		uv_timer_start(&d->flush_timer, on_flush, 0, 0);
-	}
+	if (more)
+		flush_after(d, 0);
 	if (c.take)
 		take_done(d, c.take);
 	start_ready(d);
+}
+
+/* Refill freed slots; commit the group when it is due, or at once when slots would idle while
+ * the queue holds more; else wait for it. */
+static void on_timer(uv_timer_t *t)
+{
+	dispatcher_t *d = t->data;
+	start_ready(d);
+	if (!d->flush_due)
+		return;
+	uint64_t now = uv_now(d->e->loop);
+	if (now >= d->flush_due || (d->queue_more && starving(d)))
+		group_commit(d);
+	else
+		uv_timer_start(&d->flush_timer, on_timer, d->flush_due - now, 0);
 }
 
 /* ---- lifecycle -------------------------------------------------------------------------------- */

@@ -2,6 +2,7 @@
 #include "lib/engine_int.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +10,8 @@
 
 #include "lib/log.h"
 #include "lib/util.h"
+
+#define WJ_MMAP_THRESHOLD (128 * 1024)
 
 static const char *MOD = "engine";
 
@@ -566,6 +569,11 @@ int wj_engine_new(uv_loop_t *loop, const wj_config_t *cfg, wj_store_t *store, wj
 		snprintf(err, errsize, "out of memory");
 		return -ENOMEM;
 	}
+	/* A fixed threshold: the large buffers of a WDT page (its answer, the parsed orders' big
+	 * strings) are mapped and given back when freed, not kept in the heap that glibc's
+	 * adaptive threshold would move them to after the first page. */
+	mallopt(M_MMAP_THRESHOLD, WJ_MMAP_THRESHOLD);
+	mallopt(M_TRIM_THRESHOLD, 2 * WJ_MMAP_THRESHOLD);
 	e->loop = loop;
 	e->cfg = cfg;
 	e->store = store;
@@ -598,6 +606,8 @@ int wj_engine_new(uv_loop_t *loop, const wj_config_t *cfg, wj_store_t *store, wj
 	gate_init(&e->wdt_gate, e, "wdt", cfg->wdt.rate_limit);
 	gate_init(&e->jdy_gate, e, "kingdee", cfg->kingdee.rate_limit);
 	e->disp = dispatcher_new(e);
+	e->stored = dispatcher_wake;
+	e->stored_arg = e->disp;
 	e->pollers = calloc(cfg->n_flows, sizeof(*e->pollers));
 	if (!e->disp || !e->pollers) {
 		snprintf(err, errsize, "out of memory");
@@ -962,6 +972,7 @@ json_t *wj_engine_status(wj_engine_t *e)
 		json_object_set_new(so, "map_max", json_integer((json_int_t)ss.map_max));
 		json_object_set_new(so, "used_bytes", json_integer((json_int_t)ss.used_bytes));
 		json_object_set_new(so, "readers", json_integer((json_int_t)ss.readers));
+		json_object_set_new(so, "commits", json_integer((json_int_t)wj_store_commits(e->store)));
 		json_object_set_new(so, "error", e->store_error ? json_string(strerror(-e->store_error))
 								: json_null());
 		json_object_set_new(st, "store", so);

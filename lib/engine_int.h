@@ -67,6 +67,10 @@ struct wj_engine {
 	poller_t **pollers;
 	size_t n_pollers;
 	dispatcher_t *disp;
+	/* Data flows one way, poller → store → dispatcher: a poller that stored new orders calls
+	 * this, which the engine points at the dispatcher (dispatcher_wake). */
+	void (*stored)(void *arg);
+	void *stored_arg;
 	uv_timer_t tick;       /* 1 s housekeeping: due retries, ctl replays, backpressure */
 	uint64_t ticks;        /* housekeeping rounds so far */
 	bool stopping;
@@ -171,6 +175,9 @@ dispatcher_t *dispatcher_new(wj_engine_t *e);
  * reconciliation. 0 or -errno. */
 int dispatcher_recover(dispatcher_t *d);
 void dispatcher_pump(dispatcher_t *d);
+/* New orders are in the queue (the engine's stored callback; arg is the dispatcher): they are
+ * taken with the next group commit, at once when slots would idle. Returns at once. */
+void dispatcher_wake(void *arg);
 void dispatcher_stop(dispatcher_t *d);
 unsigned dispatcher_active(const dispatcher_t *d);
 void dispatcher_free(dispatcher_t *d);

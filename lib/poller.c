@@ -23,6 +23,7 @@
 #include "lib/engine_int.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -661,8 +662,8 @@ static int store_page(poller_t *p)
 		wj_engine_alert(p->e, WJ_EV_REVIEW, "flow %s: %llu orders changed after their bill "
 				"was saved (%s, ...)", p->name, (unsigned long long)c.n_review,
 				c.review_no);
-	if (c.n_new)
-		dispatcher_pump(p->e->disp);
+	if (c.n_new && p->e->stored)
+		p->e->stored(p->e->stored_arg);
 	return 0;
 }
 
@@ -1169,6 +1170,10 @@ static void query(poller_t *p, int64_t start, int64_t end, unsigned page_no, uns
 	kv[k++] = (wj_kv_t){"end_time", et};
 	kv[k++] = (wj_kv_t){"page_no", page};
 	kv[k++] = (wj_kv_t){"page_size", size};
+	/* The last page's orders are freed by now: give their pages back (they were parsed in a
+	 * worker thread's arena, which keeps what it once held), so that the heap stays at about
+	 * one page whatever the backlog. */
+	malloc_trim(0);
 	p->querying = true;
 	int r = wj_wdt_query(p->e->wdt, f->method, kv, k, prep, cb, p);
 	free(kv);

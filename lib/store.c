@@ -29,6 +29,7 @@ struct wj_store {
 	atomic_int ntxn; /* transactions of this process open through wj_txn_begin */
 	atomic_bool writing; /* a write transaction of this process is open, in thread writer */
 	pthread_t writer;
+	atomic_uint_fast64_t commits; /* write transactions committed (one data sync each) */
 };
 
 static const char *const db_names[WJ_DB_COUNT] = {
@@ -416,6 +417,11 @@ int wj_store_sync(wj_store_t *s)
 	return rc ? mdb_fail(rc, "mdb_env_sync") : 0;
 }
 
+uint64_t wj_store_commits(wj_store_t *s)
+{
+	return atomic_load(&s->commits);
+}
+
 uint64_t wj_store_map_size(const wj_store_t *s)
 {
 	return s->map_size;
@@ -647,9 +653,12 @@ int wj_txn_commit(wj_txn_t *t)
 		return t->err;
 	}
 	int rc = mdb_txn_commit(t->txn);
+	bool write = t->write;
 	txn_end(t);
 	if (rc != 0)
 		return t->err = mdb_fail(rc, "mdb_txn_commit");
+	if (write)
+		atomic_fetch_add(&t->store->commits, 1);
 	return 0;
 }
 

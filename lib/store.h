@@ -134,6 +134,8 @@ int wj_store_open(const char *dir, uint64_t map_size, uint64_t map_max, wj_store
 void wj_store_close(wj_store_t *s);
 /* Flush to disk (fsync) even if the OS would delay it. 0 or -errno. */
 int wj_store_sync(wj_store_t *s);
+/* Write transactions this process committed since open: each one syncs the data file. */
+uint64_t wj_store_commits(wj_store_t *s);
 /* Current map size in bytes. */
 uint64_t wj_store_map_size(const wj_store_t *s);
 /* Map size, usage and entries per database. Opens its own read transaction. 0 or -errno. */

@@ -21,7 +21,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE = os.path.dirname(os.path.dirname(HERE))
 
-FIGURES = ("throughput", "footprint", "latency", "quota")
+FIGURES = ("throughput", "footprint", "latency", "quota", "paced")
 
 
 def setup_env(build):
@@ -78,9 +78,15 @@ def proc_status_kb(pid):
 
 def proc_cpu_s(pid):
     """utime + stime of pid in seconds."""
+    u, s = proc_cpu_us(pid)
+    return u + s
+
+
+def proc_cpu_us(pid):
+    """(utime, stime) of pid in seconds, apart."""
     with open("/proc/%d/stat" % pid) as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
 
 
 class Sampler:
@@ -406,6 +412,112 @@ def bench_latency(rate, duration, seed):
     return r
 
 
+# ---- 6: cost per bill (paced and unpaced steady state) --------------------------------------
+
+def pinned(cpus):
+    """Context for starting processes on the given CPUs (they inherit this process's affinity);
+    a no-op when the machine has fewer CPUs than that or no affinity support."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def ctx():
+        if not hasattr(os, "sched_setaffinity") or max(cpus) >= (os.cpu_count() or 1):
+            yield False
+            return
+        old = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, cpus)
+        try:
+            yield True
+        finally:
+            os.sched_setaffinity(0, old)
+    return ctx()
+
+
+def steady_window(st, pid, first, last, timeout, step=0.05):
+    """Samples taken when the fake Kingdee first holds first and then last bills: daemon utime
+    and stime, and the daemon's own status (store commits and posted bills, one snapshot, so
+    that the two agree). Returns the differences."""
+    marks = []
+    end = time.monotonic() + timeout
+    for goal in (first, last):
+        while True:
+            if time.monotonic() > end or not st.daemon.alive():
+                raise RuntimeError("bills did not reach %d in %ds" % (goal, timeout))
+            n = st.jdy_stats()["bills"]
+            if n >= goal:
+                break
+            time.sleep(step)
+        u, s = proc_cpu_us(pid)
+        t = time.monotonic()
+        stt = {}
+        # status.json is replaced every second: wait for a snapshot at or past this moment.
+        while time.monotonic() < end:
+            stt = st.status()
+            if stt.get("posted", 0) >= goal:
+                break
+            time.sleep(step)
+        marks.append((t, n, u, s, stt.get("store", {}).get("commits"), stt.get("posted", 0)))
+    (t0, n0, u0, s0, c0, p0), (t1, n1, u1, s1, c1, p1) = marks
+    bills = n1 - n0
+    r = {"bills": bills, "seconds": t1 - t0, "bills_per_s": bills / (t1 - t0),
+         "user_ms_per_bill": 1000.0 * (u1 - u0) / bills,
+         "sys_ms_per_bill": 1000.0 * (s1 - s0) / bills}
+    r["cpu_ms_per_bill"] = r["user_ms_per_bill"] + r["sys_ms_per_bill"]
+    if c0 is not None and c1 is not None and p1 > p0:
+        r["syncs_per_bill"] = (c1 - c0) / float(p1 - p0)
+    return r
+
+
+def bench_cost(orders, seed, concurrency, timeout, paced, pin):
+    """One backlog drained by the daemon; the steady state is the stretch between 40 % and 90 %
+    of the eligible orders saved (the cold lookups lie before it). paced: the fake Kingdee
+    answers at most that many saves per second. pin: fakes on CPU 0, daemon on CPU 1."""
+    import e2e
+    jargs = ["--max-saves-per-sec", str(paced)] if paced else []
+    every = set(range(os.cpu_count() or 1))
+    with pinned({0} if pin else every) as fakes_pinned:
+        st = e2e.e2e_stack(orders, seed=seed, jdy_args=jargs, kingdee__concurrency=concurrency)
+    try:
+        elig = st.eligible()
+        n = len(elig)
+        floor = None if paced else json_floor(elig)  # fakes idle, daemon not started yet
+        log("cost: %d orders, %d eligible, %s%s" % (
+            orders, n, "paced at %d saves/s" % paced if paced else "unpaced",
+            ", pinned" if pin else ""))
+        with pinned({1} if pin else every) as daemon_pinned:
+            t0 = time.monotonic()
+            st.start()
+        pid = st.daemon.proc.pid
+        smp = Sampler(pid)
+        try:
+            r = steady_window(st, pid, int(0.4 * n), int(0.9 * n), timeout)
+            t1, _ = wait_bills(st, n, timeout)
+            u, s = proc_cpu_us(pid)
+        finally:
+            smp.stop()
+        rc = st.daemon.stop()
+        if rc != 0:
+            raise RuntimeError("daemon exited %s" % rc)
+        if t1 is None:
+            raise RuntimeError("backlog not drained in %ds" % timeout)
+        js = st.jdy_stats()
+        if js["duplicate_remarks"]:
+            raise RuntimeError("duplicate bills: %d" % js["duplicate_remarks"])
+        r.update(orders=orders, eligible=n, paced=paced, pinned=bool(pin and daemon_pinned
+                                                                     and fakes_pinned),
+                 whole_cpu_ms_per_bill=1000.0 * (u + s) / n, whole_s=t1 - t0,
+                 peak_anon_kb=smp.peak_anon, peak_rss_kb=smp.peak_rss)
+        if floor:
+            fl = floor["prep_ms_per_order"] * orders / float(n)
+            r.update(floor_ms_per_bill=fl, floor_ratio=r["cpu_ms_per_bill"] / fl)
+        log("  steady: %.1f bills/s, CPU %.3f + %.3f ms per bill, %s syncs per bill, "
+            "RssAnon %d KiB" % (r["bills_per_s"], r["user_ms_per_bill"], r["sys_ms_per_bill"],
+                                fmt(r.get("syncs_per_bill"), 3), r["peak_anon_kb"]))
+    finally:
+        e2e.close_stack(st)
+    return r
+
+
 # ---- 5: quota adherence --------------------------------------------------------------------
 
 def bench_quota(orders, seed, quota, minutes):
@@ -575,6 +687,29 @@ def markdown(res):
             fmt(med(rs, "max_calls_in_any_60s")), rs[0]["quota_per_min"]))
     elif res["mode"] == "quick":
         row("| 5 | quota adherence | skipped | full run only |")
+    c = res.get("paced")
+    if c:
+        p, u = c.get("paced", []), c.get("unpaced", [])
+        if p:
+            row("| 6 | paced (%d saves/s, %d orders, %d eligible): daemon CPU ms per bill, user / "
+                "system | %s / %s | steady state: 40 %% → 90 %% of the bills; target ≤ 0.15 "
+                "together |" % (p[0]["paced"], p[0]["orders"], p[0]["eligible"],
+                                fmt(med(p, "user_ms_per_bill"), 3),
+                                fmt(med(p, "sys_ms_per_bill"), 3)))
+            row("| 6 | paced: LMDB syncs (commits) per bill | %s | status store.commits; target "
+                "≤ 0.2 |" % fmt(med(p, "syncs_per_bill"), 3))
+            row("| 6 | paced: peak RssAnon | %s MiB | whole run; target ≤ 16 |" % fmt(
+                med(p, "peak_anon_kb") / 1024.0))
+        if u:
+            row("| 6 | unpaced (%d orders): daemon CPU ms per bill, user / system / JSON floor | "
+                "%s / %s / %s | steady state; floor: bench_floor parse + canonical text + hash "
+                "|" % (u[0]["orders"], fmt(med(u, "user_ms_per_bill"), 3),
+                       fmt(med(u, "sys_ms_per_bill"), 3), fmt(med(u, "floor_ms_per_bill"), 3)))
+            row("| 6 | unpaced: daemon CPU per bill ÷ JSON floor | %s | target ≤ 1.5 |" % fmt(
+                med(u, "floor_ratio"), 2))
+            row("| 6 | unpaced throughput, %s | %s bills/s | steady state; peak RssAnon %s MiB "
+                "|" % ("fakes on CPU 0, daemon on CPU 1" if u[0]["pinned"] else "not pinned",
+                       fmt(med(u, "bills_per_s")), fmt(med(u, "peak_anon_kb") / 1024.0)))
     for e in res.get("errors", []):
         row("| ! | error | | %s |" % e.replace("|", "/"))
     out.append("")
@@ -603,7 +738,8 @@ def main():
     conc = 8
     size = {"tp": 2000 if quick else 50000, "fp_small": 2000 if quick else 10000,
             "fp_large": a.large or (8000 if quick else 80000), "lat_s": 20 if quick else 40,
-            "quota_orders": 6000}
+            "quota_orders": 6000, "paced_orders": 3000,
+            "unpaced_orders": 3000 if quick else 10000}
     res = {"mode": "quick" if quick else "full", "runs": runs, "build": os.path.abspath(a.build),
            "machine": machine_facts(), "started": time.strftime("%Y-%m-%d %H:%M:%S %z"),
            "errors": []}
@@ -641,6 +777,18 @@ def main():
         r = attempt("quota", lambda: bench_quota(size["quota_orders"], 1, 500, 3))
         if r:
             res["quota"] = {"runs": [r], "note": "one run (about 3 min)"}
+    if "paced" in only:
+        cost = {"paced": [], "unpaced": []}
+        for i in range(runs if not quick else 1):
+            r = attempt("paced", lambda i=i: bench_cost(size["paced_orders"], 1 + i, conc, 300,
+                                                        100, False))
+            if r:
+                cost["paced"].append(r)
+            r = attempt("paced", lambda i=i: bench_cost(size["unpaced_orders"], 1 + i, conc,
+                                                        300, 0, True))
+            if r:
+                cost["unpaced"].append(r)
+        res["paced"] = cost
     res["total_s"] = time.monotonic() - t_all
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(res, f, indent=2, ensure_ascii=False)

@@ -1056,6 +1056,7 @@ int wj_review_change(wj_txn_t *t, const wj_mapping_t *m, const wj_config_t *cfg,
 	if (note)
 		json_object_set_new(rv, "note", json_string(note));
 	wj_txn_put_json(t, WJ_DB_REVIEW, key, kl, rv);
+	wj_history_note(t, WJ_H_REVIEW, flow);
 	json_decref(rv);
 	json_object_set_new(doc, "review", json_true());
 	ret = t->err ? t->err : 1;
@@ -1100,17 +1101,6 @@ static void finish(job_t *j, outcome_t out)
 	}
 	bool now = ++d->pending >= GROUP_MAX || d->stopped || d->e->stopping;
 	flush_after(d, now ? 0 : GROUP_DELAY_MS);
-}
-
-static void meta_add(wj_txn_t *t, const char *key, uint64_t n)
-{
-	wj_val_t v;
-	uint64_t cur = 0;
-	if (wj_txn_get(t, WJ_DB_META, key, strlen(key), &v) == 0 && v.len == 8)
-		cur = wj_u64be_get(v.data);
-	uint8_t b[8];
-	wj_key_u64be(b, cur + n);
-	wj_txn_put(t, WJ_DB_META, key, strlen(key), b, 8);
 }
 
 static void delay_entry(wj_txn_t *t, const job_t *j, int prio, int64_t due_ms)
@@ -1172,6 +1162,7 @@ static bool adopted_meanwhile(wj_txn_t *t, const job_t *j, json_t *doc)
 			       "saved while it was being marked as posted: Kingdee holds this bill "
 			       "and the one marked (other_bill_no); delete one of them");
 	wj_txn_put_json(t, WJ_DB_REVIEW, j->key, j->klen, rv);
+	wj_history_note(t, WJ_H_REVIEW, j->flow);
 	json_decref(rv);
 	json_object_set_new(doc, "review", json_true());
 	wj_txn_put_json(t, WJ_DB_DOCS, j->key, j->klen, doc);
@@ -1225,7 +1216,7 @@ static void apply_outcome(wj_txn_t *t, job_t *j, outcome_t *final)
 
 	if (out == O_RETRY) {
 		attempts++;
-		meta_add(t, "stat:failed", 1);
+		wj_stat_add(t, "stat:failed", 1);
 		if (!json_object_get(doc, "first_error"))
 			json_object_set_new(doc, "first_error", json_string(reason));
 		json_object_set_new(doc, "last_error", json_string(reason));
@@ -1252,7 +1243,7 @@ static void apply_outcome(wj_txn_t *t, job_t *j, outcome_t *final)
 			     j->adopted[0] ? j->adopted : NULL, view);
 		json_decref(view);
 		if (!j->adopted[0])
-			meta_add(t, "stat:saved", 1);
+			wj_history_note(t, WJ_H_SAVED, j->flow);
 		j->reviewed = changed &&
 			      wj_review_change(t, m, cfg, j->flow, j->key, j->klen, doc, changed,
 					       "changed while its bill was being posted") > 0;
@@ -1289,6 +1280,7 @@ static void apply_outcome(wj_txn_t *t, job_t *j, outcome_t *final)
 				       order ? order : json_null(), "body",
 				       j->body ? j->body : json_null());
 		wj_txn_put_json(t, WJ_DB_DEAD, j->key, j->klen, dl);
+		wj_history_note(t, WJ_H_PARKED, j->flow);
 		json_decref(dl);
 		json_decref(order);
 		break;

@@ -70,6 +70,9 @@ size_t wj_history_encode(const wj_hist_minute_t *m, uint8_t *buf)
 		p += l;
 		put32(p, m->flows[i].lag);
 		p += 4;
+		*p++ = WJ_HF_COUNT;
+		for (int k = 0; k < WJ_HF_COUNT; k++, p += 4)
+			put32(p, m->flows[i].n[k]);
 	}
 	return (size_t)(p - buf);
 }
@@ -90,18 +93,30 @@ int wj_history_decode(const void *data, size_t len, wj_hist_minute_t *out)
 			out->n[i] = get32(p);
 	unsigned nf = *p++;
 	for (unsigned i = 0; i < nf; i++) {
-		if (end - p < 1 || end - p < 1 + p[0] + 4 || p[0] > WJ_HISTORY_NAME_MAX)
+		if (end - p < 1 || end - p < 1 + p[0] + 4 + 1 || p[0] > WJ_HISTORY_NAME_MAX)
 			return -EINVAL;
 		size_t l = *p++;
+		const uint8_t *name = p, *counts = p + l + 5;
+		unsigned k = p[l + 4];
+		if ((size_t)(end - counts) < 4u * k)
+			return -EINVAL;
 		if (i < WJ_HISTORY_FLOWS) {
-			memcpy(out->flows[i].name, p, l);
-			out->flows[i].name[l] = '\0';
-			out->flows[i].lag = get32(p + l);
+			wj_hist_flow_t *f = &out->flows[i];
+			memcpy(f->name, name, l);
+			f->name[l] = '\0';
+			f->lag = get32(name + l);
+			for (unsigned c = 0; c < k && c < WJ_HF_COUNT; c++)
+				f->n[c] = get32(counts + 4 * c);
 			out->n_flows = i + 1;
 		}
-		p += l + 4;
+		p = counts + 4 * k;
 	}
 	return 0;
+}
+
+static uint32_t sat_add(uint32_t a, uint32_t b)
+{
+	return b > UINT32_MAX - a ? UINT32_MAX : a + b;
 }
 
 static int slot_get(wj_txn_t *t, int64_t minute, wj_hist_minute_t *out)
@@ -131,32 +146,93 @@ int wj_history_add(wj_txn_t *t, const wj_hist_minute_t *m)
 	if (r < 0 && r != -ENOENT)
 		return r;
 	for (int i = 0; i < WJ_H_COUNT; i++)
-		cur.n[i] = m->n[i] > UINT32_MAX - cur.n[i] ? UINT32_MAX : cur.n[i] + m->n[i];
-	cur.n_flows = m->n_flows < WJ_HISTORY_FLOWS ? m->n_flows : WJ_HISTORY_FLOWS;
-	memcpy(cur.flows, m->flows, cur.n_flows * sizeof(cur.flows[0]));
+		cur.n[i] = sat_add(cur.n[i], m->n[i]);
+	for (unsigned i = 0; i < m->n_flows && i < WJ_HISTORY_FLOWS; i++) {
+		const wj_hist_flow_t *f = &m->flows[i];
+		wj_hist_flow_t *c = (wj_hist_flow_t *)wj_history_flow(&cur, f->name);
+		if (!c) {
+			if (cur.n_flows >= WJ_HISTORY_FLOWS)
+				continue;
+			c = &cur.flows[cur.n_flows++];
+			memset(c, 0, sizeof(*c));
+			snprintf(c->name, sizeof(c->name), "%s", f->name);
+		}
+		c->lag = f->lag;
+		for (int k = 0; k < WJ_HF_COUNT; k++)
+			c->n[k] = sat_add(c->n[k], f->n[k]);
+	}
 	uint8_t key[4], val[WJ_HISTORY_VAL_MAX];
 	put32(key, wj_history_slot(m->minute));
 	wj_txn_put(t, WJ_DB_HISTORY, key, sizeof(key), val, wj_history_encode(&cur, val));
 	return t->err;
 }
 
-uint32_t wj_history_lag(const wj_hist_minute_t *m, const char *flow)
+const wj_hist_flow_t *wj_history_flow(const wj_hist_minute_t *m, const char *flow)
 {
 	for (unsigned i = 0; i < m->n_flows; i++)
 		if (!strncmp(m->flows[i].name, flow, WJ_HISTORY_NAME_MAX))
-			return m->flows[i].lag;
-	return WJ_HISTORY_LAG_UNKNOWN;
+			return &m->flows[i];
+	return NULL;
+}
+
+uint32_t wj_history_lag(const wj_hist_minute_t *m, const char *flow)
+{
+	const wj_hist_flow_t *f = wj_history_flow(m, flow);
+	return f ? f->lag : WJ_HISTORY_LAG_UNKNOWN;
+}
+
+void wj_stat_add(wj_txn_t *t, const char *key, uint64_t n)
+{
+	wj_val_t v;
+	uint64_t cur = 0;
+	if (wj_txn_get(t, WJ_DB_META, key, strlen(key), &v) == 0 && v.len == 8)
+		cur = wj_u64be_get(v.data);
+	uint8_t b[8];
+	wj_key_u64be(b, cur + n);
+	wj_txn_put(t, WJ_DB_META, key, strlen(key), b, 8);
+}
+
+/* meta key of a lifetime counter: "stat:NAME", or "stat:NAME/FLOW" */
+static void stat_key(char *buf, size_t size, wj_hist_count_t what, const char *flow)
+{
+	snprintf(buf, size, "stat:%s%s%.*s", count_names[what], flow ? "/" : "",
+		 WJ_HISTORY_NAME_MAX, flow ? flow : "");
+}
+
+void wj_history_note(wj_txn_t *t, wj_hist_count_t what, const char *flow)
+{
+	char key[100];
+	stat_key(key, sizeof(key), what, NULL);
+	wj_stat_add(t, key, 1);
+	if (flow) {
+		stat_key(key, sizeof(key), what, flow);
+		wj_stat_add(t, key, 1);
+	}
+}
+
+static uint64_t stat_get(wj_txn_t *t, wj_hist_count_t what, const char *flow)
+{
+	char key[100];
+	wj_val_t v;
+	stat_key(key, sizeof(key), what, flow);
+	if (wj_txn_get(t, WJ_DB_META, key, strlen(key), &v) == 0 && v.len == 8)
+		return wj_u64be_get(v.data);
+	return 0;
 }
 
 /* ---- the engine's sampler ---------------------------------------------------------------- */
 
 /* The engine's lifetime counts now: calls by endpoint and outcome from this process, bills
- * saved from the store's counter, the dead and review lists' sizes. */
-static void sample(wj_engine_t *e, uint64_t c[WJ_H_COUNT])
+ * saved, parked and put up for review from the state's counters (all flows, and per flow of
+ * e->pollers into f). */
+static void sample(wj_engine_t *e, uint64_t c[WJ_H_COUNT], uint64_t f[][WJ_HF_COUNT])
 {
 	static const int jdy_ep[4] = {EP_JDY_SAVE, EP_JDY_MATERIAL, EP_JDY_STORE, EP_JDY_LIST};
 	static const int err_oc[4] = {OC_AUTH, OC_TRANSIENT, OC_PERMANENT, OC_UNKNOWN};
+	static const wj_hist_count_t orders[WJ_HF_COUNT] = {
+		[WJ_HF_SAVED] = WJ_H_SAVED, [WJ_HF_PARKED] = WJ_H_PARKED, [WJ_HF_REVIEW] = WJ_H_REVIEW};
 	memset(c, 0, WJ_H_COUNT * sizeof(c[0]));
+	memset(f, 0, WJ_HISTORY_FLOWS * sizeof(f[0]));
 	for (int oc = 0; oc < OC_COUNT; oc++)
 		c[WJ_H_WDT] += e->calls[EP_WDT_QUERY][oc];
 	for (int i = 0; i < 4; i++)
@@ -168,17 +244,20 @@ static void sample(wj_engine_t *e, uint64_t c[WJ_H_COUNT])
 			c[WJ_H_ERR_AUTH + i] += e->calls[ep][err_oc[i]];
 	}
 	wj_txn_t t;
-	wj_val_t v;
 	if (wj_txn_begin(e->store, &t, false) < 0)
 		return;
-	if (wj_txn_get(&t, WJ_DB_META, "stat:saved", 10, &v) == 0 && v.len == 8)
-		c[WJ_H_SAVED] = wj_u64be_get(v.data);
-	size_t dead = 0, review = 0;
-	wj_txn_count(&t, WJ_DB_DEAD, &dead);
-	wj_txn_count(&t, WJ_DB_REVIEW, &review);
-	c[WJ_H_PARKED] = dead;
-	c[WJ_H_REVIEW] = review;
+	for (int k = 0; k < WJ_HF_COUNT; k++) {
+		c[orders[k]] = stat_get(&t, orders[k], NULL);
+		for (size_t i = 0; i < e->n_pollers && i < WJ_HISTORY_FLOWS; i++)
+			f[i][k] = stat_get(&t, orders[k], poller_name(e->pollers[i]));
+	}
 	wj_txn_abort(&t);
+}
+
+static uint32_t delta(uint64_t now, uint64_t base)
+{
+	uint64_t d = now > base ? now - base : 0;
+	return d > UINT32_MAX ? UINT32_MAX : (uint32_t)d;
 }
 
 static int add_fn(wj_txn_t *t, void *arg)
@@ -192,31 +271,35 @@ void wj_history_tick(wj_engine_t *e, bool final)
 	int64_t minute = wj_now() / 60;
 	if (s->started && minute == s->minute && !final)
 		return;
-	uint64_t c[WJ_H_COUNT];
-	sample(e, c);
-	if (!s->started) { /* the baseline: what happened before this process is not news */
-		s->started = true;
-		s->minute = minute;
-		memcpy(s->base, c, sizeof(c));
-		return;
-	}
+	uint64_t c[WJ_H_COUNT], f[WJ_HISTORY_FLOWS][WJ_HF_COUNT];
+	sample(e, c, f);
+	size_t nf = e->n_pollers < WJ_HISTORY_FLOWS ? e->n_pollers : WJ_HISTORY_FLOWS;
 	wj_hist_minute_t m = {.minute = s->minute};
-	for (int i = 0; i < WJ_H_COUNT; i++) {
-		/* the lists shrink when the operator retries or drops: growth only */
-		uint64_t d = c[i] > s->base[i] ? c[i] - s->base[i] : 0;
-		m.n[i] = d > UINT32_MAX ? UINT32_MAX : (uint32_t)d;
-	}
-	for (size_t i = 0; i < e->n_pollers && m.n_flows < WJ_HISTORY_FLOWS; i++) {
-		wj_hist_flow_t *f = &m.flows[m.n_flows++];
-		snprintf(f->name, sizeof(f->name), "%s", poller_name(e->pollers[i]));
+	for (int i = 0; i < WJ_H_COUNT; i++)
+		m.n[i] = delta(c[i], s->base[i]);
+	for (size_t i = 0; i < nf; i++) {
+		wj_hist_flow_t *hf = &m.flows[m.n_flows++];
+		snprintf(hf->name, sizeof(hf->name), "%s", poller_name(e->pollers[i]));
+		/* a flow new since the last minute (start, reload) has no baseline yet: 0 */
+		for (size_t j = 0; j < WJ_HISTORY_FLOWS; j++)
+			if (!strcmp(s->fname[j], hf->name))
+				for (int k = 0; k < WJ_HF_COUNT; k++)
+					hf->n[k] = delta(f[i][k], s->fbase[j][k]);
 		int64_t lag = poller_lag(e->pollers[i]);
-		f->lag = lag < 0 ? WJ_HISTORY_LAG_UNKNOWN
-		       : lag >= (int64_t)WJ_HISTORY_LAG_UNKNOWN ? WJ_HISTORY_LAG_UNKNOWN - 1
-							    : (uint32_t)lag;
+		hf->lag = lag < 0 ? WJ_HISTORY_LAG_UNKNOWN
+			: lag >= (int64_t)WJ_HISTORY_LAG_UNKNOWN ? WJ_HISTORY_LAG_UNKNOWN - 1
+								 : (uint32_t)lag;
 	}
-	/* A failed write loses one minute of history, nothing else: the next minute counts on. */
-	if (wj_engine_write(e, add_fn, &m) < 0)
+	/* The first call only takes the baseline: what happened before this process is not
+	 * news. A failed write loses one minute of history, nothing else. */
+	if (s->started && wj_engine_write(e, add_fn, &m) < 0)
 		wj_debug(MOD, NULL, "minute not recorded");
-	memcpy(s->base, c, sizeof(c));
+	s->started = true;
 	s->minute = minute;
+	memcpy(s->base, c, sizeof(c));
+	memset(s->fname, 0, sizeof(s->fname));
+	for (size_t i = 0; i < nf; i++) {
+		memcpy(s->fname[i], m.flows[i].name, sizeof(s->fname[i]));
+		memcpy(s->fbase[i], f[i], sizeof(f[i]));
+	}
 }

@@ -388,6 +388,7 @@ static int park_order(wj_txn_t *t, store_ctx_t *c, const prec_t *rec)
 	}
 	wj_txn_put_json(t, WJ_DB_DOCS, rec->key, rec->kl, doc);
 	wj_txn_put_json(t, WJ_DB_DEAD, rec->key, rec->kl, dl);
+	wj_history_note(t, WJ_H_PARKED, p->name);
 	json_decref(doc);
 	json_decref(dl);
 	c->n_parked++;

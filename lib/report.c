@@ -28,6 +28,7 @@ typedef struct hour {
 	uint64_t n[WJ_H_COUNT];
 	uint32_t wdt_peak, jdy_peak; /* calls in the busiest minute */
 	uint32_t lag[WJ_HISTORY_FLOWS]; /* the largest lag per report flow, or unknown */
+	uint64_t fn[WJ_HISTORY_FLOWS][WJ_HF_COUNT]; /* per report flow: saved, parked, review */
 } hour_t;
 
 typedef struct report {
@@ -159,10 +160,14 @@ static int read_hours(report_t *r, wj_txn_t *t, unsigned days)
 			if (jdy > h->jdy_peak)
 				h->jdy_peak = jdy;
 			for (unsigned f = 0; f < r->n_flows; f++) {
-				uint32_t lag = wj_history_lag(&x, r->flows[f]);
-				if (lag != WJ_HISTORY_LAG_UNKNOWN &&
-				    (h->lag[f] == WJ_HISTORY_LAG_UNKNOWN || lag > h->lag[f]))
-					h->lag[f] = lag;
+				const wj_hist_flow_t *hf = wj_history_flow(&x, r->flows[f]);
+				if (!hf)
+					continue;
+				for (int k = 0; k < WJ_HF_COUNT; k++)
+					h->fn[f][k] += hf->n[k];
+				if (hf->lag != WJ_HISTORY_LAG_UNKNOWN &&
+				    (h->lag[f] == WJ_HISTORY_LAG_UNKNOWN || hf->lag > h->lag[f]))
+					h->lag[f] = hf->lag;
 			}
 		}
 	}
@@ -185,7 +190,9 @@ static void chart_open(report_t *r, const char *cls, const char *title, double s
 	       "data-scale=\"%.6f\" data-hours=\"%u\"><title>", cls, CW, CT + CH + CB, scale,
 	    r->hours);
 	text(r, title);
-	out(r, "</title>");
+	out(r, "</title><text class=\"name\" x=\"%.1f\" y=\"%.1f\">", CL + 6, CT + 12);
+	text(r, title);
+	out(r, "</text>");
 	out(r, "<line class=\"axis\" x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"/>", CL,
 	    CT + CH, CW - CR, CT + CH);
 	out(r, "<text class=\"y\" x=\"%.1f\" y=\"%.1f\">%.0f</text>", CL - 4, CT + 8, ymax);
@@ -213,31 +220,41 @@ static double bar(report_t *r, const char *cls, double x, double w, double y_bas
 	return h;
 }
 
-/* Bills saved per hour, dead letters stacked on top. */
-static void chart_bills(report_t *r)
+/* Bills saved per hour, dead letters stacked on top: of flow f, or of all flows (f < 0). */
+static void chart_bills(report_t *r, int f)
 {
-	uint64_t max = 1;
-	for (unsigned i = 0; i < r->hours; i++)
-		if (r->h[i].n[WJ_H_SAVED] + r->h[i].n[WJ_H_PARKED] > max)
-			max = r->h[i].n[WJ_H_SAVED] + r->h[i].n[WJ_H_PARKED];
-	double scale = CH / (double)max, bw = (CW - CL - CR) / r->hours;
-	chart_open(r, "bills", T("每小时保存的单据与死信", "Bills saved and dead letters per hour"),
-		   scale, (double)max);
+	uint64_t max = 1, (*n)[2] = calloc(r->hours, sizeof(*n));
+	if (!n) {
+		r->err = -ENOMEM;
+		return;
+	}
 	for (unsigned i = 0; i < r->hours; i++) {
 		const hour_t *h = &r->h[i];
+		n[i][0] = f < 0 ? h->n[WJ_H_SAVED] : h->fn[f][WJ_HF_SAVED];
+		n[i][1] = f < 0 ? h->n[WJ_H_PARKED] : h->fn[f][WJ_HF_PARKED];
+		if (n[i][0] + n[i][1] > max)
+			max = n[i][0] + n[i][1];
+	}
+	double scale = CH / (double)max, bw = (CW - CL - CR) / r->hours;
+	chart_open(r, f < 0 ? "bills" : "bills flow",
+		   f < 0 ? T("每小时保存的单据与死信 (所有数据流)",
+			     "Bills saved and dead letters per hour (all flows)")
+			 : T("每小时保存的单据与死信", "Bills saved and dead letters per hour"),
+		   scale, (double)max);
+	for (unsigned i = 0; i < r->hours; i++) {
 		char l[WJ_TIME_LEN];
-		hour_label(r, h->start, l);
+		hour_label(r, r->h[i].start, l);
 		out(r, "<g class=\"hour\" data-hour=\"%s\" data-saved=\"%llu\" data-dead=\"%llu\">"
-		       "<title>%s: %llu %s, %llu %s</title>", l,
-		    (unsigned long long)h->n[WJ_H_SAVED], (unsigned long long)h->n[WJ_H_PARKED], l,
-		    (unsigned long long)h->n[WJ_H_SAVED], T("张单据", "bills"),
-		    (unsigned long long)h->n[WJ_H_PARKED], T("条死信", "dead letters"));
+		       "<title>%s: %llu %s, %llu %s</title>", l, (unsigned long long)n[i][0],
+		    (unsigned long long)n[i][1], l, (unsigned long long)n[i][0], T("张单据", "bills"),
+		    (unsigned long long)n[i][1], T("条死信", "dead letters"));
 		double x = CL + i * bw + bw * 0.1, w = bw * 0.8;
-		double hs = bar(r, "saved", x, w, CT + CH, h->n[WJ_H_SAVED], scale);
-		bar(r, "dead", x, w, CT + CH - hs, h->n[WJ_H_PARKED], scale);
+		double hs = bar(r, "saved", x, w, CT + CH, n[i][0], scale);
+		bar(r, "dead", x, w, CT + CH - hs, n[i][1], scale);
 		out(r, "</g>");
 	}
 	out(r, "</svg>\n");
+	free(n);
 }
 
 /* Calls in the busiest minute of each hour against the limit (calls a minute). */
@@ -317,7 +334,7 @@ static const char CSS[] =
 	"svg rect.saved{fill:#2e7dd7}svg rect.dead{fill:#d9534f}"
 	"svg rect.peak{fill:#7a9cc6}svg rect.over{fill:#d9534f}"
 	"svg line.limit{stroke:#c0392b;stroke-width:1.5;stroke-dasharray:6 4}"
-	"svg text.limit{fill:#c0392b;text-anchor:end}"
+	"svg text.limit{fill:#c0392b;text-anchor:end}svg text.name{font-size:12px;fill:#1d2733}"
 	"svg polyline.lag{fill:none;stroke:#8e44ad;stroke-width:1.5}svg circle.lag{fill:#8e44ad}"
 	".legend span{display:inline-block;width:10px;height:10px;margin:0 4px 0 12px}"
 	".note{color:#5b6776;font-size:12px}";
@@ -405,15 +422,15 @@ static void section_flows(report_t *r, wj_txn_t *t)
 	out(r, "<p class=\"legend\"><span style=\"background:#2e7dd7\"></span>%s"
 	       "<span style=\"background:#d9534f\"></span>%s</p>\n",
 	    T("已保存单据", "bills saved"), T("死信 (叠加)", "dead letters (stacked)"));
-	chart_bills(r);
-	out(r, "<p class=\"note\">%s</p>\n",
-	    T("单据与死信是所有数据流的合计。", "Bills and dead letters count all flows together."));
+	chart_bills(r, -1);
 	for (unsigned f = 0; f < r->n_flows; f++) {
 		const char *name = r->flows[f];
 		json_t *c = wj_txn_get_json(t, WJ_DB_CURSORS, name, strlen(name));
 		int64_t cursor = json_integer_value(json_object_get(c, "cursor"));
 		json_decref(c);
-		out(r, "<h3 class=\"flow\" data-flow=\"");
+		out(r, "<section class=\"flow\" data-flow=\"");
+		text(r, name);
+		out(r, "\"><h3 class=\"flow\" data-flow=\"");
 		text(r, name);
 		out(r, "\">%s ", T("数据流", "Flow"));
 		text(r, name);
@@ -428,7 +445,9 @@ static void section_flows(report_t *r, wj_txn_t *t)
 		else
 			out(r, "-");
 		out(r, "</td></tr></table>\n");
+		chart_bills(r, (int)f);
 		chart_lag(r, f);
+		out(r, "</section>\n");
 	}
 }
 

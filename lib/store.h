@@ -5,7 +5,8 @@
  *   meta      "schema"     → u32 BE schema version (WJ_STORE_SCHEMA), written at creation
  *             "seq"        → u64 BE last sequence number handed out for queue/delayed keys
  *             "jdy_token"  → cached Kingdee token record
- *             "stat:NAME"  → u64 BE lifetime counters (saved, failed, ...)
+ *             "stat:NAME"  → u64 BE lifetime counters (saved, parked, review, failed, ...);
+ *             "stat:NAME/FLOW" the same of one flow (lib/history.h)
  *   cursors   flow name    → JSON cursor of that flow (last fully stored window)
  *   docs      doc key      → doc record (content hash, state, attempts, errors, bill): small
  *   orders    doc key      → the order as read from WDT, canonical JSON text (sorted keys,

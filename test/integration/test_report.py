@@ -36,7 +36,9 @@ if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
 # The bars are read back from the page as the browser parsed it.
 READ_BACK = """
 return Array.from(document.querySelectorAll('svg.chart')).map(function (svg) {
+  var sec = svg.closest('section.flow');
   return {cls: svg.getAttribute('class'), scale: parseFloat(svg.dataset.scale),
+    flow: sec ? sec.dataset.flow : null,
     limit: Array.from(svg.querySelectorAll('line.limit')).map(function (l) {
       return parseFloat(l.dataset.limit); }),
     hours: Array.from(svg.querySelectorAll('g.hour')).map(function (g) {
@@ -223,6 +225,11 @@ def page_checks(drv, path, what, bills, dead, secrets, shot=None):
     b = [c for c in charts if c["cls"] == "chart bills"][0]
     saved = sum(int(hr["saved"]) for hr in b["hours"])
     shown_dead = sum(int(hr["dead"]) for hr in b["hours"])
+    per_flow = {}
+    for c in charts:
+        if c["cls"] == "chart bills flow":
+            per_flow[c["flow"]] = (sum(int(hr["saved"]) for hr in c["hours"]),
+                                   sum(int(hr["dead"]) for hr in c["hours"]))
     q = [c for c in charts if c["cls"] == "chart quota"]
     check(len(q) == 2 and all(len(c["limit"]) == 1 and c["limit"][0] > 0 for c in q),
           "%s: each quota chart has its limit line" % what)
@@ -232,7 +239,7 @@ def page_checks(drv, path, what, bills, dead, secrets, shot=None):
           "%s: dead letters listed = dlq list (%d groups, %d orders of %d)"
           % (what, len(page["groups"]), total, len(dead)))
     return {"saved": saved, "dead": shown_dead, "health": page["health"], "text": page["text"],
-            "charts": charts}
+            "charts": charts, "flows": per_flow}
 
 
 def main():
@@ -310,6 +317,10 @@ def main():
               % (r["saved"], bills))
         check(r["dead"] == len(dead), "dead letters drawn = dlq list (%d, %d)"
               % (r["dead"], len(dead)))
+        flow = st.cfg["flows"][0]["name"]
+        check(r["flows"].get(flow) == (bills, len(dead)),
+              "flow %s's own chart: its bills and dead letters (%s; %d, %d)"
+              % (flow, r["flows"].get(flow), bills, len(dead)))
         q = [c for c in r["charts"] if c["cls"] == "chart quota"]
         check(any(int(hr["peak"]) > 0 for hr in q[1]["hours"]),
               "the Kingdee quota chart shows the calls")

@@ -1,6 +1,6 @@
 /* Unit tests for lib/history: the per-minute ring in the store (wrap-around, slots of an
  * earlier lap read as empty, a fixed number of entries however many minutes are written,
- * counts added within a minute, the value's format). */
+ * counts added within a minute, a flow's by its name, the value's format). */
 #include <errno.h>
 #include <ftw.h>
 #include <setjmp.h>
@@ -63,6 +63,7 @@ static wj_hist_minute_t minute_of(int64_t minute, uint32_t n)
 	m.n[WJ_H_PARKED] = n % 7;
 	snprintf(m.flows[0].name, sizeof(m.flows[0].name), "f");
 	m.flows[0].lag = n;
+	m.flows[0].n[WJ_HF_SAVED] = n;
 	return m;
 }
 
@@ -102,6 +103,9 @@ static void test_roundtrip(void **state)
 	m.n[WJ_H_WDT] = UINT32_MAX;
 	snprintf(m.flows[0].name, sizeof(m.flows[0].name), "pd-gain");
 	m.flows[0].lag = 61;
+	m.flows[0].n[WJ_HF_SAVED] = 12;
+	m.flows[0].n[WJ_HF_PARKED] = 3;
+	m.flows[0].n[WJ_HF_REVIEW] = UINT32_MAX;
 	snprintf(m.flows[1].name, sizeof(m.flows[1].name), "盘盈");
 	m.flows[1].lag = WJ_HISTORY_LAG_UNKNOWN;
 	uint8_t buf[WJ_HISTORY_VAL_MAX];
@@ -207,8 +211,48 @@ static void test_stale_and_same_minute(void **state)
 	assert_int_equal(m.n[WJ_H_SAVED], 7);
 	assert_int_equal(m.n[WJ_H_PARKED], 3 + 4);
 	assert_int_equal(wj_history_lag(&m, "f"), 4);
+	assert_int_equal(wj_history_flow(&m, "f")->n[WJ_HF_SAVED], 7);
 	wj_txn_abort(&t);
 	assert_int_equal(entries(f->s), 1);
+}
+
+/* The same minute written twice with other flows (a reload within the minute): a flow's
+ * counts add up by its name, a flow of only one of them is kept. */
+static void set_flow(wj_hist_minute_t *m, const char *name, uint32_t saved, uint32_t lag)
+{
+	wj_hist_flow_t *f = &m->flows[m->n_flows++];
+	snprintf(f->name, sizeof(f->name), "%s", name);
+	f->n[WJ_HF_SAVED] = saved;
+	f->n[WJ_HF_PARKED] = saved * 10;
+	f->lag = lag;
+}
+
+static void test_flows_by_name(void **state)
+{
+	fixture_t *f = *state;
+	const int64_t now = 29400000;
+	wj_hist_minute_t a = {.minute = now}, b = {.minute = now}, m;
+	set_flow(&a, "a", 2, 1);
+	set_flow(&a, "b", 1, 1);
+	set_flow(&b, "b", 5, 9);
+	set_flow(&b, "c", 1, 9);
+	assert_int_equal(wj_store_write(f->s, add_one, &a), 0);
+	assert_int_equal(wj_store_write(f->s, add_one, &b), 0);
+	wj_txn_t t;
+	assert_int_equal(wj_txn_begin(f->s, &t, false), 0);
+	assert_int_equal(wj_history_get(&t, now, &m), 0);
+	wj_txn_abort(&t);
+	assert_int_equal(m.n_flows, 3);
+	const char *names[3] = {"a", "b", "c"};
+	const uint32_t saved[3] = {2, 6, 1}, lag[3] = {1, 9, 9};
+	for (int i = 0; i < 3; i++) {
+		const wj_hist_flow_t *x = wj_history_flow(&m, names[i]);
+		assert_non_null(x);
+		assert_int_equal(x->n[WJ_HF_SAVED], saved[i]);
+		assert_int_equal(x->n[WJ_HF_PARKED], saved[i] * 10);
+		assert_int_equal(x->lag, lag[i]);
+	}
+	assert_null(wj_history_flow(&m, "d"));
 }
 
 int main(void)
@@ -219,6 +263,7 @@ int main(void)
 		cmocka_unit_test(test_slots),
 		cmocka_unit_test_setup_teardown(test_wrap, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stale_and_same_minute, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_flows_by_name, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

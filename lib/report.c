@@ -20,6 +20,7 @@
 
 #define DLQ_GROUPS 50  /* reasons listed */
 #define DLQ_FIRST 5    /* orders named per reason */
+#define DLQ_SCAN 2000  /* dead letters grouped (each is parsed whole, order included) */
 #define REVIEW_ROWS 200
 
 /* One hour of the report. */
@@ -491,10 +492,12 @@ typedef struct dlq_group {
 static void section_dead(report_t *r, wj_txn_t *t)
 {
 	dlq_group_t g[DLQ_GROUPS + 1] = {{0}}; /* the last: every other reason */
-	size_t ng = 0, total = 0;
+	size_t ng = 0, total = 0, scanned = 0;
+	wj_txn_count(t, WJ_DB_DEAD, &total);
 	wj_iter_t it;
 	if (wj_iter_open(t, WJ_DB_DEAD, &it) == 0) {
-		for (int ret = wj_iter_seek(&it, NULL, 0); ret == 0; ret = wj_iter_next(&it)) {
+		for (int ret = wj_iter_seek(&it, NULL, 0); ret == 0 && scanned < DLQ_SCAN;
+		     ret = wj_iter_next(&it)) {
 			wj_val_t v = wj_iter_val(&it);
 			json_t *dl = json_loadb(v.data, v.len, 0, NULL);
 			const char *reason = jstr(dl, "reason") ? jstr(dl, "reason") : "?";
@@ -509,11 +512,13 @@ static void section_dead(report_t *r, wj_txn_t *t)
 			if (g[i].count < DLQ_FIRST && !(g[i].first[g[i].count] = strdup(no)))
 				r->err = -ENOMEM;
 			g[i].count++;
-			total++;
+			scanned++;
 			json_decref(dl);
 		}
 		wj_iter_close(&it);
 	}
+	if (total < scanned) /* the count failed */
+		total = scanned;
 	out(r, "<h2>%s <small data-dead-total=\"%zu\">(%zu)</small></h2>\n",
 	    T("死信 (按原因)", "Dead letters by reason"), total, total);
 	if (!total)
@@ -543,8 +548,12 @@ static void section_dead(report_t *r, wj_txn_t *t)
 		out(r, "</td></tr>\n");
 		free(g[i].reason);
 	}
+	if (total > scanned)
+		out(r, "</table>\n<p class=\"note\" data-dead-grouped=\"%zu\">%s %zu%s</p>\n",
+		    scanned, T("按原因分组的仅为前", "grouped by reason: the first"), scanned,
+		    T(" 条", ""));
 	if (total)
-		out(r, "</table>\n<p class=\"note\">%s</p>\n",
+		out(r, "%s<p class=\"note\">%s</p>\n", total > scanned ? "" : "</table>\n",
 		    T("wdt2jdyctl dlq list 列出全部; 修正原因后用 wdt2jdyctl dlq retry 重试。",
 		      "wdt2jdyctl dlq list shows them all; fix the cause, then wdt2jdyctl dlq retry."));
 }

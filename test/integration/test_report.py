@@ -11,6 +11,7 @@ Skipped (exit 77) when /usr/bin/chromium or /usr/bin/chromedriver is missing."""
 import base64
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -367,5 +368,30 @@ def collect_secrets(cfg):
     return out
 
 
+def many_dead():
+    """More dead letters than the page groups (2,000; each is parsed whole): the page still
+    says how many there are, groups the first 2,000 and says so."""
+    st = e2e_stack(2100, span_days=1, seed=417,
+                   wdt_args=["--eligible-pct", "100", "--bad-pct", "100"])
+    try:
+        st.start()
+        took, nb, nd = wait_settled(st, 2100, timeout=240)
+        check(took is not None and nb == 0 and nd == 2100,
+              "many dead: all 2100 orders parked (%d bills, %d dead)" % (nb, nd))
+        out = os.path.join(st.tmp, "many.html")
+        p = ctl(st.cfg_path, "report", "--html", out, "--days", "1", "--lang", "en")
+        html = read(out)
+        m = re.search(r'data-dead-total="(\d+)"', html)
+        grouped = sum(int(x) for x in re.findall(r'class="dlq-group" data-count="(\d+)"', html))
+        check(p.returncode == 0 and m and int(m.group(1)) == nd,
+              "many dead: the page counts every dead letter (%s of %d)"
+              % (m and m.group(1), nd))
+        check(grouped == 2000 and 'data-dead-grouped="2000"' in html,
+              "many dead: the first 2000 grouped by reason, and said so (%d)" % grouped)
+    finally:
+        close_stack(st)
+
+
 main()
+many_dead()
 finish()

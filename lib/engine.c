@@ -785,14 +785,6 @@ void wj_engine_free(wj_engine_t *e)
 
 /* ---- status ---------------------------------------------------------------------------- */
 
-static int64_t meta_u64(wj_txn_t *t, const char *key)
-{
-	wj_val_t v;
-	if (wj_txn_get(t, WJ_DB_META, key, strlen(key), &v) < 0 || v.len != 8)
-		return 0;
-	return (int64_t)wj_u64be_get(v.data);
-}
-
 static json_t *time_or_null(int64_t epoch, int tz_offset)
 {
 	char buf[WJ_TIME_LEN];
@@ -926,8 +918,8 @@ json_t *wj_engine_status(wj_engine_t *e)
 		json_object_set_new(q, "in_flight", json_integer((json_int_t)inflight));
 		json_object_set_new(q, "depth", json_integer((json_int_t)(ready + delayed + inflight)));
 		json_object_set_new(q, "capacity", json_integer(e->cfg->queue.capacity));
-		json_object_set_new(st, "posted", json_integer(meta_u64(&t, "stat:saved")));
-		json_object_set_new(st, "failed", json_integer(meta_u64(&t, "stat:failed")));
+		json_object_set_new(st, "posted", json_integer((json_int_t)wj_stat_get(&t, "stat:saved")));
+		json_object_set_new(st, "failed", json_integer((json_int_t)wj_stat_get(&t, "stat:failed")));
 		json_object_set_new(st, "dead", json_integer((json_int_t)dead));
 		json_object_set_new(st, "review", json_integer((json_int_t)review));
 		wj_txn_abort(&t);

@@ -181,14 +181,18 @@ uint32_t wj_history_lag(const wj_hist_minute_t *m, const char *flow)
 	return f ? f->lag : WJ_HISTORY_LAG_UNKNOWN;
 }
 
-void wj_stat_add(wj_txn_t *t, const char *key, uint64_t n)
+uint64_t wj_stat_get(wj_txn_t *t, const char *key)
 {
 	wj_val_t v;
-	uint64_t cur = 0;
-	if (wj_txn_get(t, WJ_DB_META, key, strlen(key), &v) == 0 && v.len == 8)
-		cur = wj_u64be_get(v.data);
+	if (wj_txn_get(t, WJ_DB_META, key, strlen(key), &v) < 0 || v.len != 8)
+		return 0;
+	return wj_u64be_get(v.data);
+}
+
+void wj_stat_add(wj_txn_t *t, const char *key, uint64_t n)
+{
 	uint8_t b[8];
-	wj_key_u64be(b, cur + n);
+	wj_key_u64be(b, wj_stat_get(t, key) + n);
 	wj_txn_put(t, WJ_DB_META, key, strlen(key), b, 8);
 }
 
@@ -213,11 +217,8 @@ void wj_history_note(wj_txn_t *t, wj_hist_count_t what, const char *flow)
 static uint64_t stat_get(wj_txn_t *t, wj_hist_count_t what, const char *flow)
 {
 	char key[100];
-	wj_val_t v;
 	stat_key(key, sizeof(key), what, flow);
-	if (wj_txn_get(t, WJ_DB_META, key, strlen(key), &v) == 0 && v.len == 8)
-		return wj_u64be_get(v.data);
-	return 0;
+	return wj_stat_get(t, key);
 }
 
 /* ---- the engine's sampler ---------------------------------------------------------------- */

@@ -90,6 +90,8 @@ uint32_t wj_history_lag(const wj_hist_minute_t *m, const char *flow);
 void wj_history_note(wj_txn_t *t, wj_hist_count_t what, const char *flow);
 /* Add n to the u64 BE counter under meta key (0 when absent). */
 void wj_stat_add(wj_txn_t *t, const char *key, uint64_t n);
+/* The u64 BE counter under meta key, 0 when absent or unreadable. */
+uint64_t wj_stat_get(wj_txn_t *t, const char *key);
 
 /* ---- the engine's sampler ---- */
 

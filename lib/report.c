@@ -625,10 +625,7 @@ int wj_report_html(wj_store_t *s, const wj_config_t *cfg, json_t *status,
 	wj_txn_count(&t, WJ_DB_QUEUE, &q);
 	wj_txn_count(&t, WJ_DB_DELAYED, &dl);
 	wj_txn_count(&t, WJ_DB_INFLIGHT, &in);
-	wj_val_t v;
-	int64_t saved = 0;
-	if (wj_txn_get(&t, WJ_DB_META, "stat:saved", 10, &v) == 0 && v.len == 8)
-		saved = (int64_t)wj_u64be_get(v.data);
+	uint64_t saved = wj_stat_get(&t, "stat:saved");
 	json_t *counts = json_pack("{s:I, s:I, s:I, s:I}", "posted", (json_int_t)saved, "dead",
 				   (json_int_t)dead, "review", (json_int_t)review, "depth",
 				   (json_int_t)(q + dl + in));
